@@ -1,0 +1,69 @@
+"""Argument handling shared by the symmetrization methods."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import jax
+
+from equijax._src.groups import FiniteGroup
+
+PyTree = Any
+Action = Callable[[Any, PyTree], PyTree]
+
+
+def check_callable(obj: Any, arg: str, hint: str = "") -> None:
+    if not callable(obj):
+        raise TypeError(f"{arg} must be callable, got {type(obj).__name__}. {hint}".rstrip())
+
+
+def check_group(group: Any) -> FiniteGroup:
+    if not isinstance(group, FiniteGroup):
+        raise TypeError(
+            f"group must be an equijax FiniteGroup (e.g. ej.groups.rot90()), got "
+            f"{type(group).__name__}."
+        )
+    return group
+
+
+def actions(
+    group: FiniteGroup, in_action: Action | None, out_action: Action | None
+) -> tuple[Action, Action]:
+    """Returns ``(transform, untransform)`` for a finite group: ``g x`` and ``g⁻¹ y``."""
+    if in_action is not None:
+        check_callable(in_action, "in_action", "Expected (g, x) -> x.")
+    if out_action is not None:
+        check_callable(out_action, "out_action", "Expected (g, y) -> y, or None for invariant outputs.")
+    act_in = in_action if in_action is not None else group.act
+
+    def untransform(g: Any, y: PyTree) -> PyTree:
+        if out_action is None:
+            return y
+        return out_action(group.inverse(g), y)
+
+    return act_in, untransform
+
+
+def as_transformation(method: Callable[..., Any], fn: Callable[..., Any], args: tuple, kwargs: dict):
+    """The transformation form: returns ``f(*a)`` symmetrizing ``fn`` in its last argument.
+
+    ``fn(*params, x)`` becomes ``f(*params, x)``; every argument but the last is passed to
+    ``fn`` unchanged (e.g. Flax parameters), so one compiled program serves every update.
+    """
+
+    @functools.wraps(fn)
+    def transformed(*a: Any) -> Any:
+        if not a:
+            raise TypeError("the symmetrized function needs at least the input argument x.")
+        *rest, x = a
+        return method(lambda xx: fn(*rest, xx), *args, x, **kwargs)
+
+    return transformed
+
+
+def straight_through(value: PyTree, surrogate: PyTree) -> PyTree:
+    """Forward: exactly ``value``; backward: the gradient of ``surrogate``."""
+    sg = jax.lax.stop_gradient
+    return jax.tree.map(lambda v, s: sg(v) + (s - sg(s)), value, surrogate)

@@ -1,0 +1,141 @@
+"""Equivariance checks for any callable, built on chex."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from equijax._src import common
+from equijax._src.groups import FiniteGroup
+
+PyTree = Any
+
+
+def _pairs(fn, group, x, in_action, out_action, elements):
+    group = common.check_group(group)
+    common.check_callable(fn, "fn")
+    act_in = in_action if in_action is not None else group.act
+    y = fn(x)
+    elems = range(group.order) if elements is None else elements
+    for g in elems:
+        lhs = fn(act_in(g, x))
+        rhs = y if out_action is None else out_action(g, y)
+        yield g, lhs, rhs
+
+
+def equivariance_error(
+    fn: Callable[[PyTree], PyTree],
+    group: FiniteGroup,
+    x: PyTree,
+    *,
+    in_action: Callable[[Any, PyTree], PyTree] | None = None,
+    out_action: Callable[[Any, PyTree], PyTree] | None = None,
+    elements: Sequence[int] | None = None,
+    relative: bool = False,
+) -> float:
+    r"""The largest deviation from equivariance over the group (0.0 for an exact model).
+
+    .. math::
+
+        \max_{g} \max \lvert f(g x) - g f(x) \rvert
+
+    With ``relative=True`` each deviation is divided by ``max |f(x)|`` (so values near float32
+    epsilon, ~1e-7 to 1e-6, mean "equivariant up to round-off"; values of order 1 mean broken).
+
+    Args:
+      fn: batch -> batch of outputs.
+      group: the group.
+      x: a batch of inputs.
+      in_action: ``(g, x) -> g x``; defaults to ``group.act``.
+      out_action: ``(g, y) -> g y``; ``None`` checks invariance.
+      elements: element indices to check (default: all).
+      relative: divide by the output scale.
+
+    Returns:
+      A Python float.
+
+    Example:
+      >>> import jax.numpy as jnp, equijax as ej
+      >>> G = ej.groups.rot90()
+      >>> x = jnp.arange(32.0).reshape(2, 4, 4, 1)
+      >>> ej.testing.equivariance_error(lambda x: x.sum((1, 2, 3)), G, x)
+      0.0
+    """
+    worst = 0.0
+    scale = None
+    for _, lhs, rhs in _pairs(fn, group, x, in_action, out_action, elements):
+        for a, b in zip(jax.tree.leaves(lhs), jax.tree.leaves(rhs), strict=True):
+            a = np.asarray(a, dtype=np.float64)
+            b = np.asarray(b, dtype=np.float64)
+            if a.shape != b.shape:
+                raise ValueError(f"f(g x) has shape {a.shape} but g f(x) has shape {b.shape}.")
+            if a.size:
+                worst = max(worst, float(np.max(np.abs(a - b))))
+                if relative:
+                    scale = max(scale or 0.0, float(np.max(np.abs(b))))
+    if relative:
+        return worst / max(scale or 0.0, np.finfo(np.float32).tiny)
+    return worst
+
+
+def assert_equivariant(
+    fn: Callable[[PyTree], PyTree],
+    group: FiniteGroup,
+    x: PyTree,
+    *,
+    in_action: Callable[[Any, PyTree], PyTree] | None = None,
+    out_action: Callable[[Any, PyTree], PyTree] | None = None,
+    elements: Sequence[int] | None = None,
+    atol: float = 1e-5,
+    rtol: float = 1e-5,
+) -> None:
+    """Asserts ``fn(g x) == g fn(x)`` for every element (integer outputs must match exactly).
+
+    Tolerances: float32 models usually pass with ``atol=rtol=1e-5`` when exact up to
+    round-off; deep networks summed over many elements may need ``1e-4``.
+
+    Raises:
+      AssertionError: naming the first failing element and the mismatch.
+
+    Example:
+      >>> import jax.numpy as jnp, equijax as ej
+      >>> G = ej.groups.rot90()
+      >>> ej.testing.assert_equivariant(lambda x: 2 * x, G, jnp.ones((1, 3, 3, 1)), out_action=G.act)
+    """
+    for g, lhs, rhs in _pairs(fn, group, x, in_action, out_action, elements):
+        try:
+            chex.assert_trees_all_equal_shapes_and_dtypes(lhs, rhs)
+            ints = [jnp.issubdtype(jnp.result_type(a), jnp.integer) for a in jax.tree.leaves(lhs)]
+            if all(ints):
+                chex.assert_trees_all_equal(lhs, rhs)
+            else:
+                chex.assert_trees_all_close(lhs, rhs, atol=atol, rtol=rtol)
+        except AssertionError as e:
+            kind = "invariance" if out_action is None else "equivariance"
+            raise AssertionError(f"{kind} fails for group element g={g} of {group.name}: {e}") from None
+
+
+def assert_invariant(
+    fn: Callable[[PyTree], PyTree],
+    group: FiniteGroup,
+    x: PyTree,
+    *,
+    in_action: Callable[[Any, PyTree], PyTree] | None = None,
+    elements: Sequence[int] | None = None,
+    atol: float = 1e-5,
+    rtol: float = 1e-5,
+) -> None:
+    """Asserts ``fn(g x) == fn(x)`` for every element; see :func:`assert_equivariant`.
+
+    Example:
+      >>> import jax.numpy as jnp, equijax as ej
+      >>> ej.testing.assert_invariant(lambda x: x.mean((1, 2)), ej.groups.dihedral(), jnp.ones((2, 4, 4, 3)))
+    """
+    assert_equivariant(
+        fn, group, x, in_action=in_action, out_action=None, elements=elements, atol=atol, rtol=rtol
+    )

@@ -1,0 +1,1 @@
+"""Datasets: SCAN (generated, embedded) and image data helpers."""

@@ -1,0 +1,48 @@
+"""Finite groups (and SO(2)) with their actions on images, ids, vocabularies and vectors.
+
+Contract relied on across equijax: ``G.order`` (int), ``G.act(g, x)`` for an element index
+``g`` in ``[0, G.order)`` (a Python int or a traced int scalar), identity ``0``,
+``G.compose(g, h)``, ``G.inverse(g)``; permutation groups also have ``G.act_axis(g, y, axis)``.
+"""
+
+from equijax._src.groups import (
+    SO2,
+    FiniteGroup,
+    ImageGroup,
+    PermutationGroup,
+    ProductGroup,
+    SignFlipGroup,
+    VectorRotationGroup,
+    cyclic,
+    dihedral,
+    generated,
+    hflip,
+    permutation,
+    permutation_group,
+    product,
+    rot90,
+    rot180,
+    sign_flip,
+    vflip,
+)
+
+__all__ = [
+    "SO2",
+    "FiniteGroup",
+    "ImageGroup",
+    "PermutationGroup",
+    "ProductGroup",
+    "SignFlipGroup",
+    "VectorRotationGroup",
+    "cyclic",
+    "dihedral",
+    "generated",
+    "hflip",
+    "permutation",
+    "permutation_group",
+    "product",
+    "rot90",
+    "rot180",
+    "sign_flip",
+    "vflip",
+]
