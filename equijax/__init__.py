@@ -18,6 +18,7 @@ from equijax._src.equitune import equitune
 from equijax._src.equizero import equizero
 from equijax._src.lambda_equitune import lambda_equitune, log_weights
 from equijax._src.nn import LambdaNet
+from equijax._src.sharding import orbit_sharding
 
 __version__ = "0.1.0"
 
@@ -31,6 +32,7 @@ __all__ = [
     "lambda_equitune",
     "log_weights",
     "nn",
+    "orbit_sharding",
     "proxies",
     "so2_canonicalizer",
     "testing",

@@ -6,10 +6,10 @@ import os
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import jax  # noqa: E402
-import pytest  # noqa: E402
+import jax
+import pytest
 
 SHARED_DATA = Path(
     os.environ.get("EQUIJAX_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")

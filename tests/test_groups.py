@@ -35,11 +35,29 @@ def all_groups():
     out.append(("perm_swap", ej.groups.permutation(9, [(2, 7)]), ids))
     out.append(("perm_3cycle", ej.groups.permutation(9, [(0, 1, 2)]), ids))
     out.append(("perm_two_cycles", ej.groups.permutation(9, [(0, 1, 2), (4, 5)]), ids))
-    out.append(("generated_s3", ej.groups.generated([(1, 0, 2, 3, 4, 5, 6, 7, 8), (1, 2, 0, 3, 4, 5, 6, 7, 8)]), ids))
     out.append(
-        ("product_perm", ej.groups.product(ej.groups.permutation(9, [(0, 1)]), ej.groups.permutation(9, [(3, 4, 5)])), ids)
+        (
+            "generated_s3",
+            ej.groups.generated([(1, 0, 2, 3, 4, 5, 6, 7, 8), (1, 2, 0, 3, 4, 5, 6, 7, 8)]),
+            ids,
+        )
     )
-    out.append(("product_generic", ej.groups.product(ej.groups.rot180(), ej.groups.sign_flip([-1, 1, 1])), _image_x(k)))
+    out.append(
+        (
+            "product_perm",
+            ej.groups.product(
+                ej.groups.permutation(9, [(0, 1)]), ej.groups.permutation(9, [(3, 4, 5)])
+            ),
+            ids,
+        )
+    )
+    out.append(
+        (
+            "product_generic",
+            ej.groups.product(ej.groups.rot180(), ej.groups.sign_flip([-1, 1, 1])),
+            _image_x(k),
+        )
+    )
     out.append(("sign_flip", ej.groups.sign_flip([-1.0, 1.0, -1.0]), jax.random.normal(k, (4, 3))))
     out.append(("cyclic5", ej.groups.cyclic(5), jax.random.normal(k, (4, 6, 2))))
     return out
@@ -82,7 +100,9 @@ def test_action_is_faithful(name, G, x):
 def test_traced_index_matches_static_index(name, G, x):
     traced = jax.jit(lambda g, x: G.act(g, x))
     for g in range(G.order):
-        np.testing.assert_allclose(np.asarray(traced(jnp.int32(g), x)), np.asarray(G.act(g, x)), atol=1e-6)
+        np.testing.assert_allclose(
+            np.asarray(traced(jnp.int32(g), x)), np.asarray(G.act(g, x)), atol=1e-6
+        )
     batched = jax.vmap(lambda g: G.act(g, x))(jnp.arange(G.order))
     for g in range(G.order):
         np.testing.assert_allclose(np.asarray(batched[g]), np.asarray(G.act(g, x)), atol=1e-6)
@@ -111,7 +131,9 @@ def test_mirror_is_not_a_rotation():
 
 def test_rot90_quarter_turn_is_counter_clockwise():
     x = jnp.arange(4.0).reshape(1, 2, 2, 1)
-    np.testing.assert_array_equal(ej.groups.rot90().act(1, x)[0, :, :, 0], np.rot90(np.arange(4.0).reshape(2, 2)))
+    np.testing.assert_array_equal(
+        ej.groups.rot90().act(1, x)[0, :, :, 0], np.rot90(np.arange(4.0).reshape(2, 2))
+    )
 
 
 def test_permutation_orders_and_examples():
@@ -188,7 +210,12 @@ def test_permutation_rejects_ids_out_of_range():
 
 @pytest.mark.parametrize(
     "n,cycles,match",
-    [(5, [(0, 5)], "out of range"), (5, [(0, 1), (1, 2)], "disjoint"), (5, [], "at least one"), (5, [(1,)], "two")],
+    [
+        (5, [(0, 5)], "out of range"),
+        (5, [(0, 1), (1, 2)], "disjoint"),
+        (5, [], "at least one"),
+        (5, [(1,)], "two"),
+    ],
 )
 def test_permutation_rejects_bad_cycles(n, cycles, match):
     with pytest.raises(ValueError, match=match):

@@ -1,4 +1,4 @@
-"""equitune / equizero / λ-equitune / canonical-λ-equitune: equivariance, special cases, chunking, sharding."""
+"""The four methods: equivariance, special cases, chunking, sharding, bad input."""
 
 import functools
 
@@ -72,11 +72,19 @@ CASES = {
     "dihedral/equivariant": lambda: (ej.groups.dihedral(), *image_case(ej.groups.dihedral(), True)),
     "hflip/equivariant": lambda: (ej.groups.hflip(), *image_case(ej.groups.hflip(), True)),
     "vflip/invariant": lambda: (ej.groups.vflip(), *image_case(ej.groups.vflip(), False)),
-    "perm3/equivariant": lambda: (ej.groups.permutation(9, [(0, 4, 7)]),
-                                  *token_case(ej.groups.permutation(9, [(0, 4, 7)]))),
+    "perm3/equivariant": lambda: (
+        ej.groups.permutation(9, [(0, 4, 7)]),
+        *token_case(ej.groups.permutation(9, [(0, 4, 7)])),
+    ),
     "perm_product/equivariant": lambda: (
-        ej.groups.product(ej.groups.permutation(9, [(0, 1)]), ej.groups.permutation(9, [(2, 3, 5)])),
-        *token_case(ej.groups.product(ej.groups.permutation(9, [(0, 1)]), ej.groups.permutation(9, [(2, 3, 5)]))),
+        ej.groups.product(
+            ej.groups.permutation(9, [(0, 1)]), ej.groups.permutation(9, [(2, 3, 5)])
+        ),
+        *token_case(
+            ej.groups.product(
+                ej.groups.permutation(9, [(0, 1)]), ej.groups.permutation(9, [(2, 3, 5)])
+            )
+        ),
     ),
 }
 
@@ -93,7 +101,12 @@ def weight_fn(xg):
 METHODS = {
     "equitune": lambda fn, G, x, oa, cs: ej.equitune(fn, G, x, out_action=oa, chunk_size=cs),
     "equizero": lambda fn, G, x, oa, cs: ej.equizero(
-        fn, G, x, loss=lambda y: jnp.sin(y.reshape(y.shape[0], -1).sum(-1)), out_action=oa, chunk_size=cs
+        fn,
+        G,
+        x,
+        loss=lambda y: jnp.sin(y.reshape(y.shape[0], -1).sum(-1)),
+        out_action=oa,
+        chunk_size=cs,
     ),
     "lambda": lambda fn, G, x, oa, cs: ej.lambda_equitune(
         fn, G, x, weight_fn=weight_fn, out_action=oa, chunk_size=cs
@@ -136,9 +149,11 @@ def test_equitune_matches_the_defining_sum():
 
 
 def test_equizero_picks_argmin_and_returns_index():
-    G, fn, x, oa = make("rot90/invariant")
+    G, fn, x, _ = make("rot90/invariant")
     y, idx = ej.equizero(fn, G, x, loss=ej.proxies.neg_max_probability, return_index=True)
-    losses = np.stack([np.asarray(ej.proxies.neg_max_probability(fn(G.act(g, x)))) for g in range(4)])
+    losses = np.stack(
+        [np.asarray(ej.proxies.neg_max_probability(fn(G.act(g, x)))) for g in range(4)]
+    )
     np.testing.assert_array_equal(idx, losses.argmin(0))
     for b in range(x.shape[0]):
         np.testing.assert_allclose(y[b], fn(G.act(int(idx[b]), x))[b], atol=1e-6)
@@ -149,7 +164,9 @@ def test_equizero_ties_go_to_lowest_index_across_chunks():
     x = jnp.ones((2, 4, 4, 1))
     fn = lambda x: x.reshape(2, -1)[:, :3]
     for chunk in (None, 1, 3):
-        _, idx = ej.equizero(fn, G, x, loss=lambda y: jnp.zeros(y.shape[0]), chunk_size=chunk, return_index=True)
+        _, idx = ej.equizero(
+            fn, G, x, loss=lambda y: jnp.zeros(y.shape[0]), chunk_size=chunk, return_index=True
+        )
         np.testing.assert_array_equal(idx, [0, 0])
 
 
@@ -157,8 +174,15 @@ def test_lambda_constant_equals_equitune():
     for case in ("dihedral/equivariant", "perm3/equivariant"):
         G, fn, x, oa = make(case)
         for norm in ("softmax", "positive"):
-            y = ej.lambda_equitune(fn, G, x, weight_fn=lambda xg: jnp.full(xg.shape[0], 3.0),
-                                   normalize=norm, out_action=oa, chunk_size=2)
+            y = ej.lambda_equitune(
+                fn,
+                G,
+                x,
+                weight_fn=lambda xg: jnp.full(xg.shape[0], 3.0),
+                normalize=norm,
+                out_action=oa,
+                chunk_size=2,
+            )
             np.testing.assert_allclose(y, ej.equitune(fn, G, x, out_action=oa), atol=1e-5)
 
 
@@ -168,18 +192,26 @@ def test_lambda_indicator_equals_equizero():
     indicator = lambda xg: -1e4 * loss(fn(xg))
     y0 = ej.equizero(fn, G, x, loss=loss, out_action=oa)
     for chunk in (None, 3):
-        yl, w = ej.lambda_equitune(fn, G, x, weight_fn=indicator, out_action=oa, chunk_size=chunk,
-                                   return_weights=True)
+        yl, w = ej.lambda_equitune(
+            fn, G, x, weight_fn=indicator, out_action=oa, chunk_size=chunk, return_weights=True
+        )
         np.testing.assert_allclose(yl, y0, atol=1e-5)
         np.testing.assert_allclose(w.max(1), 1.0, atol=1e-6)
 
 
 @pytest.mark.parametrize("value", [0.0, 1e4, -1e4, 3e37])
 def test_lambda_weights_have_no_nan_for_equal_or_huge_logits(value):
-    G, fn, x, oa = make("rot90/invariant")
+    G, fn, x, _ = make("rot90/invariant")
     for norm in ("softmax", "positive"):
-        y, w = ej.lambda_equitune(fn, G, x, weight_fn=lambda xg: jnp.full(xg.shape[0], value),
-                                  normalize=norm, return_weights=True, chunk_size=3)
+        y, w = ej.lambda_equitune(
+            fn,
+            G,
+            x,
+            weight_fn=lambda xg: jnp.full(xg.shape[0], value),
+            normalize=norm,
+            return_weights=True,
+            chunk_size=3,
+        )
         assert np.isfinite(np.asarray(y)).all() and np.isfinite(np.asarray(w)).all()
         np.testing.assert_allclose(w, 0.25, atol=1e-6)
 
@@ -205,8 +237,16 @@ def test_straight_through_gradient_equals_equitune_gradient():
         return (logits * cot).sum()
 
     def zero_st(p):
-        return xent(ej.equizero(lambda z: model.apply(p, z), G, x, loss=ej.proxies.entropy,
-                                straight_through=True, chunk_size=2))
+        return xent(
+            ej.equizero(
+                lambda z: model.apply(p, z),
+                G,
+                x,
+                loss=ej.proxies.entropy,
+                straight_through=True,
+                chunk_size=2,
+            )
+        )
 
     def zero_plain(p):
         return ej.equizero(lambda z: model.apply(p, z), G, x, loss=ej.proxies.entropy)
@@ -218,12 +258,26 @@ def test_straight_through_gradient_equals_equitune_gradient():
     g_tune = jax.grad(tune)(params)
     chex.assert_trees_all_close(g_st, g_tune, atol=1e-6)
     # ... while the forward value is exactly equizero's.
-    st_out = ej.equizero(lambda z: model.apply(params, z), G, x, loss=ej.proxies.entropy, straight_through=True)
+    st_out = ej.equizero(
+        lambda z: model.apply(params, z), G, x, loss=ej.proxies.entropy, straight_through=True
+    )
     np.testing.assert_array_equal(st_out, zero_plain(params))
     # identity surrogate: the gradient of the plain model
-    g_id = jax.grad(lambda p: xent(ej.equizero(lambda z: model.apply(p, z), G, x, loss=ej.proxies.entropy,
-                                               straight_through=True, surrogate="identity")))(params)
-    chex.assert_trees_all_close(g_id, jax.grad(lambda p: xent(model.apply(p, x)))(params), atol=1e-6)
+    g_id = jax.grad(
+        lambda p: xent(
+            ej.equizero(
+                lambda z: model.apply(p, z),
+                G,
+                x,
+                loss=ej.proxies.entropy,
+                straight_through=True,
+                surrogate="identity",
+            )
+        )
+    )(params)
+    chex.assert_trees_all_close(
+        g_id, jax.grad(lambda p: xent(model.apply(p, x)))(params), atol=1e-6
+    )
 
 
 def test_transformation_form_passes_params_and_compiles_once():
@@ -243,7 +297,9 @@ def test_transformation_form_passes_params_and_compiles_once():
     p = params
     for _ in range(3):
         p = step(p, x)
-    np.testing.assert_allclose(sym(params, x), ej.equitune(lambda z: model.apply(params, z), G, x), atol=1e-6)
+    np.testing.assert_allclose(
+        sym(params, x), ej.equitune(lambda z: model.apply(params, z), G, x), atol=1e-6
+    )
     assert not np.allclose(sym(p, x), sym(params, x))
 
 
@@ -254,7 +310,9 @@ def test_fold_batching_equals_vmap():
             kw = {"weight_fn": weight_fn} if method == "lambda" else {}
             f = ej.equitune if method == "equitune" else ej.lambda_equitune
             np.testing.assert_allclose(
-                f(fn, G, x, out_action=oa, batching="fold", **kw), f(fn, G, x, out_action=oa, **kw), atol=1e-5
+                f(fn, G, x, out_action=oa, batching="fold", **kw),
+                f(fn, G, x, out_action=oa, **kw),
+                atol=1e-5,
             )
 
 
@@ -263,10 +321,16 @@ def test_has_aux_lets_lambda_read_backbone_features():
     x = jax.random.normal(jax.random.key(3), (2, 6, 6, 2))
     w = jax.random.normal(jax.random.key(4), (72, 5))
     fn = lambda z: (jnp.tanh(z.reshape(2, -1) @ w), z.reshape(2, -1)[:, :4])
-    y, wts = ej.lambda_equitune(fn, G, x, weight_fn=lambda feats: feats.sum(-1), has_aux=True,
-                                return_weights=True)
-    y2, wts2 = ej.lambda_equitune(lambda z: fn(z)[0], G, x, weight_fn=lambda z: z.reshape(2, -1)[:, :4].sum(-1),
-                                  return_weights=True)
+    y, wts = ej.lambda_equitune(
+        fn, G, x, weight_fn=lambda feats: feats.sum(-1), has_aux=True, return_weights=True
+    )
+    y2, wts2 = ej.lambda_equitune(
+        lambda z: fn(z)[0],
+        G,
+        x,
+        weight_fn=lambda z: z.reshape(2, -1)[:, :4].sum(-1),
+        return_weights=True,
+    )
     np.testing.assert_allclose(y, y2, atol=1e-6)
     np.testing.assert_allclose(wts, wts2, atol=1e-6)
 
@@ -294,21 +358,30 @@ def test_canonical_lambda_equitune_is_so2_equivariant_and_invariant():
     R = ej.groups.SO2()
     x = jax.random.normal(jax.random.key(0), (5, 7, 2))
     w = jax.random.normal(jax.random.key(1), (14, 2))
-    fn = lambda p: jnp.tanh(p.reshape(p.shape[0], -1) @ w)       # a 2-D vector per example
+    fn = lambda p: jnp.tanh(p.reshape(p.shape[0], -1) @ w)  # a 2-D vector per example
     lam = lambda p: p[:, 0, 0] * 3.0
     thetas = [0.0, 0.4, -0.4, jnp.pi]
     for theta_inverse in (True, False):
-        f = lambda p: ej.canonical_lambda_equitune(fn, p, canonicalizer=ej.so2_canonicalizer, thetas=thetas,
-                                                   weight_fn=lam, out_action=R.act, theta_inverse=theta_inverse,
-                                                   chunk_size=3)
+        f = lambda p: ej.canonical_lambda_equitune(
+            fn,
+            p,
+            canonicalizer=ej.so2_canonicalizer,
+            thetas=thetas,
+            weight_fn=lam,
+            out_action=R.act,
+            theta_inverse=theta_inverse,
+            chunk_size=3,
+        )
         for phi in (0.3, 2.0, -1.2):
             np.testing.assert_allclose(f(R.act(phi, x)), R.act(phi, f(x)), atol=2e-5)
-    inv = lambda p: ej.canonical_lambda_equitune(fn, p, canonicalizer=ej.so2_canonicalizer, thetas=thetas,
-                                                 weight_fn=lam)
+    inv = lambda p: ej.canonical_lambda_equitune(
+        fn, p, canonicalizer=ej.so2_canonicalizer, thetas=thetas, weight_fn=lam
+    )
     np.testing.assert_allclose(inv(R.act(1.1, x)), inv(x), atol=2e-5)
     assert float(jnp.abs(fn(R.act(1.1, x)) - fn(x)).max()) > 1e-2
-    _, wts = ej.canonical_lambda_equitune(fn, x, canonicalizer=ej.so2_canonicalizer, thetas=thetas, weight_fn=lam,
-                                          return_weights=True)
+    _, wts = ej.canonical_lambda_equitune(
+        fn, x, canonicalizer=ej.so2_canonicalizer, thetas=thetas, weight_fn=lam, return_weights=True
+    )
     np.testing.assert_allclose(wts.sum(1), 1.0, atol=1e-6)
 
 
@@ -347,7 +420,9 @@ def test_out_action_that_changes_shape_is_rejected():
         ej.equitune(fn, G, x, out_action=lambda g, y: y[:, :2])
 
 
-@pytest.mark.parametrize("chunk,err", [(0, ValueError), (-2, ValueError), (1.5, TypeError), (True, TypeError)])
+@pytest.mark.parametrize(
+    "chunk,err", [(0, ValueError), (-2, ValueError), (1.5, TypeError), (True, TypeError)]
+)
 def test_invalid_chunk_size_is_rejected(chunk, err):
     G, fn, x, _ = make("rot90/invariant")
     with pytest.raises(err, match="chunk_size"):
@@ -390,3 +465,14 @@ def test_testing_helpers_detect_broken_models():
         ej.testing.assert_invariant(fn, G, x)
     assert ej.testing.equivariance_error(fn, G, x) > 0.1
     assert ej.testing.equivariance_error(fn, G, x, relative=True) > 0.01
+
+
+def test_orbit_sharding_helper_builds_a_group_by_batch_mesh():
+    s = ej.orbit_sharding(group_devices=4)
+    assert dict(s.mesh.shape) == {"group": 4, "batch": 2}
+    G, fn, x, oa = make("dihedral/equivariant")
+    x = jnp.concatenate([x, x[:1]], 0)
+    y = jax.jit(lambda x: ej.equitune(fn, G, x, out_action=oa, orbit_sharding=s, chunk_size=4))(x)
+    np.testing.assert_allclose(y, ej.equitune(fn, G, x, out_action=oa), atol=1e-5)
+    with pytest.raises(ValueError, match="group_devices"):
+        ej.orbit_sharding(group_devices=3)

@@ -1,4 +1,4 @@
-"""Canonical-λ-equitune for continuous groups (Basu et al., NeurIPS 2023, eqs. 5-6; Kaba et al. 2022)."""
+"""Canonical-λ-equitune for continuous groups (Basu et al. 2023, eqs. 5-6; Kaba et al. 2022)."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def canonical_lambda_equitune(
     canonicalizer: Callable[[PyTree], jax.Array],
     thetas: Sequence[float] | ArrayLike,
     weight_fn: Callable[[PyTree], jax.Array] | None = None,
-    group: Any = SO2(),
+    group: Any = None,
     in_action: Callable[[Any, PyTree], PyTree] | None = None,
     out_action: Callable[[Any, PyTree], PyTree] | None = None,
     normalize: Normalize = "softmax",
@@ -92,7 +92,7 @@ def canonical_lambda_equitune(
       canonicalizer: ``x -> h(x)``, one group element (angle) per example, shape ``(B,)``.
       thetas: the finite set Θ (angles for SO(2)), static.
       weight_fn: ``x_theta -> (B,)`` logits for λ; ``None`` means λ ≡ 1 (plain averaging).
-      group: the continuous group (``compose``, ``inverse``, ``act``); default SO(2).
+      group: the continuous group (``compose``, ``inverse``, ``act``); ``None`` means SO(2).
       in_action: ``(angles, x) -> x`` with per-example angles; defaults to ``group.act``.
       out_action: ``(angles, y) -> y``; ``None`` for invariant outputs.
       normalize: ``"softmax"`` or ``"positive"`` (see :func:`equijax.log_weights`).
@@ -143,6 +143,7 @@ def canonical_lambda_equitune(
     )
     if x is None:
         return common.as_transformation(canonical_lambda_equitune, fn, (), kwargs)
+    group = SO2() if group is None else group
     act_in = in_action if in_action is not None else group.act
     h = jnp.asarray(canonicalizer(x))
     h_inv = group.inverse(h)

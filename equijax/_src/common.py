@@ -35,7 +35,9 @@ def actions(
     if in_action is not None:
         check_callable(in_action, "in_action", "Expected (g, x) -> x.")
     if out_action is not None:
-        check_callable(out_action, "out_action", "Expected (g, y) -> y, or None for invariant outputs.")
+        check_callable(
+            out_action, "out_action", "Expected (g, y) -> y, or None for invariant outputs."
+        )
     act_in = in_action if in_action is not None else group.act
 
     def untransform(g: Any, y: PyTree) -> PyTree:
@@ -46,7 +48,9 @@ def actions(
     return act_in, untransform
 
 
-def as_transformation(method: Callable[..., Any], fn: Callable[..., Any], args: tuple, kwargs: dict):
+def as_transformation(
+    method: Callable[..., Any], fn: Callable[..., Any], args: tuple, kwargs: dict
+):
     """The transformation form: returns ``f(*a)`` symmetrizing ``fn`` in its last argument.
 
     ``fn(*params, x)`` becomes ``f(*params, x)``; every argument but the last is passed to

@@ -1,4 +1,4 @@
-"""λ-equitune: group averaging weighted by a learned positive function (Basu et al., NeurIPS 2023)."""
+"""λ-equitune: group averaging weighted by a learned positive function (Basu et al. 2023)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ Normalize = Literal["softmax", "positive"]
 
 
 def log_weights(logits: ArrayLike, normalize: Normalize = "softmax") -> jax.Array:
-    r"""Maps weight-function outputs to log λ, so that weights are ``softmax(log λ)`` over the group.
+    r"""Maps weight-function outputs to log λ; the weights are ``softmax(log λ)`` over the group.
 
     * ``"softmax"``: :math:`\lambda = e^{\ell}`, i.e. the weights are the softmax of the logits.
     * ``"positive"``: :math:`\lambda = \operatorname{softplus}(\ell) > 0`, normalised by its sum

@@ -77,8 +77,14 @@ class EquiTune(nn.Module):
     in_action: Any = None
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return equitune(self.module, self.group, x, in_action=self.in_action,
-                        out_action=self.out_action, batching="fold")
+        return equitune(
+            self.module,
+            self.group,
+            x,
+            in_action=self.in_action,
+            out_action=self.out_action,
+            batching="fold",
+        )
 
 
 class EquiZero(nn.Module):
@@ -92,9 +98,16 @@ class EquiZero(nn.Module):
     straight_through: bool = False
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return equizero(self.module, self.group, x, loss=self.loss, in_action=self.in_action,
-                        out_action=self.out_action, straight_through=self.straight_through,
-                        batching="fold")
+        return equizero(
+            self.module,
+            self.group,
+            x,
+            loss=self.loss,
+            in_action=self.in_action,
+            out_action=self.out_action,
+            straight_through=self.straight_through,
+            batching="fold",
+        )
 
 
 class LambdaEquiTune(nn.Module):
@@ -122,8 +135,13 @@ class LambdaEquiTune(nn.Module):
 
     def __call__(self, x: jax.Array, *, deterministic: bool = True) -> jax.Array:
         return lambda_equitune(
-            self.module, self.group, x,
+            self.module,
+            self.group,
+            x,
             weight_fn=lambda z: self.lambda_net(z, deterministic=deterministic),
-            in_action=self.in_action, out_action=self.out_action, has_aux=self.has_aux,
-            normalize=self.normalize, batching="fold",
+            in_action=self.in_action,
+            out_action=self.out_action,
+            has_aux=self.has_aux,
+            normalize=self.normalize,
+            batching="fold",
         )

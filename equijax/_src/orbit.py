@@ -267,7 +267,9 @@ def argmin_reducer(ties: str = "average") -> Reducer:
         _, index, y, count = p
         if ties == "first":
             return y, index
-        return jax.tree.map(lambda a: a / count.reshape((-1,) + (1,) * (a.ndim - 1)).astype(a.dtype), y), index
+        return jax.tree.map(
+            lambda a: a / count.reshape((-1,) + (1,) * (a.ndim - 1)).astype(a.dtype), y
+        ), index
 
     if ties not in ("average", "first"):
         raise ValueError(f"ties must be 'average' or 'first', got {ties!r}.")
@@ -302,7 +304,9 @@ def softmax_reducer() -> Reducer:
 
     def finalize(p: PyTree) -> PyTree:
         _, s, acc = p
-        return jax.tree.map(lambda a: a / s.reshape((-1,) + (1,) * (a.ndim - 1)).astype(a.dtype), acc)
+        return jax.tree.map(
+            lambda a: a / s.reshape((-1,) + (1,) * (a.ndim - 1)).astype(a.dtype), acc
+        )
 
     return Reducer(summarize, merge, finalize)
 

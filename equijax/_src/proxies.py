@@ -43,15 +43,17 @@ def entropy(logits: ArrayLike, axis: int = -1) -> jax.Array:
 
     Example:
       >>> import jax.numpy as jnp, equijax as ej
-      >>> ej.proxies.entropy(jnp.zeros((1, 4))).round(4).tolist()
-      [1.3863]
+      >>> round(float(ej.proxies.entropy(jnp.zeros((1, 4)))[0]), 4)   # log 4
+      1.3863
     """
     logp = jax.nn.log_softmax(jnp.asarray(logits), axis=axis)
     return _mean_over_middle(-(jnp.exp(logp) * logp).sum(axis=axis))
 
 
 def neg_max_score(scores: ArrayLike, axis: int = -1) -> jax.Array:
-    r"""Negative best score :math:`-\max_a y_a`, e.g. Q-values: picks g maximising :math:`\max_a Q(gs, a)`.
+    r"""Negative best score :math:`-\max_a y_a`.
+
+    For Q-values, equizero then picks the g maximising :math:`\max_a Q(g s, a)`.
 
     Example:
       >>> import jax.numpy as jnp, equijax as ej
@@ -61,7 +63,9 @@ def neg_max_score(scores: ArrayLike, axis: int = -1) -> jax.Array:
     return _mean_over_middle(-jnp.asarray(scores).max(axis=axis))
 
 
-def given(select: Callable[[Any], ArrayLike], *, higher_is_better: bool = True) -> Callable[[Any], jax.Array]:
+def given(
+    select: Callable[[Any], ArrayLike], *, higher_is_better: bool = True
+) -> Callable[[Any], jax.Array]:
     """A proxy that reads a score the model already returns, e.g. ``fn(x) -> (y, score)``.
 
     Args:
@@ -71,8 +75,8 @@ def given(select: Callable[[Any], ArrayLike], *, higher_is_better: bool = True) 
     Example:
       >>> import jax.numpy as jnp, equijax as ej
       >>> loss = ej.proxies.given(lambda out: out[1])
-      >>> loss((jnp.zeros((2, 3)), jnp.array([0.2, 0.9]))).tolist()
-      [-0.2, -0.9]
+      >>> loss((jnp.zeros((2, 3)), jnp.array([0.25, 0.5]))).tolist()
+      [-0.25, -0.5]
     """
     sign = -1.0 if higher_is_better else 1.0
 

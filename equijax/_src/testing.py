@@ -105,7 +105,8 @@ def assert_equivariant(
     Example:
       >>> import jax.numpy as jnp, equijax as ej
       >>> G = ej.groups.rot90()
-      >>> ej.testing.assert_equivariant(lambda x: 2 * x, G, jnp.ones((1, 3, 3, 1)), out_action=G.act)
+      >>> x = jnp.arange(9.0).reshape(1, 3, 3, 1)
+      >>> ej.testing.assert_equivariant(lambda x: 2 * x, G, x, out_action=G.act)
     """
     for g, lhs, rhs in _pairs(fn, group, x, in_action, out_action, elements):
         try:
@@ -117,7 +118,9 @@ def assert_equivariant(
                 chex.assert_trees_all_close(lhs, rhs, atol=atol, rtol=rtol)
         except AssertionError as e:
             kind = "invariance" if out_action is None else "equivariance"
-            raise AssertionError(f"{kind} fails for group element g={g} of {group.name}: {e}") from None
+            raise AssertionError(
+                f"{kind} fails for group element g={g} of {group.name}: {e}"
+            ) from None
 
 
 def assert_invariant(
@@ -134,7 +137,8 @@ def assert_invariant(
 
     Example:
       >>> import jax.numpy as jnp, equijax as ej
-      >>> ej.testing.assert_invariant(lambda x: x.mean((1, 2)), ej.groups.dihedral(), jnp.ones((2, 4, 4, 3)))
+      >>> x = jnp.arange(96.0).reshape(2, 4, 4, 3)
+      >>> ej.testing.assert_invariant(lambda x: x.mean((1, 2)), ej.groups.dihedral(), x)
     """
     assert_equivariant(
         fn, group, x, in_action=in_action, out_action=None, elements=elements, atol=atol, rtol=rtol

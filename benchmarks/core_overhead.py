@@ -1,0 +1,148 @@
+"""Overhead of equitune / equizero / λ-equitune over a plain forward pass, and memory vs chunk size.
+
+Side by side in one run, on a ViT image encoder with random weights (ViT-B/32 size by default:
+width 768, 12 layers, 12 heads, patch 32, 224x224 images), batch 32, group C4 (rot90):
+
+* P1: equitune time / plain forward of the 4x batch (the same 128 images, stacked by hand);
+* P2: λ-equitune time / equitune time, with λ reading the backbone's own features (has_aux);
+* P3: equizero time / equitune time;
+* P6: peak temporary memory (XLA's compiled memory analysis) and time vs ``chunk_size``.
+
+Run: ``python -m benchmarks.core_overhead`` (``--small`` for a quick smoke run).
+Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+import equijax as ej
+
+
+class Block(nn.Module):
+    width: int
+    heads: int
+
+    @nn.compact
+    def __call__(self, x):
+        h = nn.LayerNorm()(x)
+        x = x + nn.MultiHeadDotProductAttention(num_heads=self.heads)(h, h)
+        h = nn.LayerNorm()(x)
+        h = nn.Dense(4 * self.width)(h)
+        return x + nn.Dense(self.width)(nn.gelu(h))
+
+
+class ViT(nn.Module):
+    """A plain ViT image encoder returning (logits, pooled features)."""
+
+    width: int = 768
+    layers: int = 12
+    heads: int = 12
+    patch: int = 32
+    classes: int = 100
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Conv(self.width, (self.patch, self.patch), strides=self.patch, use_bias=False)(x)
+        x = x.reshape(x.shape[0], -1, self.width)
+        cls = self.param("cls", nn.initializers.normal(0.02), (1, 1, self.width))
+        x = jnp.concatenate([jnp.broadcast_to(cls, (x.shape[0], 1, self.width)), x], axis=1)
+        x = x + self.param("pos", nn.initializers.normal(0.02), (1, x.shape[1], self.width))
+        for _ in range(self.layers):
+            x = Block(self.width, self.heads)(x)
+        feats = nn.LayerNorm()(x[:, 0])
+        return nn.Dense(self.classes)(feats), feats
+
+
+def timeit(f, *args, repeats):
+    jax.block_until_ready(f(*args))  # compile + warm up
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        jax.block_until_ready(f(*args))
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def temp_bytes(f, *args):
+    analysis = jax.jit(f).lower(*args).compile().memory_analysis()
+    return getattr(analysis, "temp_size_in_bytes", float("nan"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--small", action="store_true", help="tiny model for a smoke run")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    cfg = dict(width=64, layers=2, heads=4, patch=8) if args.small else {}
+    size = 32 if args.small else 224
+    model = ViT(**cfg)
+    G = ej.groups.rot90()
+    x = jax.random.normal(jax.random.key(0), (args.batch, size, size, 3))
+    params = model.init(jax.random.key(1), x[:1])
+    lam = ej.LambdaNet()
+    lam_params = lam.init(jax.random.key(2), jnp.ones((1, model.width)))
+
+    def logits(p, z):
+        return model.apply(p, z)[0]
+
+    @jax.jit
+    def plain_4x(p, x):
+        stacked = jnp.concatenate([G.act(g, x) for g in range(G.order)], axis=0)
+        return logits(p, stacked)
+
+    def equitune(p, x, chunk=None):
+        return ej.equitune(lambda z: logits(p, z), G, x, chunk_size=chunk)
+
+    @jax.jit
+    def equizero(p, x):
+        return ej.equizero(lambda z: logits(p, z), G, x, loss=ej.proxies.neg_max_probability)
+
+    @jax.jit
+    def lambda_equitune(p, lp, x):
+        return ej.lambda_equitune(
+            lambda z: model.apply(p, z), G, x, has_aux=True, weight_fn=lambda f: lam.apply(lp, f)
+        )
+
+    r = args.repeats
+    t_plain = timeit(plain_4x, params, x, repeats=r)
+    t_tune = timeit(jax.jit(equitune, static_argnums=2), params, x, None, repeats=r)
+    t_zero = timeit(equizero, params, x, repeats=r)
+    t_lam = timeit(lambda_equitune, params, lam_params, x, repeats=r)
+
+    print(
+        f"Machine: {platform.machine()}, {jax.device_count()} CPU device(s), "
+        f"jax {jax.__version__}; "
+        f"model {'small' if args.small else 'ViT-B/32-size'}, batch {args.batch}, C4\n"
+    )
+    print("| ratio | measured | target |\n|---|---|---|")
+    print(
+        f"| P1 equitune / plain forward of 4x batch | {t_tune / t_plain:.3f} "
+        f"({t_tune:.2f} s / {t_plain:.2f} s) | ≤ 1.05 |"
+    )
+    print(
+        f"| P2 λ-equitune / equitune (λ on backbone features) | {t_lam / t_tune:.3f} "
+        f"({t_lam:.2f} s) | ≤ 1.10 |"
+    )
+    print(f"| P3 equizero / equitune | {t_zero / t_tune:.3f} ({t_zero:.2f} s) | ≤ 1.02 |")
+
+    print(
+        "\n| chunk_size | peak temp memory (MiB) | time (s) | time / unchunked |\n|---|---|---|---|"
+    )
+    for chunk in (None, 2, 1):
+        f = jax.jit(lambda p, x, c=chunk: equitune(p, x, c))
+        mem = temp_bytes(lambda p, x, c=chunk: equitune(p, x, c), params, x) / 2**20
+        t = timeit(f, params, x, repeats=r)
+        print(f"| {chunk or 'None (all 4)'} | {mem:.1f} | {t:.2f} | {t / t_tune:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
