@@ -12,7 +12,7 @@ Reference: Basu et al., "Efficient Equivariant Transfer Learning from Pretrained
 NeurIPS 2023, https://arxiv.org/abs/2305.09900.
 """
 
-from equijax import groups, nn, proxies, testing
+from equijax import data, groups, models, nlg, nn, proxies, rl, testing
 from equijax._src.canonical import canonical_lambda_equitune, so2_canonicalizer
 from equijax._src.equitune import equitune
 from equijax._src.equizero import equizero
@@ -26,14 +26,18 @@ __all__ = [
     "LambdaNet",
     "__version__",
     "canonical_lambda_equitune",
+    "data",
     "equitune",
     "equizero",
     "groups",
     "lambda_equitune",
     "log_weights",
+    "models",
+    "nlg",
     "nn",
     "orbit_sharding",
     "proxies",
+    "rl",
     "so2_canonicalizer",
     "testing",
 ]

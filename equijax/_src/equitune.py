@@ -58,7 +58,7 @@ def equitune(
       ValueError: for an invalid ``chunk_size``, a shape-changing ``out_action`` or an ``fn``
         that does not keep the batch axis.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, equijax as ej
       >>> G = ej.groups.rot90()
       >>> w = jax.random.normal(jax.random.key(0), (4 * 4 * 1, 3))

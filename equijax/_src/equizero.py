@@ -75,7 +75,7 @@ def equizero(
       TypeError: if ``loss`` is not callable.
       ValueError: if ``loss`` does not return shape ``(B,)``, or ``surrogate``/``ties`` is unknown.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, equijax as ej
       >>> G = ej.groups.rot90()
       >>> w = jax.random.normal(jax.random.key(0), (16, 5))

@@ -24,7 +24,7 @@ def log_weights(logits: ArrayLike, normalize: Normalize = "softmax") -> jax.Arra
       over the group (the paper's "positive function over its sum"). Computed in log space, so
       tiny or huge values never give ``0/0``.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, equijax as ej
       >>> w = jax.nn.softmax(ej.log_weights(jnp.array([0.0, 0.0]), "positive"))
       >>> w.tolist()
@@ -92,7 +92,7 @@ def lambda_equitune(
     Raises:
       ValueError: if ``weight_fn`` does not return one logit per example.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, equijax as ej
       >>> G = ej.groups.hflip()
       >>> w = jax.random.normal(jax.random.key(0), (8, 3))

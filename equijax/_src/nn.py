@@ -28,7 +28,7 @@ class LambdaNet(nn.Module):
       l2_normalize: L2-normalise the input features first (paper: yes, for CLIP features).
       paper_compatible: omit the second ReLU, as the reference code does.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, equijax as ej
       >>> net = ej.LambdaNet()
       >>> params = net.init(jax.random.key(0), jnp.ones((2, 512)))
@@ -62,7 +62,7 @@ class EquiTune(nn.Module):
     so it nests in other linen modules. Avoid batch-coupled layers in training mode (e.g.
     BatchNorm updating statistics), which would see the whole orbit as one batch.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, flax.linen as nn, equijax as ej
       >>> model = ej.nn.EquiTune(nn.Dense(3), ej.groups.sign_flip([-1.0, -1.0]))
       >>> params = model.init(jax.random.key(0), jnp.ones((2, 2)))
@@ -116,7 +116,7 @@ class LambdaEquiTune(nn.Module):
     λ reads the transformed input by default; if ``module`` returns ``(outputs, features)``
     set ``has_aux=True`` and λ reads the backbone's features instead.
 
-    Example:
+    Examples:
       >>> import jax, jax.numpy as jnp, flax.linen as nn, equijax as ej
       >>> G = ej.groups.sign_flip([-1.0, 1.0])
       >>> model = ej.nn.LambdaEquiTune(nn.Dense(3), G, lambda_net=ej.LambdaNet(hidden=8))

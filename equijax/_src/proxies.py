@@ -29,7 +29,7 @@ def neg_max_probability(logits: ArrayLike, axis: int = -1) -> jax.Array:
     Minimising it picks the most confident element (argmax of confidence; the reference
     CNN code picked the least confident one).
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, equijax as ej
       >>> ej.proxies.neg_max_probability(jnp.array([[0.0, 0.0], [10.0, 0.0]])).round(3).tolist()
       [-0.5, -1.0]
@@ -41,7 +41,7 @@ def neg_max_probability(logits: ArrayLike, axis: int = -1) -> jax.Array:
 def entropy(logits: ArrayLike, axis: int = -1) -> jax.Array:
     r"""Predictive entropy :math:`H(\operatorname{softmax}(y))` computed from logits.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, equijax as ej
       >>> round(float(ej.proxies.entropy(jnp.zeros((1, 4)))[0]), 4)   # log 4
       1.3863
@@ -55,7 +55,7 @@ def neg_max_score(scores: ArrayLike, axis: int = -1) -> jax.Array:
 
     For Q-values, equizero then picks the g maximising :math:`\max_a Q(g s, a)`.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, equijax as ej
       >>> ej.proxies.neg_max_score(jnp.array([[1.0, 3.0]])).tolist()
       [-3.0]
@@ -72,7 +72,7 @@ def given(
       select: maps the raw output to per-example scores ``(B,)``.
       higher_is_better: negate the score so that equizero picks its maximum.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, equijax as ej
       >>> loss = ej.proxies.given(lambda out: out[1])
       >>> loss((jnp.zeros((2, 3)), jnp.array([0.25, 0.5]))).tolist()

@@ -34,7 +34,7 @@ def orbit_sharding(
     Raises:
       ValueError: if ``group_devices`` does not divide the number of devices.
 
-    Example:
+    Examples:
       >>> import equijax as ej
       >>> s = ej.orbit_sharding(group_devices=1)
       >>> tuple(s.spec), s.mesh.axis_names

@@ -59,7 +59,7 @@ def equivariance_error(
     Returns:
       A Python float.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, equijax as ej
       >>> G = ej.groups.rot90()
       >>> x = jnp.arange(32.0).reshape(2, 4, 4, 1)
@@ -102,7 +102,7 @@ def assert_equivariant(
     Raises:
       AssertionError: naming the first failing element and the mismatch.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, equijax as ej
       >>> G = ej.groups.rot90()
       >>> x = jnp.arange(9.0).reshape(1, 3, 3, 1)
@@ -135,7 +135,7 @@ def assert_invariant(
 ) -> None:
     """Asserts ``fn(g x) == fn(x)`` for every element; see :func:`assert_equivariant`.
 
-    Example:
+    Examples:
       >>> import jax.numpy as jnp, equijax as ej
       >>> x = jnp.arange(96.0).reshape(2, 4, 4, 3)
       >>> ej.testing.assert_invariant(lambda x: x.mean((1, 2)), ej.groups.dihedral(), x)

@@ -1,0 +1,174 @@
+"""Forward / generation speed of equijax's Flax ResNet and GPT-2 ports vs transformers (PyTorch).
+
+Models are full-size architectures (ResNet-18, ResNet-50, GPT-2 small) with random weights: each is
+built in PyTorch, written with ``save_pretrained`` into a temporary directory and loaded with
+equijax's ``from_pretrained`` (so the loader is exercised too). Times are medians over repeats
+after a warm-up (JAX compile excluded, reported separately). Prints a markdown table.
+
+Run from the repo root::
+
+    python benchmarks/models_vs_torch.py            # full (a few minutes on 2 CPU cores)
+    python benchmarks/models_vs_torch.py --quick    # smaller batches, fewer repeats
+    python benchmarks/models_vs_torch.py --quick --threads 1   # both frameworks single-threaded
+
+``--threads 1`` also makes XLA single-threaded (equal resources; the fairest comparison on a
+machine shared with other jobs, where a multi-threaded torch degrades badly).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import statistics
+import tempfile
+import time
+
+import numpy as np
+
+
+def _median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bench_resnet(torch, transformers, name, kwargs, batch, repeats, tmp):
+    import jax
+    import jax.numpy as jnp
+
+    from equijax.models import resnet
+
+    torch.manual_seed(0)
+    config = transformers.ResNetConfig(num_labels=1000, **kwargs)
+    pt = transformers.ResNetForImageClassification(config).eval()
+    path = pathlib.Path(tmp) / name
+    pt.save_pretrained(path)
+    model, variables = resnet.from_pretrained(path)
+    x = np.random.default_rng(0).normal(size=(batch, 3, 224, 224)).astype(np.float32)
+    x_t = torch.from_numpy(x)
+    x_j = jnp.asarray(x.transpose(0, 2, 3, 1))
+    fwd = jax.jit(lambda v, x: model.apply(v, x).logits)
+    t0 = time.perf_counter()
+    out = fwd(variables, x_j).block_until_ready()
+    compile_s = time.perf_counter() - t0
+    with torch.no_grad():
+        ref = pt(x_t).logits.numpy()
+        t_torch = _median_time(lambda: pt(x_t), repeats)
+    t_jax = _median_time(lambda: fwd(variables, x_j).block_until_ready(), repeats)
+    err = float(np.max(np.abs(np.asarray(out) - ref)))
+    return {
+        "what": f"{name} forward, batch {batch}x224x224",
+        "torch": t_torch, "jax": t_jax, "compile": compile_s, "maxdiff": err,
+    }  # fmt: skip
+
+
+def bench_gpt2(torch, transformers, batch, seq, new_tokens, repeats, tmp):
+    import jax
+
+    from equijax.models import gpt2
+
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config()  # GPT-2 small: 124M parameters
+    pt = transformers.GPT2LMHeadModel(cfg).eval()
+    path = pathlib.Path(tmp) / "gpt2"
+    pt.save_pretrained(path)
+    model, params = gpt2.from_pretrained(path)
+    rows = []
+    ids = np.random.default_rng(0).integers(0, cfg.vocab_size, size=(batch, seq))
+    ids_t = torch.from_numpy(ids)
+    fwd = jax.jit(lambda p, i: model.apply({"params": p}, i)[0])
+    t0 = time.perf_counter()
+    out = fwd(params, ids).block_until_ready()
+    compile_s = time.perf_counter() - t0
+    with torch.no_grad():
+        ref = pt(ids_t).logits.numpy()
+        t_torch = _median_time(lambda: pt(ids_t), repeats)
+    t_jax = _median_time(lambda: fwd(params, ids).block_until_ready(), repeats)
+    rows.append({
+        "what": f"GPT-2 small forward, batch {batch}x{seq} tokens", "torch": t_torch,
+        "jax": t_jax, "compile": compile_s, "maxdiff": float(np.max(np.abs(np.asarray(out) - ref))),
+    })  # fmt: skip
+
+    prompt = ids[:, :8]
+    prompt_t = torch.from_numpy(prompt)
+    gen_config = transformers.GenerationConfig(
+        do_sample=False, eos_token_id=None, pad_token_id=0, max_new_tokens=new_tokens
+    )
+    pt.generation_config = gen_config
+    for use_cache in (True, False):
+        def run_jax(use_cache=use_cache):
+            return gpt2.generate(model, params, prompt, max_new_tokens=new_tokens,
+                                 use_cache=use_cache).block_until_ready()  # fmt: skip
+
+        t0 = time.perf_counter()
+        seq_j = run_jax()
+        compile_s = time.perf_counter() - t0
+        t_jax = _median_time(run_jax, max(1, repeats // 2))
+        with torch.no_grad():
+            def run_torch(use_cache=use_cache):
+                return pt.generate(prompt_t, attention_mask=torch.ones_like(prompt_t),
+                                   use_cache=use_cache)  # fmt: skip
+
+            seq_t = run_torch()
+            t_torch = _median_time(run_torch, max(1, repeats // 2))
+        same = bool(np.array_equal(np.asarray(seq_j), seq_t.numpy()))
+        n = batch * new_tokens
+        rows.append({
+            "what": f"GPT-2 small greedy generate {new_tokens} tok, batch {batch}, "
+            f"{'KV cache' if use_cache else 'no cache'} (tokens/s)",
+            "torch": t_torch, "jax": t_jax, "compile": compile_s, "tok_s_torch": n / t_torch,
+            "tok_s_jax": n / t_jax, "same_tokens": same,
+        })  # fmt: skip
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller batches, fewer repeats")
+    parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    args = parser.parse_args(argv)
+    if args.threads == 1:  # must happen before jax initialises its CPU backend
+        flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flags).strip()
+    import jax
+    import torch
+    import transformers
+
+    torch.set_num_threads(args.threads)
+    batch, repeats, seq, new = (2, 3, 64, 16) if args.quick else (8, 5, 128, 32)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        resnets = {
+            "ResNet-18": dict(layer_type="basic", hidden_sizes=[64, 128, 256, 512],
+                              depths=[2, 2, 2, 2]),
+            "ResNet-50": dict(layer_type="bottleneck", hidden_sizes=[256, 512, 1024, 2048],
+                              depths=[3, 4, 6, 3]),
+        }  # fmt: skip
+        for name, kwargs in resnets.items():
+            rows.append(bench_resnet(torch, transformers, name, kwargs, batch, repeats, tmp))
+        rows += bench_gpt2(torch, transformers, max(1, batch // 2), seq, new, repeats, tmp)
+
+    print(f"jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads), transformers {transformers.__version__}, "
+          f"XLA {'single-threaded' if args.threads == 1 else 'default threads'}")
+    print()
+    print("| workload | torch s | equijax (JAX) s | torch/JAX | JAX compile s | check |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        if "tok_s_jax" in r:
+            check = "same tokens" if r["same_tokens"] else "TOKENS DIFFER"
+            timing = (f"{r['torch']:.3f} ({r['tok_s_torch']:.0f} tok/s) | "
+                      f"{r['jax']:.3f} ({r['tok_s_jax']:.0f} tok/s)")  # fmt: skip
+        else:
+            check = f"max abs diff {r['maxdiff']:.1e}"
+            timing = f"{r['torch']:.3f} | {r['jax']:.3f}"
+        print(f"| {r['what']} | {timing} | {r['torch'] / r['jax']:.2f} | {r['compile']:.1f} "
+              f"| {check} |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

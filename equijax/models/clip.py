@@ -1,0 +1,963 @@
+"""CLIP (ViT image tower + text tower) in Flax, loading Hugging Face ``CLIPModel`` checkpoints.
+
+The port follows ``transformers``' ``CLIPModel`` (Radford et al., 2021) weight for weight, so a
+checkpoint such as ``openai/clip-vit-base-patch32`` (ViT-B/32), ``openai/clip-vit-base-patch16``
+(ViT-B/16) or any other size described by its ``config.json`` loads without conversion scripts.
+
+Everything is exposed as pure functions of ``(params, inputs)``:
+
+* :meth:`CLIP.encode_image` -- ``(B, H, W, C)`` float images (**NHWC**, already preprocessed with
+  :func:`equijax.models.preprocess.clip_preprocess`; use
+  :func:`equijax.models.preprocess.nchw_to_nhwc` for PyTorch-layout arrays) -> ``(B, D)``,
+* :meth:`CLIP.encode_text` -- ``(N, T)`` int token ids -> ``(N, D)``,
+* :meth:`CLIP.logits` -- ``exp(s) * norm(image) @ norm(text).T`` as in ``CLIPModel``,
+* :meth:`CLIP.zero_shot_logits` -- image logits against a classifier built by
+  :func:`zero_shot_classifier` from class names x prompt templates,
+
+so ``jax.jit``, ``jax.grad`` (w.r.t. ``params``) and the equijax symmetrisers compose with them,
+e.g. ``ej.equitune(lambda x: model.zero_shot_logits(params, x, W), G, images)``.
+
+``params`` is a Flax variables dict ``{"params": ...}`` whose module names mirror the Hugging Face
+names (``vision_model/encoder/layers_0/self_attn/q_proj/kernel`` <->
+``vision_model.encoder.layers.0.self_attn.q_proj.weight``).
+
+Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> config = CLIPConfig.tiny()
+    >>> model = CLIP(config)
+    >>> params = model.init(jax.random.key(0))
+    >>> images = jnp.zeros((2, config.vision.image_size, config.vision.image_size, 3))
+    >>> ids = jnp.array([[1, 5, 7, config.text.eos_token_id, 0]])
+    >>> model.logits(params, images, ids).shape
+    (2, 1)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import pathlib
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from equijax.models import _hub
+
+__all__ = [
+    "CLIP",
+    "CLIPConfig",
+    "CLIPModule",
+    "CLIPTextConfig",
+    "CLIPTextTransformer",
+    "CLIPVisionConfig",
+    "CLIPVisionTransformer",
+    "from_pretrained",
+    "hf_to_flax",
+    "load_tokenizer",
+    "tokenize",
+    "write_tokenizer_files",
+    "zero_shot_classifier",
+]
+
+Params = Any
+
+_ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "relu": jax.nn.relu,
+}
+
+
+def _check_activation(name: str, arg: str) -> None:
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"{arg}={name!r} is not supported; use one of {sorted(_ACTIVATIONS)}")
+
+
+# ----------------------------------------------------------------------------- configs
+
+
+@dataclasses.dataclass(frozen=True)
+class CLIPTextConfig:
+    """Text tower hyper-parameters (field names follow ``transformers.CLIPTextConfig``).
+
+    ``pooling`` selects the pooled token: ``"eos"`` takes the first position holding
+    ``eos_token_id`` (current ``transformers`` behaviour), ``"argmax"`` the position of the largest
+    id (OpenAI/OpenCLIP behaviour, and ``transformers``' behaviour for legacy configs with
+    ``eos_token_id == 2``; the CLIP end-of-text token has the largest id).
+    """
+
+    vocab_size: int = 49408
+    hidden_size: int = 512
+    intermediate_size: int = 2048
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 8
+    max_position_embeddings: int = 77
+    hidden_act: str = "quick_gelu"
+    layer_norm_eps: float = 1e-5
+    eos_token_id: int = 49407
+    pooling: str = "eos"
+
+    def __post_init__(self):
+        _check_activation(self.hidden_act, "text hidden_act")
+        if self.pooling not in ("eos", "argmax"):
+            raise ValueError(f"pooling={self.pooling!r} must be 'eos' or 'argmax'")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"text hidden_size={self.hidden_size} must be divisible by "
+                f"num_attention_heads={self.num_attention_heads}"
+            )
+
+
+@dataclasses.dataclass(frozen=True)
+class CLIPVisionConfig:
+    """ViT image tower hyper-parameters (field names follow ``transformers.CLIPVisionConfig``)."""
+
+    hidden_size: int = 768
+    intermediate_size: int = 3072
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    image_size: int = 224
+    patch_size: int = 32
+    num_channels: int = 3
+    hidden_act: str = "quick_gelu"
+    layer_norm_eps: float = 1e-5
+
+    def __post_init__(self):
+        _check_activation(self.hidden_act, "vision hidden_act")
+        if self.image_size % self.patch_size:
+            raise ValueError(
+                f"image_size={self.image_size} must be a multiple of patch_size={self.patch_size}"
+            )
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"vision hidden_size={self.hidden_size} must be divisible by "
+                f"num_attention_heads={self.num_attention_heads}"
+            )
+
+    @property
+    def num_positions(self) -> int:
+        return (self.image_size // self.patch_size) ** 2 + 1
+
+
+@dataclasses.dataclass(frozen=True)
+class CLIPConfig:
+    """A full CLIP model: text tower, ViT image tower and the shared embedding size.
+
+    Hashable and compared by value, so it can be a static argument of ``jax.jit``.
+    """
+
+    text: CLIPTextConfig = CLIPTextConfig()
+    vision: CLIPVisionConfig = CLIPVisionConfig()
+    projection_dim: int = 512
+    logit_scale_init_value: float = 2.6592
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any]) -> CLIPConfig:
+        """Build from a Hugging Face ``CLIPModel`` ``config.json`` dict (unknown keys ignored).
+
+        Raises:
+            ValueError: if ``config`` has no ``text_config`` / ``vision_config`` objects.
+        """
+        if not isinstance(config, Mapping):
+            raise TypeError(f"config must be a mapping, got {type(config).__name__}")
+        text = config.get("text_config") or config.get("text_config_dict")
+        vision = config.get("vision_config") or config.get("vision_config_dict")
+        if not isinstance(text, Mapping) or not isinstance(vision, Mapping):
+            raise ValueError(
+                "config must be a CLIPModel config.json with 'text_config' and 'vision_config' "
+                f"objects; got keys {sorted(config)}"
+            )
+        text_fields = {f.name for f in dataclasses.fields(CLIPTextConfig)} - {"pooling"}
+        vision_fields = {f.name for f in dataclasses.fields(CLIPVisionConfig)}
+        t = {k: v for k, v in text.items() if k in text_fields and v is not None}
+        v = {k: val for k, val in vision.items() if k in vision_fields and val is not None}
+        t["pooling"] = "argmax" if t.get("eos_token_id", 49407) == 2 else "eos"
+        kw = {}
+        for key in ("projection_dim", "logit_scale_init_value"):
+            if config.get(key) is not None:
+                kw[key] = config[key]
+        return cls(text=CLIPTextConfig(**t), vision=CLIPVisionConfig(**v), **kw)
+
+    @classmethod
+    def tiny(cls) -> CLIPConfig:
+        """A few-thousand-parameter config for tests and doctests."""
+        return cls(
+            text=CLIPTextConfig(
+                vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                num_attention_heads=2, max_position_embeddings=8, eos_token_id=63,
+            ),
+            vision=CLIPVisionConfig(
+                hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                image_size=16, patch_size=8,
+            ),
+            projection_dim=8,
+        )  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- modules
+
+
+class _Attention(nn.Module):
+    hidden_size: int
+    num_heads: int
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        b, t, _ = x.shape
+        d = self.hidden_size // self.num_heads
+
+        def proj(name: str) -> jax.Array:
+            y = nn.Dense(self.hidden_size, dtype=self.dtype, name=name)(x)
+            return y.reshape(b, t, self.num_heads, d)
+
+        q, k, v = proj("q_proj"), proj("k_proj"), proj("v_proj")
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q * (d**-0.5), k).astype(jnp.float32)
+        if mask is not None:
+            scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
+        weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+        out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, t, self.hidden_size)
+        return nn.Dense(self.hidden_size, dtype=self.dtype, name="out_proj")(out)
+
+
+class _MLP(nn.Module):
+    hidden_size: int
+    intermediate_size: int
+    act: str
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = nn.Dense(self.intermediate_size, dtype=self.dtype, name="fc1")(x)
+        x = _ACTIVATIONS[self.act](x)
+        return nn.Dense(self.hidden_size, dtype=self.dtype, name="fc2")(x)
+
+
+class _EncoderLayer(nn.Module):
+    hidden_size: int
+    intermediate_size: int
+    num_heads: int
+    act: str
+    eps: float
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        h = nn.LayerNorm(self.eps, dtype=self.dtype, name="layer_norm1")(x)
+        x = x + _Attention(self.hidden_size, self.num_heads, self.dtype, name="self_attn")(h, mask)
+        h = nn.LayerNorm(self.eps, dtype=self.dtype, name="layer_norm2")(x)
+        mlp = _MLP(self.hidden_size, self.intermediate_size, self.act, self.dtype, name="mlp")
+        return x + mlp(h)
+
+
+class _Encoder(nn.Module):
+    num_layers: int
+    hidden_size: int
+    intermediate_size: int
+    num_heads: int
+    act: str
+    eps: float
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        for i in range(self.num_layers):
+            x = _EncoderLayer(
+                self.hidden_size, self.intermediate_size, self.num_heads, self.act, self.eps,
+                self.dtype, name=f"layers_{i}",
+            )(x, mask)  # fmt: skip
+        return x
+
+
+def _check_ids(ids: jax.typing.ArrayLike, config: CLIPTextConfig) -> jax.Array:
+    if not jnp.issubdtype(jnp.result_type(ids), jnp.integer):
+        raise TypeError(f"ids must be integer token ids, got dtype {jnp.result_type(ids)}")
+    if jnp.ndim(ids) != 2:
+        raise ValueError(f"ids must have shape (batch, seq_len), got {jnp.shape(ids)}")
+    seq_len = jnp.shape(ids)[1]
+    if not 1 <= seq_len <= config.max_position_embeddings:
+        raise ValueError(
+            f"ids has seq_len={seq_len}, but the text tower has max_position_embeddings="
+            f"{config.max_position_embeddings}; tokenize with context_length="
+            f"{config.max_position_embeddings} (truncation=True)"
+        )
+    if not isinstance(ids, jax.core.Tracer):
+        arr = np.asarray(ids)
+        if arr.size and (arr.min() < 0 or arr.max() >= config.vocab_size):
+            raise ValueError(
+                f"ids must lie in [0, vocab_size={config.vocab_size}); found values in "
+                f"[{arr.min()}, {arr.max()}]. Was the text tokenized with this model's tokenizer?"
+            )
+    return jnp.asarray(ids)
+
+
+class CLIPTextTransformer(nn.Module):
+    """Causal text transformer; returns the pooled, final-layer-normed state ``(N, width)``.
+
+    Out-of-range ids are rejected with ``ValueError`` for concrete inputs; inside ``jit`` they
+    produce NaN embeddings (``jnp.take``'s fill mode) instead.
+    """
+
+    config: CLIPTextConfig
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, ids: jax.Array) -> jax.Array:
+        c = self.config
+        ids = _check_ids(ids, c)
+        t = ids.shape[1]
+        x = _TextEmbeddings(c, self.dtype, name="embeddings")(ids)
+        mask = jnp.tril(jnp.ones((t, t), bool))[None, None]
+        x = _Encoder(
+            c.num_hidden_layers, c.hidden_size, c.intermediate_size, c.num_attention_heads,
+            c.hidden_act, c.layer_norm_eps, self.dtype, name="encoder",
+        )(x, mask)  # fmt: skip
+        x = nn.LayerNorm(c.layer_norm_eps, dtype=self.dtype, name="final_layer_norm")(x)
+        if c.pooling == "argmax":
+            index = jnp.argmax(ids, axis=-1)
+        else:  # first eos position (0 if absent, as in transformers)
+            index = jnp.argmax(ids == c.eos_token_id, axis=-1)
+        return jnp.take_along_axis(x, index[:, None, None], axis=1)[:, 0]
+
+
+class _TextEmbeddings(nn.Module):
+    config: CLIPTextConfig
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, ids: jax.Array) -> jax.Array:
+        c = self.config
+        tok = nn.Embed(c.vocab_size, c.hidden_size, dtype=self.dtype, name="token_embedding")
+        pos = nn.Embed(
+            c.max_position_embeddings, c.hidden_size, dtype=self.dtype, name="position_embedding"
+        )
+        return tok(ids) + pos(jnp.arange(ids.shape[1]))[None]
+
+
+def _check_images(images: jax.typing.ArrayLike, size: int, channels: int) -> jax.Array:
+    shape = jnp.shape(images)
+    if len(shape) != 4:
+        raise ValueError(
+            f"images must be a (batch, height, width, channels) NHWC array, got shape {shape}"
+        )
+    if shape[-1] != channels and shape[1] == channels and shape[-1] == size:
+        raise ValueError(
+            f"images has shape {shape}, which looks like NCHW; CLIP here takes NHWC images: "
+            "convert with equijax.models.preprocess.nchw_to_nhwc"
+        )
+    if shape[1:] != (size, size, channels):
+        raise ValueError(
+            f"images must have shape (batch, {size}, {size}, {channels}) for this model, got "
+            f"{shape}; resize/crop with equijax.models.preprocess.clip_preprocess"
+        )
+    if not jnp.issubdtype(jnp.result_type(images), jnp.floating):
+        raise TypeError(
+            f"images must be floating point (preprocessed and normalised), got dtype "
+            f"{jnp.result_type(images)}; use equijax.models.preprocess.clip_preprocess"
+        )
+    return jnp.asarray(images)
+
+
+class CLIPVisionTransformer(nn.Module):
+    """ViT image tower; returns the post-layer-normed class token ``(B, width)``."""
+
+    config: CLIPVisionConfig
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, images: jax.Array) -> jax.Array:
+        c = self.config
+        images = _check_images(images, c.image_size, c.num_channels)
+        embeddings = _VisionEmbeddings(c, self.dtype, name="embeddings")(images)
+        x = nn.LayerNorm(c.layer_norm_eps, dtype=self.dtype, name="pre_layrnorm")(embeddings)
+        x = _Encoder(
+            c.num_hidden_layers, c.hidden_size, c.intermediate_size, c.num_attention_heads,
+            c.hidden_act, c.layer_norm_eps, self.dtype, name="encoder",
+        )(x)  # fmt: skip
+        return nn.LayerNorm(c.layer_norm_eps, dtype=self.dtype, name="post_layernorm")(x[:, 0])
+
+
+class _VisionEmbeddings(nn.Module):
+    config: CLIPVisionConfig
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, images: jax.Array) -> jax.Array:
+        c = self.config
+        p = c.patch_size
+        cls = self.param("class_embedding", nn.initializers.normal(0.02), (c.hidden_size,))
+        patches = nn.Conv(
+            c.hidden_size, (p, p), strides=(p, p), padding="VALID", use_bias=False,
+            dtype=self.dtype, name="patch_embedding",
+        )(images)  # fmt: skip
+        b = patches.shape[0]
+        patches = patches.reshape(b, -1, c.hidden_size)
+        cls = jnp.broadcast_to(cls.astype(patches.dtype), (b, 1, c.hidden_size))
+        x = jnp.concatenate([cls, patches], axis=1)
+        pos = nn.Embed(c.num_positions, c.hidden_size, dtype=self.dtype, name="position_embedding")
+        return x + pos(jnp.arange(c.num_positions))[None]
+
+
+class CLIPModule(nn.Module):
+    """Flax linen shell holding both towers, the projections and ``logit_scale``.
+
+    Prefer the functional wrapper :class:`CLIP`; this module is what it applies.
+    """
+
+    config: CLIPConfig
+    dtype: Any = None
+
+    def setup(self):
+        c = self.config
+        self.text_model = CLIPTextTransformer(c.text, self.dtype)
+        self.vision_model = CLIPVisionTransformer(c.vision, self.dtype)
+        self.visual_projection = nn.Dense(c.projection_dim, use_bias=False, dtype=self.dtype)
+        self.text_projection = nn.Dense(c.projection_dim, use_bias=False, dtype=self.dtype)
+        self.logit_scale = self.param(
+            "logit_scale", nn.initializers.constant(c.logit_scale_init_value), ()
+        )
+
+    def encode_image(self, images: jax.Array) -> jax.Array:
+        return self.visual_projection(self.vision_model(images))
+
+    def encode_text(self, ids: jax.Array) -> jax.Array:
+        return self.text_projection(self.text_model(ids))
+
+    def get_logit_scale(self) -> jax.Array:
+        return self.logit_scale
+
+    def __call__(self, images: jax.Array, ids: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return self.encode_image(images), self.encode_text(ids)
+
+
+# ----------------------------------------------------------------------------- functional API
+
+
+def _l2_normalize(x: jax.Array) -> jax.Array:
+    return x / jnp.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def _apply(model: Any, method: str, normalize: bool, params: Params, x: jax.Array) -> jax.Array:
+    """``model.module.apply(params, x, method=method)``, compiled once per (model, method, shape).
+
+    Eager Flax application dispatches (and compiles) every primitive separately, which is slow;
+    nesting this ``jit`` inside a user's ``jit`` / ``grad`` / equitune costs nothing. The
+    normalisation stays outside so that normalised and raw embeddings share one compilation.
+    """
+    out = _jit_apply(model, method, params, x)
+    return _l2_normalize(out) if normalize else out
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _jit_apply(model: Any, method: str, params: Params, x: jax.Array) -> jax.Array:
+    module = model.module
+    return module.apply(params, x, method=getattr(type(module), method))
+
+
+def _init(model: Any, key: jax.Array, logit_scale: float) -> Params:
+    """Random variables shaped like ``model.module.init``'s, from a single normal draw.
+
+    Kernels ~ N(0, 1/fan_in), embeddings ~ N(0, 0.02^2), layer-norm/batch-norm scales and
+    variances 1, biases and means 0. (Flax's per-leaf initialisers compile one RNG program per
+    leaf, which takes tens of seconds on a busy CPU; this is one draw.)
+    """
+    template = model.param_template()
+    flat, treedef = jax.tree_util.tree_flatten_with_path(template)
+    sizes = [int(np.prod(leaf.shape)) for _, leaf in flat]
+    noise = np.asarray(jax.random.normal(key, (sum(sizes),), jnp.float32))
+    leaves, offset = [], 0
+    for (path, leaf), n in zip(flat, sizes, strict=True):
+        name = getattr(path[-1], "key", str(path[-1]))
+        chunk = noise[offset : offset + n].reshape(leaf.shape)
+        offset += n
+        if name in ("scale", "var"):
+            value = np.ones(leaf.shape, np.float32)
+        elif name in ("bias", "mean"):
+            value = np.zeros(leaf.shape, np.float32)
+        elif name == "logit_scale":
+            value = np.full(leaf.shape, logit_scale, np.float32)
+        elif name == "kernel":
+            value = chunk / np.sqrt(max(1, int(np.prod(leaf.shape[:-1]))))
+        else:
+            value = 0.02 * chunk
+        leaves.append(jnp.asarray(value, leaf.dtype))
+    return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+class ZeroShotHead:
+    """Shared CLIP head: logit scale, image-text logits and zero-shot classification.
+
+    Mixed into :class:`CLIP` and :class:`equijax.models.clip_resnet.CLIPResNet`, which provide
+    ``encode_image``, ``encode_text``, ``context_length`` and ``embed_dim``.
+    """
+
+    def logit_scale(self, params: Params) -> jax.Array:
+        """``exp(logit_scale)`` (about 100 for the released checkpoints)."""
+        return jnp.exp(params["params"]["logit_scale"])
+
+    def logits(
+        self, params: Params, images: jax.typing.ArrayLike, ids: jax.typing.ArrayLike
+    ) -> jax.Array:
+        r"""Image-text similarity logits ``exp(s) \hat{f}(x) \hat{g}(t)^T`` (``logits_per_image``).
+
+        Returns:
+            ``(B, N)`` logits for ``B`` images and ``N`` texts.
+        """
+        img = self.encode_image(params, images, normalize=True)
+        txt = self.encode_text(params, ids, normalize=True)
+        return self.logit_scale(params) * img @ txt.T
+
+    def build_zero_shot_classifier(
+        self,
+        params: Params,
+        tokenizer: Any,
+        classnames: Sequence[str],
+        templates: Sequence[str],
+        *,
+        batch_size: int = 256,
+    ) -> jax.Array:
+        """``(D, C)`` zero-shot classifier from class names x templates with this text tower.
+
+        See :func:`equijax.models.clip.zero_shot_classifier`; ids are padded to the model's
+        context length.
+        """
+        return zero_shot_classifier(
+            functools.partial(self.encode_text, params), tokenizer, classnames, templates,
+            context_length=self.context_length, batch_size=batch_size,
+        )  # fmt: skip
+
+    def zero_shot_logits(
+        self, params: Params, images: jax.typing.ArrayLike, classifier: jax.typing.ArrayLike
+    ) -> jax.Array:
+        """Zero-shot class logits ``exp(s) * norm(encode_image(x)) @ classifier``.
+
+        Args:
+            params: variables dict.
+            images: ``(B, S, S, C)`` preprocessed NHWC images.
+            classifier: ``(embed_dim, num_classes)`` from :func:`zero_shot_classifier`.
+
+        Returns:
+            ``(B, num_classes)`` logits.
+        """
+        classifier = jnp.asarray(classifier)
+        d = self.embed_dim
+        if classifier.ndim != 2 or classifier.shape[0] != d:
+            raise ValueError(
+                f"classifier must have shape ({d}, num_classes), got {classifier.shape}; build it "
+                "with zero_shot_classifier"
+            )
+        img = self.encode_image(params, images, normalize=True)
+        return self.logit_scale(params) * img @ classifier
+
+
+@dataclasses.dataclass(frozen=True)
+class CLIP(ZeroShotHead):
+    """Functional CLIP: a static config plus pure ``(params, inputs)`` methods.
+
+    Attributes:
+        config: the :class:`CLIPConfig` (hashable).
+        dtype: computation dtype (``None``: follow the parameters, i.e. float32 by default).
+    """
+
+    config: CLIPConfig
+    dtype: Any = None
+
+    @property
+    def module(self) -> CLIPModule:
+        return CLIPModule(self.config, self.dtype)
+
+    @property
+    def image_size(self) -> int:
+        return self.config.vision.image_size
+
+    @property
+    def context_length(self) -> int:
+        return self.config.text.max_position_embeddings
+
+    @property
+    def embed_dim(self) -> int:
+        """Joint embedding size (``config.projection_dim``)."""
+        return self.config.projection_dim
+
+    def _dummy_inputs(self) -> tuple[jax.Array, jax.Array]:
+        s = self.config.vision.image_size
+        images = jnp.zeros((1, s, s, self.config.vision.num_channels), jnp.float32)
+        return images, jnp.zeros((1, 1), jnp.int32)
+
+    def init(self, key: jax.Array) -> Params:
+        """Random parameters ``{"params": ...}`` (for tests; see ``_init`` for the scheme)."""
+        return _init(self, key, self.config.logit_scale_init_value)
+
+    def param_template(self) -> Params:
+        """Shapes/dtypes of the parameters (``jax.ShapeDtypeStruct`` leaves), no allocation."""
+        return jax.eval_shape(
+            lambda key: self.module.init(key, *self._dummy_inputs()), jax.random.key(0)
+        )
+
+    def encode_image(
+        self, params: Params, images: jax.typing.ArrayLike, *, normalize: bool = False
+    ) -> jax.Array:
+        """Projected image embeddings.
+
+        Args:
+            params: variables dict ``{"params": ...}``.
+            images: ``(B, S, S, C)`` preprocessed NHWC float images,
+                ``S = config.vision.image_size``.
+            normalize: L2-normalise the embeddings.
+
+        Returns:
+            ``(B, projection_dim)`` embeddings (``CLIPModel.get_image_features``).
+
+        Raises:
+            ValueError: wrong rank, size or channel count (NCHW input is detected and named).
+            TypeError: integer images (not preprocessed).
+        """
+        v = self.config.vision
+        images = _check_images(images, v.image_size, v.num_channels)
+        return _apply(self, "encode_image", normalize, params, images)
+
+    def encode_text(
+        self, params: Params, ids: jax.typing.ArrayLike, *, normalize: bool = False
+    ) -> jax.Array:
+        """Projected text embeddings.
+
+        Args:
+            params: variables dict ``{"params": ...}``.
+            ids: ``(N, T)`` int token ids, ``T <= config.text.max_position_embeddings``; each row
+                holds an end-of-text token (padding after it does not matter: the mask is causal).
+            normalize: L2-normalise the embeddings.
+
+        Returns:
+            ``(N, projection_dim)`` embeddings (``CLIPModel.get_text_features``).
+
+        Raises:
+            ValueError: wrong rank, sequence longer than the position table, or (for concrete
+                arrays) ids outside ``[0, vocab_size)``.
+        """
+        ids = _check_ids(ids, self.config.text)
+        return _apply(self, "encode_text", normalize, params, ids)
+
+# ----------------------------------------------------------------------------- weights
+
+
+_LAYER_NORMS = {
+    "layer_norm1", "layer_norm2", "final_layer_norm", "pre_layrnorm", "post_layernorm",
+}  # fmt: skip
+_EMBEDDINGS = {"token_embedding", "position_embedding"}
+_DROPPED_SUFFIXES = ("position_ids",)
+
+
+def hf_to_flax(state_dict: Mapping[str, np.ndarray]) -> dict[tuple[str, ...], np.ndarray]:
+    """Map Hugging Face ``CLIPModel`` tensor names/layouts to this port's Flax paths.
+
+    Linear weights ``(out, in)`` become kernels ``(in, out)``; the patch convolution
+    ``(O, I, kh, kw)`` becomes ``(kh, kw, I, O)``; layer-norm ``weight`` becomes ``scale``;
+    embedding ``weight`` becomes ``embedding``; ``layers.N`` becomes ``layers_N``. Non-persistent
+    buffers (``position_ids``) are dropped. Leaves already in Flax layout (``kernel``, ``scale``,
+    ``embedding``: the ``flax_model.msgpack`` of ``transformers``' former ``FlaxCLIPModel``, whose
+    module names are the same) are kept as they are. Unknown names are passed through so that
+    :func:`equijax.models._hub.assign` reports them as unexpected.
+
+    Args:
+        state_dict: ``name -> array`` as read from ``model.safetensors``.
+
+    Returns:
+        ``("params", ...) -> array``.
+
+    Examples:
+        >>> import numpy as np
+        >>> out = hf_to_flax({"text_projection.weight": np.zeros((4, 3))})
+        >>> out[("params", "text_projection", "kernel")].shape
+        (3, 4)
+    """
+    out: dict[tuple[str, ...], np.ndarray] = {}
+    for name, value in state_dict.items():
+        if name.endswith(_DROPPED_SUFFIXES):
+            continue
+        parts = name.split(".")
+        path: list[str] = []
+        i = 0
+        while i < len(parts):
+            if parts[i] == "layers" and i + 1 < len(parts) and parts[i + 1].isdigit():
+                path.append(f"layers_{parts[i + 1]}")
+                i += 2
+            else:
+                path.append(parts[i])
+                i += 1
+        value = np.asarray(value)
+        leaf, owner = path[-1], path[-2] if len(path) > 1 else ""
+        if leaf == "weight":
+            if owner in _LAYER_NORMS:
+                path[-1] = "scale"
+            elif owner in _EMBEDDINGS:
+                path[-1] = "embedding"
+            elif value.ndim == 4:
+                path[-1], value = "kernel", value.transpose(2, 3, 1, 0)
+            elif value.ndim == 2:
+                path[-1], value = "kernel", value.T
+        out[("params", *path)] = value
+    return out
+
+
+def from_pretrained(name_or_path: str | os.PathLike, *, dtype: Any = None) -> tuple[CLIP, Params]:
+    """Load a Hugging Face ``CLIPModel`` checkpoint (hub id or local directory).
+
+    Reads ``config.json`` and ``model.safetensors`` (or a sharded index, or
+    ``flax_model.msgpack``) -- never a pickle -- and checks every name and shape.
+
+    Args:
+        name_or_path: e.g. ``"openai/clip-vit-base-patch32"`` (fetched via ``huggingface_hub``,
+            honouring its cache and ``HF_HUB_OFFLINE``) or a directory written by
+            ``CLIPModel.save_pretrained``.
+        dtype: cast floating parameters (and computation) to this dtype, e.g. ``jnp.bfloat16``;
+            default float32.
+
+    Returns:
+        ``(model, params)``: the functional :class:`CLIP` and its variables dict.
+
+    Raises:
+        FileNotFoundError: no ``config.json`` or no checkpoint file in the directory.
+        OSError: not a directory and the hub download failed.
+        equijax.models._hub.CheckpointMismatchError: missing / unexpected / mis-shaped tensors.
+
+    Examples:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     try:
+        ...         from_pretrained(d)
+        ...     except FileNotFoundError as err:
+        ...         print("config.json" in str(err))
+        True
+    """
+    is_local = pathlib.Path(name_or_path).expanduser().is_dir()
+    patterns = ["config.json", "model*.safetensors", "model.safetensors.index.json"]
+    directory = _hub.resolve_pretrained(name_or_path, allow_patterns=patterns)
+    if not is_local and not any(directory.glob("model*.safetensors")):
+        # older hub repos: Flax weights only (never the PyTorch pickle)
+        directory = _hub.resolve_pretrained(name_or_path, allow_patterns=[*patterns, "*.msgpack"])
+    raw = _hub.read_config(directory)
+    if raw.get("model_type") not in (None, "clip"):
+        raise ValueError(
+            f"{str(name_or_path)!r} holds a {raw.get('model_type')!r} model, not 'clip' "
+            "(for OpenCLIP ResNet checkpoints use equijax.models.clip_resnet.from_pretrained)"
+        )
+    config = CLIPConfig.from_dict(raw)
+    model = CLIP(config, dtype=dtype)
+    state = _hub.read_state_dict(directory)
+    params = _hub.assign(
+        model.param_template(), hf_to_flax(state), dtype=dtype, context=str(directory)
+    )
+    return model, params
+
+
+# ----------------------------------------------------------------------------- tokenizer
+
+
+def write_tokenizer_files(bpe_path: str | os.PathLike, directory: str | os.PathLike) -> None:
+    """Write a Hugging Face CLIP tokenizer directory from OpenAI's ``bpe_simple_vocab_16e6.txt.gz``.
+
+    Produces ``vocab.json`` (49,408 entries: 256 byte symbols, their ``</w>`` forms, 48,894
+    merges and the two special tokens, in OpenAI's order), ``merges.txt`` and
+    ``tokenizer_config.json``, loadable with ``transformers.CLIPTokenizer.from_pretrained``
+    (``CLIPTokenizer(vocab_file=...)`` silently mis-tokenizes in transformers 5).
+
+    Args:
+        bpe_path: path to ``bpe_simple_vocab_16e6.txt.gz`` (shipped e.g. in ``open-clip-torch``).
+        directory: output directory (created if needed).
+    """
+    import gzip
+    import json
+
+    lines = gzip.open(bpe_path, "rt", encoding="utf-8").read().split("\n")
+    merges = lines[1 : 49152 - 256 - 2 + 1]
+    byte_symbols = list(_hub.bytes_to_unicode().values())
+    vocab = byte_symbols + [s + "</w>" for s in byte_symbols]
+    vocab += ["".join(m.split()) for m in merges]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    out = pathlib.Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "vocab.json").write_text(
+        json.dumps({tok: i for i, tok in enumerate(vocab)}, ensure_ascii=False), encoding="utf-8"
+    )
+    (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    config = {
+        "tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "bos_token": "<|startoftext|>",
+        "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>",
+        "do_lower_case": True, "clean_up_tokenization_spaces": False,
+    }  # fmt: skip
+    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=1), encoding="utf-8")
+
+
+def load_tokenizer(name_or_path: str | os.PathLike = "openai/clip-vit-base-patch32") -> Any:
+    """Load the CLIP BPE tokenizer through ``transformers`` from a directory or hub id.
+
+    The directory needs ``vocab.json`` + ``merges.txt`` (as in ``openai/clip-vit-*`` repos, or as
+    written by :func:`write_tokenizer_files`). A hub id is fetched with ``huggingface_hub``
+    (tokenizer files only).
+
+    Args:
+        name_or_path: tokenizer directory or hub id.
+
+    Returns:
+        A ``transformers`` CLIP tokenizer.
+
+    Raises:
+        FileNotFoundError: the directory has no ``vocab.json`` / ``merges.txt``.
+    """
+    from transformers import AutoTokenizer, CLIPTokenizer
+
+    directory = _hub.resolve_pretrained(
+        name_or_path,
+        allow_patterns=["vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
+                        "special_tokens_map.json"],
+    )  # fmt: skip
+    directory = pathlib.Path(directory)
+    if (directory / "tokenizer.json").is_file():
+        return AutoTokenizer.from_pretrained(directory)
+    if not ((directory / "vocab.json").is_file() and (directory / "merges.txt").is_file()):
+        raise FileNotFoundError(
+            f"{str(directory)!r} has no vocab.json/merges.txt; pass a CLIP tokenizer directory or "
+            "build one with write_tokenizer_files(bpe_simple_vocab_16e6.txt.gz, directory)"
+        )
+    return CLIPTokenizer.from_pretrained(directory)
+
+
+def _basic_clean(text: str) -> str:
+    """OpenAI CLIP's text cleaning: ``ftfy.fix_text`` (if installed) and HTML unescaping."""
+    import html
+
+    try:
+        import ftfy
+    except ImportError:  # pragma: no cover - ftfy is part of the hf extra
+        if not text.isascii():
+            warnings.warn(
+                "ftfy is not installed, so non-ASCII text is not normalised the way OpenAI's CLIP "
+                "tokenizer does (e.g. curly quotes); `pip install ftfy` for identical ids",
+                stacklevel=3,
+            )
+    else:
+        text = ftfy.fix_text(text)
+    return html.unescape(html.unescape(text)).strip()
+
+
+def tokenize(
+    tokenizer: Any,
+    texts: str | Sequence[str],
+    context_length: int = 77,
+    *,
+    pad_id: int = 0,
+    clean: bool = True,
+) -> np.ndarray:
+    """Tokenize texts to a padded ``(N, context_length)`` int32 id array, as OpenAI's CLIP does.
+
+    Each row is ``<|startoftext|> ... <|endoftext|>`` followed by ``pad_id``; over-long texts are
+    truncated keeping the end-of-text token. With ``clean=True`` the text is first cleaned like
+    OpenAI's tokenizer (``ftfy.fix_text``, HTML unescaping), which ``transformers``' CLIP
+    tokenizer does not do; the ids then equal ``clip.tokenize`` / ``open_clip.tokenize``.
+
+    Args:
+        tokenizer: a ``transformers`` CLIP tokenizer (:func:`load_tokenizer`), or any callable
+            ``list[str] -> (N, context_length) ids`` (used as is).
+        texts: one string or a sequence of strings.
+        context_length: padded length (77 for the released CLIP models).
+        pad_id: padding id (0 as in OpenAI's ``clip.tokenize``; the pooled token is the first
+            end-of-text, so padding does not change the embeddings).
+        clean: apply OpenAI's text cleaning first.
+
+    Returns:
+        ``(N, context_length)`` int32 ids.
+
+    Examples:
+        >>> tokenize(lambda texts: [[49406, 320, 49407, 0]] * len(texts), ["a"], 4).tolist()
+        [[49406, 320, 49407, 0]]
+    """
+    if isinstance(texts, str):
+        texts = [texts]
+    texts = list(texts)
+    if not all(isinstance(t, str) for t in texts):
+        raise TypeError("texts must be a string or a sequence of strings")
+    if context_length < 2:
+        raise ValueError(f"context_length={context_length} must be >= 2")
+    if hasattr(tokenizer, "pad_token_id") and hasattr(tokenizer, "batch_decode"):
+        if clean:
+            texts = [_basic_clean(t) for t in texts]
+        enc = tokenizer(
+            texts, padding="max_length", max_length=context_length, truncation=True,
+            return_tensors="np", return_attention_mask=True,
+        )  # fmt: skip
+        ids = np.asarray(enc["input_ids"], np.int32)
+        return np.where(np.asarray(enc["attention_mask"]) > 0, ids, np.int32(pad_id))
+    ids = np.asarray(tokenizer(texts), np.int32)
+    if ids.ndim != 2 or ids.shape[1] != context_length:
+        raise ValueError(
+            f"tokenizer returned shape {ids.shape}, expected ({len(texts)}, {context_length})"
+        )
+    return ids
+
+
+def zero_shot_classifier(
+    encode_text: Callable[[jax.Array], jax.Array],
+    tokenizer: Any,
+    classnames: Sequence[str],
+    templates: Sequence[str],
+    *,
+    context_length: int = 77,
+    batch_size: int = 256,
+) -> jax.Array:
+    r"""Zero-shot classifier weights from class names x prompt templates (Radford et al., 2021).
+
+    For each class :math:`c`: :math:`w_c = \mathrm{norm}\big(\frac{1}{|T|}\sum_{t\in T}
+    \mathrm{norm}(g(t(c)))\big)`, where ``g`` is the text encoder and ``norm`` L2 normalisation.
+
+    Args:
+        encode_text: ``(N, T) ids -> (N, D)`` embeddings, e.g.
+            ``functools.partial(model.encode_text, params)`` (jit it for speed).
+        tokenizer: as in :func:`tokenize`.
+        classnames: ``C`` class names (e.g. :data:`equijax.models.clip_data.CIFAR100_CLASSNAMES`).
+        templates: prompt templates with one ``{}`` (e.g.
+            :data:`equijax.models.clip_data.CIFAR100_TEMPLATES`).
+        context_length: token length; must not exceed the model's position table.
+        batch_size: prompts encoded per call.
+
+    Returns:
+        ``(D, C)`` float32 classifier matrix with unit-norm columns.
+
+    Raises:
+        ValueError: empty class names / templates, or a template without ``{}``.
+
+    Examples:
+        >>> import jax
+        >>> model = CLIP(CLIPConfig.tiny()); params = model.init(jax.random.key(0))
+        >>> tok = lambda texts: [[1 + len(t) % 9, 63] + [0] * 6 for t in texts]
+        >>> encode = lambda ids: model.encode_text(params, ids)
+        >>> w = zero_shot_classifier(encode, tok, ["cat", "dog"], ["a {}.", "a photo of a {}."],
+        ...                          context_length=8)
+        >>> w.shape
+        (8, 2)
+    """
+    classnames, templates = list(classnames), list(templates)
+    if not classnames:
+        raise ValueError("classnames must be a non-empty sequence of strings")
+    if not templates:
+        raise ValueError("templates must be a non-empty sequence of format strings")
+    bad = [t for t in templates if "{}" not in t]
+    if bad:
+        raise ValueError(f"every template needs a '{{}}' placeholder; these lack it: {bad[:3]}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size} must be >= 1")
+    texts = [t.format(c) for c in classnames for t in templates]
+    ids = tokenize(tokenizer, texts, context_length)
+    chunks = [
+        _l2_normalize(jnp.asarray(encode_text(jnp.asarray(ids[i : i + batch_size])), jnp.float32))
+        for i in range(0, len(ids), batch_size)
+    ]
+    emb = jnp.concatenate(chunks).reshape(len(classnames), len(templates), -1)
+    return _l2_normalize(emb.mean(axis=1)).T

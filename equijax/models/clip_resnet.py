@@ -1,0 +1,496 @@
+"""CLIP with the ModifiedResNet image tower (RN50, RN101, ...) in Flax, from OpenCLIP checkpoints.
+
+OpenAI's ResNet CLIP models differ from torchvision's ResNet: a three-convolution stem with an
+average pool, anti-aliased strided bottlenecks (an average pool before the strided 1x1
+convolutions) and a QKV attention pool instead of global average pooling. This module ports that
+tower and reuses :class:`equijax.models.clip.CLIPTextTransformer` for the text tower.
+
+Checkpoints are OpenCLIP-format directories, e.g. the hub repos ``timm/resnet50_clip.openai`` /
+``timm/resnet101_clip.openai``: ``open_clip_config.json`` (``{"model_cfg": {...}}``) and
+``open_clip_model.safetensors`` with OpenCLIP names (``visual.*``, ``transformer.resblocks.*``,
+``token_embedding``, ``positional_embedding``, ``ln_final``, ``text_projection``,
+``logit_scale``). The ``model.safetensors`` in those repos is a *timm* image-tower-only checkpoint
+and is not read.
+
+The API mirrors :class:`equijax.models.clip.CLIP`: ``encode_image(params, images)`` with NHWC
+float images, ``encode_text(params, ids)``, ``logits`` and ``zero_shot_logits``. ``params`` is a
+Flax variables dict ``{"params": ..., "batch_stats": ...}``; batch norm always runs in inference
+mode (running statistics), so take gradients with respect to ``params["params"]`` only.
+
+Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> model = CLIPResNet(CLIPResNetConfig.tiny())
+    >>> params = model.init(jax.random.key(0))
+    >>> s = model.config.image_size
+    >>> model.encode_image(params, jnp.zeros((2, s, s, 3))).shape
+    (2, 16)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from equijax.models.clip import (
+    CLIPTextConfig,
+    CLIPTextTransformer,
+    ZeroShotHead,
+    _apply,
+    _check_ids,
+    _check_images,
+    _init,
+)
+
+__all__ = [
+    "CLIPResNet",
+    "CLIPResNetConfig",
+    "CLIPResNetModule",
+    "ModifiedResNet",
+    "from_pretrained",
+    "open_clip_to_flax",
+]
+
+Params = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class CLIPResNetConfig:
+    """OpenCLIP ResNet-CLIP hyper-parameters (``model_cfg`` of ``open_clip_config.json``).
+
+    Attributes:
+        embed_dim: joint embedding size (1024 for RN50, 512 for RN101).
+        layers: bottleneck blocks per stage (RN50 ``(3, 4, 6, 3)``, RN101 ``(3, 4, 23, 3)``).
+        width: stem width (64); the final feature map has ``32 * width`` channels.
+        head_width: attention-pool head width (64); heads = ``32 * width // head_width``.
+        image_size: input resolution, a multiple of 32.
+        text: the text tower (OpenCLIP ``text_cfg``; argmax pooling).
+    """
+
+    embed_dim: int = 1024
+    layers: tuple[int, int, int, int] = (3, 4, 6, 3)
+    width: int = 64
+    head_width: int = 64
+    image_size: int = 224
+    text: CLIPTextConfig = dataclasses.field(
+        default_factory=lambda: CLIPTextConfig(pooling="argmax")
+    )
+
+    def __post_init__(self):
+        if len(self.layers) != 4 or any(int(n) < 1 for n in self.layers):
+            raise ValueError(f"layers={self.layers} must be four positive block counts")
+        object.__setattr__(self, "layers", tuple(int(n) for n in self.layers))
+        if self.image_size % 32:
+            raise ValueError(f"image_size={self.image_size} must be a multiple of 32")
+        if (32 * self.width) % self.head_width:
+            raise ValueError(
+                f"32 * width ({32 * self.width}) must be divisible by head_width={self.head_width}"
+            )
+
+    @property
+    def heads(self) -> int:
+        return 32 * self.width // self.head_width
+
+    @classmethod
+    def from_open_clip(cls, config: Mapping[str, Any]) -> CLIPResNetConfig:
+        """Build from an OpenCLIP model config (``open_clip_config.json`` or its ``model_cfg``).
+
+        ``quick_gelu`` (true for OpenAI's weights) selects the text activation; OpenCLIP's
+        default is exact GELU.
+
+        Raises:
+            ValueError: missing ``vision_cfg``/``text_cfg``, or a ViT (``patch_size``) config.
+        """
+        if not isinstance(config, Mapping):
+            raise TypeError(f"config must be a mapping, got {type(config).__name__}")
+        cfg = config.get("model_cfg", config)
+        vision, text = cfg.get("vision_cfg"), cfg.get("text_cfg")
+        if not isinstance(vision, Mapping) or not isinstance(text, Mapping):
+            raise ValueError(
+                "an OpenCLIP config needs 'vision_cfg' and 'text_cfg' objects (optionally under "
+                f"'model_cfg'); got keys {sorted(cfg)}"
+            )
+        if vision.get("patch_size") or not isinstance(vision.get("layers"), list | tuple):
+            raise ValueError(
+                "this OpenCLIP config describes a ViT image tower, not a ModifiedResNet; load "
+                "ViT CLIP models from Hugging Face CLIPModel checkpoints with "
+                "equijax.models.clip.from_pretrained"
+            )
+        width = int(text.get("width", 512))
+        text_cfg = CLIPTextConfig(
+            vocab_size=int(text.get("vocab_size", 49408)),
+            hidden_size=width,
+            intermediate_size=int(width * float(text.get("mlp_ratio", 4.0))),
+            num_hidden_layers=int(text.get("layers", 12)),
+            num_attention_heads=int(text.get("heads", 8)),
+            max_position_embeddings=int(text.get("context_length", 77)),
+            hidden_act="quick_gelu" if cfg.get("quick_gelu", False) else "gelu",
+            pooling="argmax",
+        )
+        return cls(
+            embed_dim=int(cfg["embed_dim"]),
+            layers=tuple(int(n) for n in vision["layers"]),
+            width=int(vision.get("width", 64)),
+            head_width=int(vision.get("head_width", 64)),
+            image_size=int(vision.get("image_size", 224)),
+            text=text_cfg,
+        )
+
+    @classmethod
+    def tiny(cls) -> CLIPResNetConfig:
+        """A small config for tests and doctests."""
+        text = CLIPTextConfig(
+            vocab_size=64, hidden_size=16, intermediate_size=64, num_hidden_layers=1,
+            num_attention_heads=2, max_position_embeddings=8, pooling="argmax",
+        )  # fmt: skip
+        return cls(embed_dim=16, layers=(1, 1, 1, 1), width=8, head_width=8, image_size=64,
+                   text=text)  # fmt: skip
+
+
+def _bn(name: str) -> nn.BatchNorm:
+    return nn.BatchNorm(use_running_average=True, momentum=0.9, epsilon=1e-5, name=name)
+
+
+def _avg_pool(x: jax.Array, k: int) -> jax.Array:
+    return nn.avg_pool(x, (k, k), strides=(k, k), padding="VALID") if k > 1 else x
+
+
+class _Bottleneck(nn.Module):
+    planes: int
+    stride: int = 1
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        out_ch = 4 * self.planes
+
+        def conv(features: int, k: int, name: str) -> nn.Conv:
+            pad = ((k // 2, k // 2), (k // 2, k // 2))
+            return nn.Conv(features, (k, k), padding=pad, use_bias=False, dtype=self.dtype,
+                           name=name)  # fmt: skip
+
+        out = nn.relu(_bn("bn1")(conv(self.planes, 1, "conv1")(x)))
+        out = nn.relu(_bn("bn2")(conv(self.planes, 3, "conv2")(out)))
+        out = _avg_pool(out, self.stride)
+        out = _bn("bn3")(conv(out_ch, 1, "conv3")(out))
+        identity = x
+        if self.stride > 1 or x.shape[-1] != out_ch:
+            identity = _avg_pool(x, self.stride)
+            identity = _bn("downsample_1")(conv(out_ch, 1, "downsample_0")(identity))
+        return nn.relu(out + identity)
+
+
+class _AttentionPool2d(nn.Module):
+    spatial: int
+    embed_dim: int
+    num_heads: int
+    output_dim: int
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        b, h, w, c = x.shape
+        x = x.reshape(b, h * w, c)
+        x = jnp.concatenate([x.mean(axis=1, keepdims=True), x], axis=1)  # (B, HW+1, C)
+        pos = self.param(
+            "positional_embedding", nn.initializers.normal(self.embed_dim**-0.5),
+            (self.spatial**2 + 1, self.embed_dim),
+        )  # fmt: skip
+        x = x + pos[None].astype(x.dtype)
+        d = self.embed_dim // self.num_heads
+
+        def proj(name: str, inputs: jax.Array) -> jax.Array:
+            y = nn.Dense(self.embed_dim, dtype=self.dtype, name=name)(inputs)
+            return y.reshape(b, inputs.shape[1], self.num_heads, d)
+
+        q = proj("q_proj", x[:, :1])  # only the mean token's output is used
+        k, v = proj("k_proj", x), proj("v_proj", x)
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q * (d**-0.5), k).astype(jnp.float32)
+        weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+        out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, self.embed_dim)
+        return nn.Dense(self.output_dim, dtype=self.dtype, name="c_proj")(out)
+
+
+class ModifiedResNet(nn.Module):
+    """OpenAI's ModifiedResNet image tower: NHWC images ``(B, S, S, 3)`` -> ``(B, embed_dim)``."""
+
+    config: CLIPResNetConfig
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, images: jax.Array) -> jax.Array:
+        c = self.config
+        x = _check_images(images, c.image_size, 3)
+        w = c.width
+        for i, features in enumerate((w // 2, w // 2, w), start=1):
+            stride = 2 if i == 1 else 1
+            x = nn.Conv(features, (3, 3), strides=(stride, stride), padding=((1, 1), (1, 1)),
+                        use_bias=False, dtype=self.dtype, name=f"conv{i}")(x)  # fmt: skip
+            x = nn.relu(_bn(f"bn{i}")(x))
+        x = _avg_pool(x, 2)
+        for stage, blocks in enumerate(c.layers):
+            planes = w * 2**stage
+            for j in range(blocks):
+                stride = 2 if (stage > 0 and j == 0) else 1
+                x = _Bottleneck(planes, stride, self.dtype, name=f"layer{stage + 1}_{j}")(x)
+        return _AttentionPool2d(
+            c.image_size // 32, 32 * w, c.heads, c.embed_dim, self.dtype, name="attnpool"
+        )(x)
+
+
+class CLIPResNetModule(nn.Module):
+    """Flax linen shell: ``visual`` (ModifiedResNet), ``text_model``, ``text_projection``,
+    ``logit_scale``. Prefer the functional wrapper :class:`CLIPResNet`."""
+
+    config: CLIPResNetConfig
+    dtype: Any = None
+
+    def setup(self):
+        c = self.config
+        self.visual = ModifiedResNet(c, self.dtype)
+        self.text_model = CLIPTextTransformer(c.text, self.dtype)
+        self.text_projection = nn.Dense(c.embed_dim, use_bias=False, dtype=self.dtype)
+        self.logit_scale = self.param("logit_scale", nn.initializers.constant(np.log(1 / 0.07)), ())
+
+    def encode_image(self, images: jax.Array) -> jax.Array:
+        return self.visual(images)
+
+    def encode_text(self, ids: jax.Array) -> jax.Array:
+        return self.text_projection(self.text_model(ids))
+
+    def __call__(self, images: jax.Array, ids: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return self.encode_image(images), self.encode_text(ids)
+
+
+@dataclasses.dataclass(frozen=True)
+class CLIPResNet(ZeroShotHead):
+    """Functional ResNet CLIP: static config plus pure ``(params, inputs)`` methods.
+
+    Same methods and shapes as :class:`equijax.models.clip.CLIP`; ``params`` holds
+    ``"params"`` and ``"batch_stats"`` (batch norm in inference mode).
+    """
+
+    config: CLIPResNetConfig
+    dtype: Any = None
+
+    @property
+    def module(self) -> CLIPResNetModule:
+        return CLIPResNetModule(self.config, self.dtype)
+
+    @property
+    def image_size(self) -> int:
+        return self.config.image_size
+
+    @property
+    def context_length(self) -> int:
+        return self.config.text.max_position_embeddings
+
+    @property
+    def embed_dim(self) -> int:
+        """Joint embedding size (``config.embed_dim``)."""
+        return self.config.embed_dim
+
+    def _dummy_inputs(self) -> tuple[jax.Array, jax.Array]:
+        s = self.config.image_size
+        return jnp.zeros((1, s, s, 3), jnp.float32), jnp.zeros((1, 1), jnp.int32)
+
+    def init(self, key: jax.Array) -> Params:
+        """Random variables ``{"params": ..., "batch_stats": ...}`` (for tests)."""
+        return _init(self, key, float(np.log(1 / 0.07)))
+
+    def param_template(self) -> Params:
+        """Shapes/dtypes of all variables (``jax.ShapeDtypeStruct`` leaves), no allocation."""
+        return jax.eval_shape(
+            lambda key: self.module.init(key, *self._dummy_inputs()), jax.random.key(0)
+        )
+
+    def encode_image(
+        self, params: Params, images: jax.typing.ArrayLike, *, normalize: bool = False
+    ) -> jax.Array:
+        """``(B, S, S, 3)`` NHWC preprocessed images -> ``(B, embed_dim)`` (OpenCLIP
+        ``encode_image``)."""
+        images = _check_images(images, self.config.image_size, 3)
+        return _apply(self, "encode_image", normalize, params, images)
+
+    def encode_text(
+        self, params: Params, ids: jax.typing.ArrayLike, *, normalize: bool = False
+    ) -> jax.Array:
+        """``(N, T)`` token ids -> ``(N, embed_dim)`` (OpenCLIP ``encode_text``, argmax pooling)."""
+        ids = _check_ids(ids, self.config.text)
+        return _apply(self, "encode_text", normalize, params, ids)
+
+
+_DROPPED = ("num_batches_tracked", "attn_mask", "input_resolution", "context_length", "vocab_size")
+_BN_LEAVES = {
+    "weight": ("params", "scale"),
+    "bias": ("params", "bias"),
+    "running_mean": ("batch_stats", "mean"),
+    "running_var": ("batch_stats", "var"),
+}
+
+
+def open_clip_to_flax(state_dict: Mapping[str, np.ndarray]) -> dict[tuple[str, ...], np.ndarray]:
+    """Map OpenCLIP ResNet-CLIP tensor names/layouts to this port's Flax variable paths.
+
+    ``visual.layerS.J.*`` -> ``visual/layerS_J/*``; ``downsample.0/1`` -> ``downsample_0/1``;
+    batch-norm running statistics go to the ``batch_stats`` collection; the fused text attention
+    ``in_proj_weight`` is split into ``q/k/v_proj``; convolutions ``(O, I, kh, kw)`` become
+    ``(kh, kw, I, O)`` and linear weights are transposed; ``text_projection`` (``(width, D)``,
+    used as ``x @ P``) is kept as is. Buffers (``attn_mask``, ``num_batches_tracked``) are
+    dropped; unknown names pass through so that :func:`equijax.models._hub.assign` reports them.
+
+    Args:
+        state_dict: ``name -> array`` from ``open_clip_model.safetensors``.
+
+    Returns:
+        ``(collection, ...) -> array``.
+
+    Examples:
+        >>> import numpy as np
+        >>> out = open_clip_to_flax({"visual.bn1.running_var": np.ones(4)})
+        >>> list(out)
+        [('batch_stats', 'visual', 'bn1', 'var')]
+    """
+    out: dict[tuple[str, ...], np.ndarray] = {}
+    text_root = ("params", "text_model")
+    for name, value in state_dict.items():
+        if name.endswith(_DROPPED):
+            continue
+        value = np.asarray(value)
+        parts = name.split(".")
+        if parts[0] == "visual":
+            path = ["visual"]
+            rest = parts[1:]
+            i = 0
+            while i < len(rest):
+                if rest[i].startswith("layer") and i + 1 < len(rest) and rest[i + 1].isdigit():
+                    path.append(f"{rest[i]}_{rest[i + 1]}")
+                    i += 2
+                elif rest[i] == "downsample" and i + 1 < len(rest):
+                    path.append(f"downsample_{rest[i + 1]}")
+                    i += 2
+                else:
+                    path.append(rest[i])
+                    i += 1
+            leaf, owner = path[-1], path[-2]
+            if owner.startswith("bn") or owner == "downsample_1":
+                collection, new_leaf = _BN_LEAVES.get(leaf, ("params", leaf))
+                out[(collection, *path[:-1], new_leaf)] = value
+            elif leaf == "weight" and value.ndim == 4:
+                out[("params", *path[:-1], "kernel")] = value.transpose(2, 3, 1, 0)
+            elif leaf == "weight" and value.ndim == 2:
+                out[("params", *path[:-1], "kernel")] = value.T
+            else:
+                out[("params", *path)] = value
+        elif name == "token_embedding.weight":
+            out[(*text_root, "embeddings", "token_embedding", "embedding")] = value
+        elif name == "positional_embedding":
+            out[(*text_root, "embeddings", "position_embedding", "embedding")] = value
+        elif parts[0] == "ln_final":
+            leaf = {"weight": "scale"}.get(parts[1], parts[1])
+            out[(*text_root, "final_layer_norm", leaf)] = value
+        elif name == "text_projection":
+            out[("params", "text_projection", "kernel")] = value
+        elif name == "logit_scale":
+            out[("params", "logit_scale")] = value
+        elif parts[0] == "transformer" and len(parts) >= 5 and parts[1] == "resblocks":
+            layer = (*text_root, "encoder", f"layers_{parts[2]}")
+            sub, leaf = parts[3:-1], parts[-1]
+            if sub == ["attn"] and leaf in ("in_proj_weight", "in_proj_bias"):
+                for proj, chunk in zip(("q_proj", "k_proj", "v_proj"), np.split(value, 3),
+                                       strict=True):  # fmt: skip
+                    if leaf == "in_proj_weight":
+                        out[(*layer, "self_attn", proj, "kernel")] = chunk.T
+                    else:
+                        out[(*layer, "self_attn", proj, "bias")] = chunk
+                continue
+            module = {
+                ("ln_1",): ("layer_norm1",), ("ln_2",): ("layer_norm2",),
+                ("attn", "out_proj"): ("self_attn", "out_proj"),
+                ("mlp", "c_fc"): ("mlp", "fc1"), ("mlp", "c_proj"): ("mlp", "fc2"),
+            }.get(tuple(sub))  # fmt: skip
+            if module is None:
+                out[("params", *parts)] = value
+                continue
+            if leaf == "weight" and module[0].startswith("layer_norm"):
+                out[(*layer, *module, "scale")] = value
+            elif leaf == "weight":
+                out[(*layer, *module, "kernel")] = value.T
+            else:
+                out[(*layer, *module, leaf)] = value
+        else:
+            out[("params", *parts)] = value
+    return out
+
+
+_CONFIG_FILES = ("open_clip_config.json",)
+_WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_model.safetensors.index.json")
+
+
+def from_pretrained(
+    name_or_path: str | os.PathLike, *, dtype: Any = None, quick_gelu: bool | None = None
+) -> tuple[CLIPResNet, Params]:
+    """Load an OpenCLIP ResNet-CLIP checkpoint (hub id or local directory).
+
+    Reads ``open_clip_config.json`` and ``open_clip_model.safetensors`` (never a pickle) and
+    checks every name and shape.
+
+    Args:
+        name_or_path: e.g. ``"timm/resnet50_clip.openai"`` or ``"timm/resnet101_clip.openai"``
+            (via ``huggingface_hub``, honouring its cache and ``HF_HUB_OFFLINE``), or a local
+            directory with those two files.
+        dtype: cast floating parameters (and computation) to this dtype; default float32.
+        quick_gelu: text-tower activation override. ``None``: the config's ``quick_gelu`` flag;
+            if the config has none and ``name_or_path`` contains ``"openai"``, QuickGELU (OpenAI
+            trained with it; early snapshots of the ``timm/*_clip.openai`` repos lack the flag).
+
+    Returns:
+        ``(model, params)``.
+
+    Raises:
+        FileNotFoundError: no ``open_clip_config.json`` or no ``open_clip_model.safetensors``.
+        equijax.models._hub.CheckpointMismatchError: missing / unexpected / mis-shaped tensors.
+
+    Examples:
+        >>> import tempfile
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     try:
+        ...         from_pretrained(d)
+        ...     except FileNotFoundError as err:
+        ...         print("open_clip_config.json" in str(err))
+        True
+    """
+    import json
+    import pathlib
+
+    from equijax.models import _hub
+
+    directory = pathlib.Path(
+        _hub.resolve_pretrained(name_or_path, allow_patterns=[*_CONFIG_FILES, *_WEIGHT_FILES])
+    )
+    config_path = directory / _CONFIG_FILES[0]
+    if not config_path.is_file():
+        raise FileNotFoundError(
+            f"no open_clip_config.json in {str(directory)!r}; an OpenCLIP checkpoint directory "
+            "needs it next to open_clip_model.safetensors"
+        )
+    raw = json.loads(config_path.read_text(encoding="utf-8"))
+    config = CLIPResNetConfig.from_open_clip(raw)
+    model_cfg = raw.get("model_cfg", raw)
+    if quick_gelu is None and "quick_gelu" not in model_cfg:
+        quick_gelu = True if "openai" in str(name_or_path).lower() else None
+    if quick_gelu is not None:
+        act = "quick_gelu" if quick_gelu else "gelu"
+        config = dataclasses.replace(config, text=dataclasses.replace(config.text, hidden_act=act))
+    model = CLIPResNet(config, dtype=dtype)
+    state = _hub.read_state_dict(directory, filenames=_WEIGHT_FILES)
+    params = _hub.assign(
+        model.param_template(), open_clip_to_flax(state), dtype=dtype, context=str(directory)
+    )
+    return model, params

