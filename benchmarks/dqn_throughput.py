@@ -5,8 +5,8 @@ Both use the same DQN hyperparameters (SB3 defaults: MLP 2×64, batch 32, one gr
 environment transitions per second of *training* (acting + env step + replay + gradient steps).
 equijax times exclude the one-off XLA compilation, which is reported separately.
 
-    python benchmarks/dqn_throughput.py            # ~1-2 minutes on a 2-core CPU
-    python benchmarks/dqn_throughput.py --sb3-steps 5000 --steps 50000
+    python -m benchmarks.dqn_throughput            # ~1-2 minutes on a 2-core CPU
+    python -m benchmarks.dqn_throughput --sb3-steps 5000 --steps 50000
 
 stable-baselines3 (``pip install stable-baselines3``, torch CPU) is needed for its row only.
 """
@@ -21,16 +21,21 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def bench_sb3(steps: int, threads: int) -> tuple[float, float] | None:
+def bench_sb3(steps: int, threads: int, num_envs: int = 1) -> tuple[float, float] | None:
+    """SB3 DQN transitions/s; with ``num_envs`` > 1 a ``DummyVecEnv`` and one gradient step per
+    vector step (``train_freq=1``), i.e. the same one gradient step per 4 transitions as equijax."""
     try:
         import gymnasium as gym
         import torch
         from stable_baselines3 import DQN
+        from stable_baselines3.common.env_util import make_vec_env
     except ImportError:
         return None
     torch.set_num_threads(threads)  # 1 is SB3's fastest setting for this tiny MLP on 2 cores
     torch.manual_seed(0)
-    model = DQN("MlpPolicy", gym.make("CartPole-v1"), learning_rate=1e-4, learning_starts=100,
+    env = gym.make("CartPole-v1") if num_envs == 1 else make_vec_env("CartPole-v1", num_envs)
+    model = DQN("MlpPolicy", env, learning_rate=1e-4, learning_starts=100,
+                train_freq=4 // num_envs if num_envs in (1, 2, 4) else 1,
                 seed=0, device="cpu", verbose=0)
     t, c = time.perf_counter(), time.process_time()
     model.learn(total_timesteps=steps)
@@ -73,20 +78,25 @@ def main(argv: list[str] | None = None) -> None:
 
     rows = []
     sb3 = bench_sb3(a.sb3_steps, a.sb3_threads)
+    sb3_vec = bench_sb3(a.sb3_steps, a.sb3_threads, num_envs=4)
+    refs = {1: sb3 or (None, None), 4: sb3_vec or (None, None)}
     rows.append((f"stable-baselines3 DQN (torch CPU, {a.sb3_threads} thread), 1 env", a.sb3_steps,
-                 *(sb3 or (None, None)), None))
+                 *refs[1], None, 1))
+    rows.append((f"stable-baselines3 DQN (torch CPU, {a.sb3_threads} thread), 4 envs (DummyVecEnv)",
+                 a.sb3_steps, *refs[4], None, 4))
     for num_envs, seeds in ((1, 1), (4, 1), (4, 5)):
         sps, cps, comp = bench_equijax(a.steps, num_envs, seeds)
         label = f"equijax DQN, {num_envs} env{'s' if num_envs > 1 else ''}"
         label += f", {seeds} seeds (vmap)" if seeds > 1 else ", 1 seed"
-        rows.append((label, a.steps * seeds, sps, cps, comp))
+        rows.append((label, a.steps * seeds, sps, cps, comp, num_envs))
     print(f"DQN training throughput, CartPole-v1, {jax.devices()[0].platform.upper()}, "
-          f"jax {jax.__version__}; wall-clock and per-CPU-second rates\n")
+          f"jax {jax.__version__}; wall-clock and per-CPU-second rates; speed-ups against SB3 "
+          "with the same number of environments\n")
     print("| implementation | transitions timed | transitions / s (wall) | speed-up (wall) "
           "| transitions / CPU-s | speed-up (CPU) | compile s |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    ref_wall, ref_cpu = (sb3 or (None, None))
-    for label, n, sps, cps, comp in rows:
+    for label, n, sps, cps, comp, envs in rows:
+        ref_wall, ref_cpu = refs[envs]
         if sps is None:
             print(f"| {label} | – | not installed | – | – | – | – |")
             continue

@@ -1,6 +1,7 @@
 """EquiLM sampling speed: equijax (KV cache, vmapped over G, batched, one jitted program) against
 the reference code's way (for every sample, every step and every g, re-run the model on the full
-context without a cache), both in JAX on the same GPT-2-small-size random weights, |G| = 2.
+context without a cache), in JAX and in PyTorch (transformers, as the reference code), on
+GPT-2-small-size random weights, |G| = 2, side by side in one run.
 
     python -m benchmarks.equilm_speed            # GPT-2 small size (124M), 15 tokens, top-k 40
     python -m benchmarks.equilm_speed --quick    # a small model, seconds
@@ -58,6 +59,44 @@ def reference_loop(model, params, dg, prompt, n, top_k, seed):
     return buf
 
 
+def torch_reference(cfg, dg):
+    """The reference code's way in PyTorch (transformers GPT-2, same config, random weights).
+
+    Returns ``run(prompt, n, top_k, seed)``, which draws one sample: for each step and each g, a
+    full forward pass on the growing g·context without a cache, g⁻¹ applied to the last logits,
+    the |G| logits averaged, top-k sampling. ``None`` when torch / transformers are missing.
+    """
+    try:
+        import torch
+        import transformers
+    except ImportError:
+        return None
+    torch.manual_seed(0)
+    model = transformers.GPT2LMHeadModel(transformers.GPT2Config(
+        vocab_size=cfg.vocab_size, n_positions=cfg.n_positions, n_embd=cfg.n_embd,
+        n_layer=cfg.n_layer, n_head=cfg.n_head,
+    )).eval()  # fmt: skip
+    G = dg.group
+    perms = [torch.tensor(np.array(G.act(g, np.arange(cfg.vocab_size))))
+             for g in range(G.order)]  # fmt: skip
+
+    def run(prompt, n, top_k, seed):
+        torch.manual_seed(seed)
+        ids = torch.as_tensor([prompt])
+        with torch.inference_mode():
+            for _ in range(n):
+                # (g⁻¹ · logits)[v] = logits[g · v]
+                per_g = [model(perms[g][ids], use_cache=False).logits[0, -1][perms[g]]
+                         for g in range(G.order)]  # fmt: skip
+                avg = torch.stack(per_g).mean(0)
+                top = torch.topk(avg, top_k)
+                nxt = top.indices[torch.multinomial(torch.softmax(top.values, -1), 1)]
+                ids = torch.cat([ids, nxt[None]], 1)
+        return ids
+
+    return run
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -96,13 +135,27 @@ def main(argv=None):
     dt = time.perf_counter() - t0
     rows.append(("reference-style loop (no cache, per sample, per g; JAX jit forward)",
                  args.ref_samples * n / dt, dt / args.ref_samples))  # fmt: skip
+    torch_run = torch_reference(cfg, dg)
+    if torch_run is not None:
+        import torch
+
+        torch_run(prompt, 2, k, 0)  # warm-up
+        t0 = time.perf_counter()
+        for s in range(args.ref_samples):
+            torch_run(prompt, n, k, s)
+        dt = time.perf_counter() - t0
+        rows.append((f"reference code's way in PyTorch (transformers GPT-2, no cache, per sample, "
+                     f"per g; {torch.get_num_threads()} threads)", args.ref_samples * n / dt,
+                     dt / args.ref_samples))  # fmt: skip
     print(f"GPT-2 config: {n_params / 1e6:.0f}M params (random weights), |G| = 2, "
           f"{n} new tokens, top-k {k}, {jax.device_count()} CPU device(s)\n")  # fmt: skip
     print("| path | tokens / s | s / sample |")
     print("|---|---|---|")
     for name, tps, sps in rows:
         print(f"| {name} | {tps:.1f} | {sps:.3f} |")
-    print(f"\nspeed-up: {rows[0][1] / rows[1][1]:.1f}x")
+    print()
+    for name, tps, _ in rows[1:]:
+        print(f"speed-up of equijax EquiLM over the {name.split(' (')[0]}: {rows[0][1] / tps:.1f}x")
 
 
 if __name__ == "__main__":

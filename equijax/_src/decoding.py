@@ -373,8 +373,15 @@ def equivariant_greedy_decode(
     # Independent branches.
     outs, probs = jax.vmap(
         lambda s: greedy_decode(
-            step, params, s, max_len=max_len, start_id=start_id, eos_id=eos_id, pad_id=pad_id,
-            batch_size=b, return_probs=True,
+            step,
+            params,
+            s,
+            max_len=max_len,
+            start_id=start_id,
+            eos_id=eos_id,
+            pad_id=pad_id,
+            batch_size=b,
+            return_probs=True,
         )
     )(states)
     if method == "equitune_sequence":

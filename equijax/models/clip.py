@@ -645,6 +645,7 @@ class CLIP(ZeroShotHead):
         ids = _check_ids(ids, self.config.text)
         return _apply(self, "encode_text", normalize, params, ids)
 
+
 # ----------------------------------------------------------------------------- weights
 
 

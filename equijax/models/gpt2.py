@@ -132,9 +132,7 @@ class GPT2Config:
 
     def __post_init__(self):
         if self.n_embd % self.n_head:
-            raise ValueError(
-                f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}"
-            )
+            raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
         if self.activation_function not in _ACTIVATIONS:
             raise ValueError(
                 f"activation_function={self.activation_function!r} is not supported; use one of "

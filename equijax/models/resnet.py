@@ -105,9 +105,7 @@ class ResNetConfig:
         object.__setattr__(self, "hidden_sizes", tuple(int(h) for h in self.hidden_sizes))
         object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
         if self.layer_type not in ("basic", "bottleneck"):
-            raise ValueError(
-                f"layer_type must be 'basic' or 'bottleneck', got {self.layer_type!r}"
-            )
+            raise ValueError(f"layer_type must be 'basic' or 'bottleneck', got {self.layer_type!r}")
         if self.hidden_act not in _ACTIVATIONS:
             raise ValueError(
                 f"hidden_act={self.hidden_act!r} is not supported; "
@@ -474,9 +472,7 @@ def from_pretrained(
         Traceback (most recent call last):
         CheckpointMismatchError: checkpoint does not match the model...
     """
-    directory = _hub.resolve_pretrained(
-        name_or_path, allow_patterns=["*.json", "*.safetensors"]
-    )
+    directory = _hub.resolve_pretrained(name_or_path, allow_patterns=["*.json", "*.safetensors"])
     config = ResNetConfig.from_hf(_hub.read_config(directory))
     model = ResNet(config, dtype=compute_dtype or dtype, param_dtype=dtype)
     state_dict = _hub.read_state_dict(

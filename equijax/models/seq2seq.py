@@ -178,9 +178,7 @@ def forward(
     if rng is None:
         rng = jax.random.key(0)
     r_enc, r_tf, r_dec = jax.random.split(rng, 3)
-    state = model.apply(
-        params, src, deterministic, method=Seq2Seq.encode, rngs={"dropout": r_enc}
-    )
+    state = model.apply(params, src, deterministic, method=Seq2Seq.encode, rngs={"dropout": r_enc})
     b, t = tgt.shape
     gold_prev = jnp.concatenate([jnp.full((b, 1), sos_id, tgt.dtype), tgt[:, :-1]], 1)
     tf = jax.random.uniform(r_tf, (b,)) < teacher_forcing
@@ -244,8 +242,14 @@ def greedy_decode(
     """Plain greedy decoding of a batch: (B, S) ids -> (B, max_len) ids, PAD after EOS."""
     state = encoder(model)(params, src)
     out = decoding.greedy_decode(
-        step_fn(model), params, state, batch_size=src.shape[0], max_len=max_len,
-        start_id=sos_id, eos_id=eos_id, pad_id=pad_id,
+        step_fn(model),
+        params,
+        state,
+        batch_size=src.shape[0],
+        max_len=max_len,
+        start_id=sos_id,
+        eos_id=eos_id,
+        pad_id=pad_id,
     )
     return out.tokens
 
@@ -260,9 +264,7 @@ def exact_match(pred: jax.Array, tgt: jax.Array) -> jax.Array:
     return same & rest_p & rest_t
 
 
-def lambda_weights(
-    weight_fn: Callable[[jax.Array], jax.Array], states: Any
-) -> jax.Array:
+def lambda_weights(weight_fn: Callable[[jax.Array], jax.Array], states: Any) -> jax.Array:
     """Positive per-branch weights ``(B, |G|)`` from a λ network on the branch encodings.
 
     ``w_g = exp(l_g - max_h l_h)`` with ``l_g = weight_fn(features of g·x)``: a softmax over the
@@ -312,9 +314,19 @@ def equivariant_decode(
             raise ValueError("method='lambda' needs weight_fn(features) -> (B,) λ logits.")
         weights = lambda_weights(weight_fn, states)
     return decoding.equivariant_greedy_decode(
-        step_fn(model), params, states, out_group, method=method, max_len=max_len,
-        start_id=sos_id, eos_id=eos_id, pad_id=pad_id, weights=weights, average=average,
-        proxy=proxy, batch_size=src.shape[0],
+        step_fn(model),
+        params,
+        states,
+        out_group,
+        method=method,
+        max_len=max_len,
+        start_id=sos_id,
+        eos_id=eos_id,
+        pad_id=pad_id,
+        weights=weights,
+        average=average,
+        proxy=proxy,
+        batch_size=src.shape[0],
     )
 
 

@@ -214,9 +214,7 @@ def _acts(group: PermutationGroup | None, x: jax.Array) -> jax.Array:
     return jax.vmap(lambda g: group.act(g, x))(gs)
 
 
-@functools.partial(
-    jax.jit, static_argnums=(0,), static_argnames=("group", "n", "top_k", "relaxed")
-)
+@functools.partial(jax.jit, static_argnums=(0,), static_argnames=("group", "n", "top_k", "relaxed"))
 def _equilm_program(model, params, ids, mask, key, temperature, general_mask, *, group, n, top_k,
                     relaxed):  # fmt: skip
     b, t = ids.shape
@@ -266,9 +264,9 @@ def _equizero_program(model, params, ids, mask, key, temperature, general_mask, 
     ids_g = _acts(group, ids)
     frame = canonical_frame(group, ids)
     bframe = jax.vmap(lambda g: group.compose(g, frame))(gs)  # (G, B): frame of branch g
-    logits, cache = jax.vmap(
-        lambda i: gpt2.prefill(model, params, i, mask, max_length=t + total)
-    )(ids_g)
+    logits, cache = jax.vmap(lambda i: gpt2.prefill(model, params, i, mask, max_length=t + total))(
+        ids_g
+    )
 
     def sample_branches(k, last):
         lg = jnp.where(general_mask, last[:1], last) if relaxed else last
@@ -307,9 +305,9 @@ def _equizero_program(model, params, ids, mask, key, temperature, general_mask, 
         chosen = jax.vmap(lambda k, c: group.act(group.inverse(k), c))(kstar, picked)
         gen = jax.lax.dynamic_update_slice(gen, chosen, (0, r * m))
         # roll every branch back to the round start and feed it g·chosen in one pass
-        lg, cache = jax.vmap(
-            lambda cc, f: model.apply({"params": params}, f, cache=cc)
-        )(cache, _acts(group, chosen))
+        lg, cache = jax.vmap(lambda cc, f: model.apply({"params": params}, f, cache=cc))(
+            cache, _acts(group, chosen)
+        )
         return (lg[:, :, -1], cache, gen, key), kstar
 
     gen0 = jnp.zeros((b, total), jnp.int32)

@@ -223,9 +223,7 @@ def demographic_group(
     encode, size = _encoder(tokenizer)
     n = int(vocab_size) if vocab_size is not None else size
     if n < size and not isinstance(tokenizer, Mapping):
-        warnings.warn(
-            f"vocab_size={n} is smaller than the tokenizer's {size} ids", stacklevel=2
-        )
+        warnings.warn(f"vocab_size={n} is smaller than the tokenizer's {size} ids", stacklevel=2)
 
     skipped: list[str] = []
     used: dict[int, str] = {}
@@ -416,9 +414,7 @@ def prompts(
     words = load_word_lists(data_dir)
     contexts = words["contexts"]
     if context_type not in contexts:
-        raise ValueError(
-            f"context_type must be one of {sorted(contexts)}, got {context_type!r}."
-        )
+        raise ValueError(f"context_type must be one of {sorted(contexts)}, got {context_type!r}.")
     fmt = words["prompt_format"]
     return {
         subj: [fmt.format(demographic=subj, context=c) for c in contexts[context_type]]

@@ -88,8 +88,14 @@ class DQNConfig:
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise ValueError(f"DQNConfig.{name} must be a positive int, got {v!r}")
 
-        for name in ("total_steps", "num_envs", "buffer_size", "batch_size", "train_freq",
-                     "target_update_interval"):
+        for name in (
+            "total_steps",
+            "num_envs",
+            "buffer_size",
+            "batch_size",
+            "train_freq",
+            "target_update_interval",
+        ):
             _pos_int(name)
         if not isinstance(self.learning_starts, int) or self.learning_starts < 0:
             raise ValueError(
@@ -97,8 +103,12 @@ class DQNConfig:
             )
         if not (isinstance(self.learning_rate, int | float) and self.learning_rate > 0):
             raise ValueError(f"DQNConfig.learning_rate must be > 0, got {self.learning_rate!r}")
-        for name in ("gamma", "exploration_fraction", "exploration_initial_eps",
-                     "exploration_final_eps"):
+        for name in (
+            "gamma",
+            "exploration_fraction",
+            "exploration_initial_eps",
+            "exploration_final_eps",
+        ):
             v = getattr(self, name)
             if not (isinstance(v, int | float) and 0.0 <= v <= 1.0):
                 raise ValueError(f"DQNConfig.{name} must be in [0, 1], got {v!r}")
@@ -197,8 +207,9 @@ def _network(config: DQNConfig, num_actions: int) -> QNetwork:
     return QNetwork(num_actions=num_actions, hidden=config.hidden)
 
 
-def q_values(params: Any, obs: jax.Array, *, num_actions: int,
-             hidden: Sequence[int] = (64, 64)) -> jax.Array:
+def q_values(
+    params: Any, obs: jax.Array, *, num_actions: int, hidden: Sequence[int] = (64, 64)
+) -> jax.Array:
     """Q-values ``(B, num_actions)`` of a batch of observations ``(B, *obs_shape)``."""
     return QNetwork(num_actions=num_actions, hidden=tuple(hidden)).apply(params, obs)
 
@@ -278,8 +289,15 @@ def _td_loss(params, target_params, batch, config: DQNConfig, num_actions: int):
     return jnp.mean(optax.huber_loss(q_sa, jax.lax.stop_gradient(target), delta=1.0))
 
 
-def _gradient_step(params, opt_state, target_params, buf: ReplayBuffer, key: jax.Array,
-                   config: DQNConfig, num_actions: int):
+def _gradient_step(
+    params,
+    opt_state,
+    target_params,
+    buf: ReplayBuffer,
+    key: jax.Array,
+    config: DQNConfig,
+    num_actions: int,
+):
     idx = jax.random.randint(key, (config.batch_size,), 0, jnp.maximum(buf.size, 1))
     batch = {
         "obs": buf.obs[idx],
@@ -308,8 +326,9 @@ def _iteration(state: DQNState, _: Any, env: Any, env_params: Any, config: DQNCo
     obs, env_state, reward, terminated, truncated, info = jax.vmap(
         env.step, in_axes=(0, 0, 0, None)
     )(jax.random.split(k_step, n), state.env_state, action, env_params)
-    env_state = jax.tree.map(lambda new, old: jnp.asarray(new, old.dtype), env_state,
-                             state.env_state)
+    env_state = jax.tree.map(
+        lambda new, old: jnp.asarray(new, old.dtype), env_state, state.env_state
+    )
     reward = reward.astype(jnp.float32)
     done = jnp.logical_or(terminated, truncated)
     # Replay buffer write (ring).
@@ -345,15 +364,15 @@ def _iteration(state: DQNState, _: Any, env: Any, env_params: Any, config: DQNCo
     per_iter = max(n // config.train_freq, 1)
     every = max(config.train_freq // n, 1)
     transitions = state.iteration * n
-    do_train = jnp.logical_and(transitions >= config.learning_starts,
-                               state.iteration % every == 0)
+    do_train = jnp.logical_and(transitions >= config.learning_starts, state.iteration % every == 0)
 
     # Only (params, opt_state) go through the cond: under vmap (several seeds) it becomes a
     # select, which must not copy the replay buffer every iteration.
     def _train(po):
         def body(po, k):
-            p, o, loss = _gradient_step(*po, state.target_params, state.buffer, k, config,
-                                        num_actions)
+            p, o, loss = _gradient_step(
+                *po, state.target_params, state.buffer, k, config, num_actions
+            )
             return (p, o), loss
 
         po, losses = jax.lax.scan(body, po, jax.random.split(k_train, per_iter))
@@ -376,8 +395,9 @@ def _iteration(state: DQNState, _: Any, env: Any, env_params: Any, config: DQNCo
 
 
 @functools.partial(jax.jit, static_argnames=("env", "config", "num_iterations"))
-def train_chunk(state: DQNState, env_params: Any, *, env: Any, config: DQNConfig,
-                num_iterations: int) -> tuple[DQNState, dict[str, jax.Array]]:
+def train_chunk(
+    state: DQNState, env_params: Any, *, env: Any, config: DQNConfig, num_iterations: int
+) -> tuple[DQNState, dict[str, jax.Array]]:
     """Run ``num_iterations`` training iterations (``num_iterations × num_envs`` transitions).
 
     Pure and jitted (``env``/``config``/``num_iterations`` static); ``vmap`` it over a batch of
@@ -469,8 +489,13 @@ def train(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=total_iters * config.num_envs, initial=done_iters * config.num_envs,
-                   desc=desc, unit="step", unit_scale=True)
+        bar = tqdm(
+            total=total_iters * config.num_envs,
+            initial=done_iters * config.num_envs,
+            desc=desc,
+            unit="step",
+            unit_scale=True,
+        )
     while done_iters < total_iters:
         n = min(chunk_iters, total_iters - done_iters)
         state, m = run(state, env_params, n)
@@ -491,8 +516,9 @@ def train(
             manager.save(done_iters, args=ocp.args.StandardSave(state))
         if bar is not None:
             finite = [r for r in rec["mean_return"] if r == r]
-            bar.set_postfix(ret=f"{sum(finite) / max(len(finite), 1):.1f}",
-                            loss=f"{rec['mean_loss']:.3g}")
+            bar.set_postfix(
+                ret=f"{sum(finite) / max(len(finite), 1):.1f}", loss=f"{rec['mean_loss']:.3g}"
+            )
             bar.update(n * config.num_envs)
     if manager is not None:
         manager.wait_until_finished()

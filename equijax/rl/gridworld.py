@@ -141,7 +141,10 @@ class Gridworld:
         return self.get_obs(state), state
 
     def step_env(
-        self, key: jax.Array, state: GridworldState, action: jax.typing.ArrayLike,
+        self,
+        key: jax.Array,
+        state: GridworldState,
+        action: jax.typing.ArrayLike,
         params: GridworldParams,
     ) -> tuple[jax.Array, GridworldState, jax.Array, jax.Array, dict[str, Any]]:
         """Raw transition (no auto-reset): ``(obs, state, reward, terminated, info)``."""
@@ -172,7 +175,10 @@ class Gridworld:
         return self.reset_env(key, self.default_params if params is None else params)
 
     def step(
-        self, key: jax.Array, state: GridworldState, action: jax.typing.ArrayLike,
+        self,
+        key: jax.Array,
+        state: GridworldState,
+        action: jax.typing.ArrayLike,
         params: GridworldParams | None = None,
     ) -> tuple[jax.Array, GridworldState, jax.Array, jax.Array, jax.Array, dict[str, Any]]:
         """Step with auto-reset, returning gymnax 1.0's 6-tuple.
@@ -190,8 +196,12 @@ class Gridworld:
         obs_re, state_re = self.reset_env(key_reset, params)
         state_out = jax.tree.map(lambda a, b: jnp.where(done, a, b), state_re, state_st)
         obs = jnp.where(done, obs_re, obs_st)
-        info = {**info, "terminated": terminated, "truncated": truncated,
-                "final_observation": obs_st}
+        info = {
+            **info,
+            "terminated": terminated,
+            "truncated": truncated,
+            "final_observation": obs_st,
+        }
         return obs, state_out, reward, terminated, truncated, info
 
 

@@ -96,8 +96,9 @@ def make_q_fn(
     if method == "equitune":
         return lambda obs: ej.equitune(q_fn, group, obs, out_action=out)
     if method == "equizero":
-        return lambda obs: ej.equizero(q_fn, group, obs, loss=ej.proxies.neg_max_score,
-                                       out_action=out)
+        return lambda obs: ej.equizero(
+            q_fn, group, obs, loss=ej.proxies.neg_max_score, out_action=out
+        )
     if lambda_fn is None:
         raise ValueError("method 'lambda_equitune' needs lambda_fn (see train_lambda)")
     return lambda obs: ej.lambda_equitune(q_fn, group, obs, weight_fn=lambda_fn, out_action=out)
@@ -162,17 +163,20 @@ def init_lambda(key: jax.Array, obs_example: jax.Array, config: LambdaConfig = L
     return _lambda_net(config.hidden).init(key, obs_example[:1])
 
 
-def _lambda_q(q_params, lam_params, obs, *, symmetry, num_actions, dqn_hidden, lam_hidden,
-              dropout_key=None):
+def _lambda_q(
+    q_params, lam_params, obs, *, symmetry, num_actions, dqn_hidden, lam_hidden, dropout_key=None
+):
     q_fn = lambda o: q_values(q_params, o, num_actions=num_actions, hidden=dqn_hidden)
     net = _lambda_net(lam_hidden)
     if dropout_key is None:
         weight_fn = lambda o: net.apply(lam_params, o)
     else:
-        weight_fn = lambda o: net.apply(lam_params, o, deterministic=False,
-                                        rngs={"dropout": dropout_key})
-    return ej.lambda_equitune(q_fn, symmetry.obs_group, obs, weight_fn=weight_fn,
-                              out_action=symmetry.act_q)
+        weight_fn = lambda o: net.apply(
+            lam_params, o, deterministic=False, rngs={"dropout": dropout_key}
+        )
+    return ej.lambda_equitune(
+        q_fn, symmetry.obs_group, obs, weight_fn=weight_fn, out_action=symmetry.act_q
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("symmetry", "num_actions", "dqn_config", "config"))
@@ -198,8 +202,13 @@ def train_lambda(
     k_init, k_run = jax.random.split(key)
     lam_params = init_lambda(k_init, buffer.obs[:1], config)
     opt = optax.adam(config.learning_rate)
-    qlam = functools.partial(_lambda_q, symmetry=symmetry, num_actions=num_actions,
-                             dqn_hidden=dqn_config.hidden, lam_hidden=config.hidden)
+    qlam = functools.partial(
+        _lambda_q,
+        symmetry=symmetry,
+        num_actions=num_actions,
+        dqn_hidden=dqn_config.hidden,
+        lam_hidden=config.hidden,
+    )
 
     def loss_fn(lp, batch, k):
         q = qlam(q_params, lp, batch["obs"], dropout_key=k)
@@ -212,8 +221,10 @@ def train_lambda(
         lp, os = carry
         k_idx, k_drop = jax.random.split(k)
         idx = jax.random.randint(k_idx, (config.batch_size,), 0, jnp.maximum(buffer.size, 1))
-        batch = {f: getattr(buffer, f)[idx]
-                 for f in ("obs", "action", "reward", "next_obs", "terminated")}
+        batch = {
+            f: getattr(buffer, f)[idx]
+            for f in ("obs", "action", "reward", "next_obs", "terminated")
+        }
         loss, grads = jax.value_and_grad(loss_fn)(lp, batch, k_drop)
         updates, os = opt.update(grads, os, lp)
         return (optax.apply_updates(lp, updates), os), loss
