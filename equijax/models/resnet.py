@@ -428,9 +428,6 @@ def load_variables(
     size = max(cfg.total_stride, 32)
     dummy = jax.ShapeDtypeStruct((1, size, size, cfg.num_channels), jnp.float32)
     template = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), dummy)
-    template = jax.tree_util.tree_map(
-        lambda s: jax.ShapeDtypeStruct(s.shape, dtype or s.dtype), dict(template)
-    )
     converted = convert_state_dict(state_dict)
     return _hub.assign(template, converted, dtype=dtype, context=context)
 

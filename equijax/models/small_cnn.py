@@ -51,10 +51,6 @@ class SmallCNN(nn.Module):
             x = nn.relu(conv(x))
         return jnp.mean(x, axis=(1, 2))
 
-    def classify(self, features: jax.Array) -> jax.Array:
-        """Logits from pooled features."""
-        return self.head(features)
-
     def __call__(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
         feats = self.features(images)
         return self.head(feats), feats

@@ -66,7 +66,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from equijax._src.decoding import sorted_sum
+from equijax._src.decoding import combine_branches
 from equijax._src.groups import PermutationGroup
 from equijax.models import gpt2
 from equijax.nlg.groups import DemographicGroup
@@ -192,10 +192,7 @@ def combined_logits(
       >>> combined_logits(G, l, jnp.array([False, False, True])).tolist()
       [[1.5, 1.5, 5.0]]
     """
-    n = group.order
-    gs = jnp.arange(n, dtype=jnp.int32)
-    back = jax.vmap(lambda g, lg: group.act_axis(group.inverse(g), lg, axis=-1))(gs, branch_logits)
-    mean = sorted_sum(back, axis=0) / n
+    mean = combine_branches(branch_logits, group, axis=-1)
     if general_mask is not None:
         mean = jnp.where(general_mask, branch_logits[0], mean)
     return mean

@@ -257,13 +257,8 @@ def text_score_fn(
     if not callable(getattr(tokenizer, "decode", None)):
         raise TypeError(f"tokenizer must have decode(ids), got {type(tokenizer).__name__}.")
     key = (id(scorer), id(tokenizer), id(transform))
+    # The cached entry holds the three objects, so their ids cannot be reused while it exists.
     fn = _SCORE_FNS.get(key)
-    same = (
-        fn is not None
-        and fn.scorer is scorer
-        and fn.tokenizer is tokenizer
-        and fn.transform is transform
-    )
-    if not same:
+    if fn is None:
         fn = _SCORE_FNS[key] = _TextScoreFn(scorer, tokenizer, transform)
     return fn

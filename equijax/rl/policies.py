@@ -167,16 +167,14 @@ def _lambda_q(
     q_params, lam_params, obs, *, symmetry, num_actions, dqn_hidden, lam_hidden, dropout_key=None
 ):
     q_fn = lambda o: q_values(q_params, o, num_actions=num_actions, hidden=dqn_hidden)
-    net = _lambda_net(lam_hidden)
     if dropout_key is None:
-        weight_fn = lambda o: net.apply(lam_params, o)
+        weight_fn = lambda_weight_fn(lam_params, LambdaConfig(hidden=lam_hidden))
     else:
+        net = _lambda_net(lam_hidden)
         weight_fn = lambda o: net.apply(
             lam_params, o, deterministic=False, rngs={"dropout": dropout_key}
         )
-    return ej.lambda_equitune(
-        q_fn, symmetry.obs_group, obs, weight_fn=weight_fn, out_action=symmetry.act_q
-    )
+    return make_q_fn("lambda_equitune", q_fn, symmetry, lambda_fn=weight_fn)(obs)
 
 
 @functools.partial(jax.jit, static_argnames=("symmetry", "num_actions", "dqn_config", "config"))
