@@ -23,6 +23,15 @@ def _text(cell) -> str:
     )
 
 
+def test_install_cell_installs_only_from_the_users_repository():
+    """The install cell names no repository of its own: the user sets EQUIJAX_REPO (README)."""
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    install = nb.cells[1].source
+    assert "EQUIJAX_REPO" in install and "pip" in install
+    assert "github.com/" not in install.replace("github.com/<you>/", "")
+    assert not any("github.com/equijax" in c.source for c in nb.cells)
+
+
 def test_colab_quickstart_notebook_executes_offline(monkeypatch, tmp_path):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), (
