@@ -64,8 +64,8 @@ def as_transformation(
     :func:`inspect.signature` does not report ``fn``'s parameters.
     """
     method_name = method.__name__
-    fn_name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
-    fn_name = fn_name or type(fn).__name__
+    fn_name = getattr(fn, "__name__", None) or type(fn).__name__
+    fn_qualname = getattr(fn, "__qualname__", None) or fn_name
 
     def transformed(*a: Any) -> Any:
         if not a:
@@ -74,7 +74,7 @@ def as_transformation(
         return method(lambda xx: fn(*rest, xx), *args, x, **kwargs)
 
     transformed.__name__ = f"{method_name}({fn_name})"
-    transformed.__qualname__ = f"{method_name}({fn_name})"
+    transformed.__qualname__ = f"{method_name}({fn_qualname})"
     transformed.__module__ = method.__module__
     transformed.__doc__ = (
         f"``{fn_name}`` symmetrized by :func:`equijax.{method_name}`.\n\n"
