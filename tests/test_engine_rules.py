@@ -243,7 +243,7 @@ def test_lambda_weights_finite_for_huge_logit_spreads(scale, chunk):
 
 
 def test_normalized_weights_rules():
-    from equijax._src.orbit import normalized_weights
+    from equijax.decoding import normalized_weights
 
     w = jax.jit(normalized_weights)(jnp.array([[1e30, -1e30], [0.0, 0.0], [-jnp.inf, 2.0]]).T)
     np.testing.assert_array_equal(np.asarray(w).T, [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]])

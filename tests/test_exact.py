@@ -41,7 +41,7 @@ METHODS = {
             straight_through=True,
             **kw,
         )
-    ),  # fmt: skip
+    ),
     "lambda": lambda fn, G, **kw: lambda x: ej.lambda_equitune(fn, G, x, weight_fn=_lam, **kw),
 }
 
@@ -133,7 +133,7 @@ def test_exact_with_chunks_is_a_clear_error():
         lambda: ej.lambda_equitune(logit_fn, D4, X, weight_fn=_lam, exact=True, chunk_size=4),
         lambda: ej.equitune(img_fn, D4, exact=True, chunk_size=2),  # transformation form too
     ):
-        with pytest.raises(ValueError, match="exact=True.*chunk_size"):
+        with pytest.raises(ValueError, match=r"exact=True.*chunk_size"):
             call()
     # a chunk covering the whole orbit is fine
     y = ej.equitune(logit_fn, D4, X, exact=True, chunk_size=8)

@@ -350,6 +350,71 @@ def normalized_weights(logits: ArrayLike, axis: int = 0, *, exact: bool = False)
     return jnp.moveaxis(w, 0, axis)
 
 
+def log_normalized_weights(logits: ArrayLike, axis: int = 0) -> jax.Array:
+    """``log`` of :func:`normalized_weights` (a masked element gets ``-inf``), with the
+    gradient of :func:`jax.nn.log_softmax`; for mixtures computed in log space.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> log_normalized_weights(jnp.array([0.0, 0.0, -jnp.inf])).tolist()[:2]
+      [-0.6931471824645996, -0.6931471824645996]
+    """
+    logits = jnp.moveaxis(jnp.asarray(logits), axis, 0)
+    masked, logits = _masked_logits(logits)
+    all_masked = masked.all(axis=0)
+    logits = jnp.where(all_masked[None], 0.0, logits)  # every element masked: uniform
+    out = jax.nn.log_softmax(logits, axis=0)
+    return jnp.moveaxis(out, 0, axis)
+
+
+def log_mixture(
+    log_values: jax.Array, log_weights: jax.Array | None = None, axis: int = 0
+) -> jax.Array:
+    r"""A mixture over the group in log space: ``log Σ_g w_g exp(v_g)`` (``w ≡ 1/|G|`` if None).
+
+    This is the equitune mean of probabilities (or, with :func:`log_normalized_weights`, the
+    λ-weighted mean) for models that output log-probabilities, without leaving log space.
+    ``log_weights`` broadcasts against ``log_values`` from the left (``(|G|, B)`` against
+    ``(|G|, B, ..., V)``).
+    """
+    log_values = jnp.moveaxis(jnp.asarray(log_values), axis, 0)
+    n = log_values.shape[0]
+    if log_weights is None:
+        return jax.scipy.special.logsumexp(log_values, axis=0) - jnp.log(float(n))
+    lw = jnp.moveaxis(jnp.asarray(log_weights), axis, 0)
+    return jax.scipy.special.logsumexp(log_values + _bcast(lw, log_values), axis=0)
+
+
+def group_mean(
+    values: jax.Array,
+    weights: jax.Array | None = None,
+    *,
+    exact: bool = False,
+) -> jax.Array:
+    """``Σ_g w_g v_g / Σ_g w_g`` over the leading group axis (the plain mean if ``weights`` is
+    None). ``weights`` ``(|G|, B)`` are non-negative, not necessarily normalised; a term with
+    weight 0 is never read (even if it is NaN). With ``exact=True`` both sums are
+    order-independent (:func:`group_sum`).
+    """
+    values = jnp.asarray(values)
+    if weights is None:
+        return group_sum(values, 0, exact=exact) / values.shape[0]
+    w = _bcast(jnp.asarray(weights, values.dtype), values)
+    terms = jnp.where(w > 0, w * values, jnp.zeros((), values.dtype))
+    return group_sum(terms, 0, exact=exact) / group_sum(w, 0, exact=exact)
+
+
+def reduce_stacked(reducer: Reducer, y: PyTree, aux: jax.Array | None = None) -> PyTree:
+    """Applies a reducer to already-evaluated branches: ``y`` leaves ``(|G|, B, ...)``.
+
+    For applications that run the model on the orbit themselves (teacher-forced decoders,
+    cached language models): the reduction, tie and NaN rules are the engine's.
+    """
+    n = jax.tree.leaves(y)[0].shape[0]
+    chunk = Chunk(index=jnp.arange(n, dtype=jnp.int32), y=y, aux=aux)
+    return reducer.finalize(reducer.summarize(chunk))
+
+
 def straight_through(value: PyTree, surrogate: PyTree) -> PyTree:
     """The straight-through estimator: forward exactly ``value``, backward ``d surrogate``.
 
@@ -365,12 +430,17 @@ def straight_through(value: PyTree, surrogate: PyTree) -> PyTree:
     return jax.tree.map(lambda v, s: sg(v) + (s - sg(s)), value, surrogate)
 
 
-def argmin_ties(loss: jax.Array, axis: int = 0) -> tuple[jax.Array, jax.Array]:
+def argmin_ties(
+    loss: jax.Array, axis: int = 0, *, tie_key: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
     """The tie and NaN rules of equizero over a group axis: ``(hit, first)``.
 
     ``hit`` marks every element attaining the minimum exactly (NaN ranks last, so NaN elements
-    are hits only if every loss is NaN); ``first`` is the lowest-index minimiser. Tied outputs
-    are averaged by :func:`argmin_reducer` (``ties="average"``).
+    are hits only if every loss is NaN); ``first`` is the minimiser with the smallest
+    ``tie_key`` (default: the element index, i.e. the lowest-index minimiser). Tied outputs
+    are averaged by :func:`argmin_reducer` (``ties="average"``); where outputs cannot be
+    averaged (decoded tokens), an equivariant ``tie_key`` (e.g. the element composed with a
+    canonical frame of the input) keeps the selection equivariant.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -383,7 +453,12 @@ def argmin_ties(loss: jax.Array, axis: int = 0) -> tuple[jax.Array, jax.Array]:
     all_bad = bad.all(axis=0)
     best = jnp.where(all_bad, jnp.inf, jnp.where(bad, jnp.inf, key).min(axis=0))
     hit = jnp.where(all_bad[None], True, (~bad) & (key == best[None]))
-    first = jnp.argmax(hit, axis=0).astype(jnp.int32)
+    if tie_key is None:
+        first = jnp.argmax(hit, axis=0).astype(jnp.int32)
+    else:
+        tk = jnp.moveaxis(jnp.asarray(tie_key), axis, 0)
+        big = jnp.iinfo(jnp.int32).max
+        first = jnp.argmin(jnp.where(hit, tk.astype(jnp.int32), big), axis=0).astype(jnp.int32)
     return jnp.moveaxis(hit, 0, axis), first
 
 
