@@ -6,7 +6,10 @@ width 768, 12 layers, 12 heads, patch 32, 224x224 images), batch 32, group C4 (r
 * P1: equitune time / plain forward of the 4x batch (the same 128 images, stacked by hand);
 * P2: λ-equitune time / equitune time, with λ reading the backbone's own features (has_aux);
 * P3: equizero time / equitune time;
-* P6: peak temporary memory (XLA's compiled memory analysis) and time vs ``chunk_size``.
+* P6: peak temporary memory (XLA's compiled memory analysis) and time vs ``chunk_size``;
+* exact: time and peak temporary memory of ``exact=True`` (order-independent sorted sums,
+  bitwise equivariant) relative to the default reduction, for equitune / equizero / λ-equitune,
+  and for equitune with a dense per-pixel output (the sort's worst case: ``|G|·B·H·W·C`` values).
 
 Run: ``python -m benchmarks.core_overhead`` (``--small`` for a quick smoke run).
 Prints a markdown table.
@@ -99,18 +102,26 @@ def main() -> None:
         stacked = jnp.concatenate([G.act(g, x) for g in range(G.order)], axis=0)
         return logits(p, stacked)
 
-    def equitune(p, x, chunk=None):
-        return ej.equitune(lambda z: logits(p, z), G, x, chunk_size=chunk)
+    def equitune(p, x, chunk=None, exact=False):
+        return ej.equitune(lambda z: logits(p, z), G, x, chunk_size=chunk, exact=exact)
 
-    @jax.jit
-    def equizero(p, x):
-        return ej.equizero(lambda z: logits(p, z), G, x, loss=ej.proxies.neg_max_probability)
-
-    @jax.jit
-    def lambda_equitune(p, lp, x):
-        return ej.lambda_equitune(
-            lambda z: model.apply(p, z), G, x, has_aux=True, weight_fn=lambda f: lam.apply(lp, f)
+    def equizero_fn(p, x, exact=False):
+        return ej.equizero(
+            lambda z: logits(p, z), G, x, loss=ej.proxies.neg_max_probability, exact=exact
         )
+
+    def lambda_fn(p, lp, x, exact=False):
+        return ej.lambda_equitune(
+            lambda z: model.apply(p, z),
+            G,
+            x,
+            has_aux=True,
+            weight_fn=lambda f: lam.apply(lp, f),
+            exact=exact,
+        )
+
+    equizero = jax.jit(equizero_fn)
+    lambda_equitune = jax.jit(lambda_fn)
 
     r = args.repeats
     t_plain = timeit(plain_4x, params, x, repeats=r)
@@ -142,6 +153,39 @@ def main() -> None:
         mem = temp_bytes(lambda p, x, c=chunk: equitune(p, x, c), params, x) / 2**20
         t = timeit(f, params, x, repeats=r)
         print(f"| {chunk or 'None (all 4)'} | {mem:.1f} | {t:.2f} | {t / t_tune:.3f} |")
+
+    # exact=True against the default, same model and batch.
+    def dense(p, x, exact):  # per-pixel output: the patch embedding upsampled back to pixels
+        return ej.equitune(
+            lambda z: jnp.tanh(z) * logits(p, z).mean(-1)[:, None, None, None],
+            G,
+            x,
+            out_action=G.act,
+            exact=exact,
+        )
+
+    cases = {
+        "equitune (logits)": (lambda e: lambda p, x: equitune(p, x, None, e), (params, x)),
+        "equizero (logits)": (lambda e: lambda p, x: equizero_fn(p, x, e), (params, x)),
+        "λ-equitune (logits)": (
+            lambda e: lambda p, lp, x: lambda_fn(p, lp, x, e),
+            (params, lam_params, x),
+        ),
+        "equitune (dense image output)": (lambda e: lambda p, x: dense(p, x, e), (params, x)),
+    }
+    print(
+        "\n| exact=True vs default | time default (s) | time exact (s) | time ratio "
+        "| temp MiB default | temp MiB exact |\n|---|---|---|---|---|---|"
+    )
+    for name, (make, fargs) in cases.items():
+        times, mems = [], []
+        for e in (False, True):
+            times.append(timeit(jax.jit(make(e)), *fargs, repeats=r))
+            mems.append(temp_bytes(make(e), *fargs) / 2**20)
+        print(
+            f"| {name} | {times[0]:.2f} | {times[1]:.2f} | {times[1] / times[0]:.3f} "
+            f"| {mems[0]:.1f} | {mems[1]:.1f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -31,9 +31,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from equijax._src.nn import LambdaNet
+from equijax import decoding
 from equijax.data import scan
 from equijax.models import seq2seq as s2s
+from equijax.nn import LambdaNet
 
 log = logging.getLogger("experiments.scan")
 
@@ -43,7 +44,12 @@ CELL_TITLES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
 ZERO_SHOT = (
     ("base", "{cell}", None),
     ("equitune", "Equi{cell} (step-wise)", dict(method="equitune")),
-    ("equitune_seq", "Equi{cell} (whole-seq., paper)", dict(method="equitune_sequence")),
+    # The authors' semantics: mean of the branches' log-softmax rows, zero rows after a
+    # branch's own EOS (their zero-initialised buffer).
+    ("equitune_seq", "Equi{cell} (whole-seq., paper)",
+     dict(method="equitune_sequence", average="logprob", after_eos="zero")),
+    ("equitune_seq_prob", "Equi{cell} (whole-seq., prob. mixture)",
+     dict(method="equitune_sequence", average="prob")),
     ("equizero", "Equizero{cell}", dict(method="equizero", proxy="max_prob")),
     ("equizero_entropy", "Equizero{cell} (entropy)", dict(method="equizero", proxy="entropy")),
     ("lambda", "λ-Equi{cell} (λ trained, model frozen)", dict(method="lambda")),
@@ -289,24 +295,26 @@ def accuracy(pred: np.ndarray, tgt: np.ndarray) -> float:
 
 
 def _method_log_probs(kind, lp, feats, lam_net, lam_params, tgt, rng):
-    """Combined log-probs (B, T, V) of the finetuned model for ``kind``."""
+    """Combined log-probs (B, T, V) of the finetuned model for ``kind``.
+
+    Only the proxy (mean top-1 probability over the target tokens) is SCAN's own; the mixture,
+    λ normalisation, argmin rules and straight-through estimator are the engine's.
+    """
     n = lp.shape[0]
-    log_mean = jax.scipy.special.logsumexp(lp, axis=0) - jnp.log(n)
+    log_mean = decoding.log_mixture(lp)  # log of the equitune mean of probabilities
     if kind == "equitune":
         return log_mean
     if kind == "equizero":
         # Straight-through: value of the selected branch, gradient of the equitune mean.
         valid = (tgt != 0).astype(lp.dtype)
         conf = (jnp.exp(lp.max(-1)) * valid).sum(-1) / jnp.maximum(valid.sum(-1), 1.0)  # (G, B)
-        best = jnp.argmax(conf, axis=0)
-        sel = jnp.take_along_axis(lp, best[None, :, None, None], 0)[0]
-        return log_mean + jax.lax.stop_gradient(sel - log_mean)
+        sel, _ = decoding.select_branch(lp, -conf)
+        return decoding.straight_through(sel, log_mean)
     if kind == "lambda":
         logits = jax.vmap(
             lambda f, r: lam_net.apply(lam_params, f, deterministic=False, rngs={"dropout": r})
         )(feats, jax.random.split(rng, n))  # (G, B)
-        logw = jax.nn.log_softmax(logits, axis=0)
-        return jax.scipy.special.logsumexp(lp + logw[:, :, None, None], axis=0)
+        return decoding.log_mixture(lp, decoding.log_normalized_weights(logits, axis=0))
     raise ValueError(kind)
 
 

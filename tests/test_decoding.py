@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from equijax._src import decoding as dec
-from equijax._src.groups import permutation
+from equijax import decoding as dec
+from equijax.groups import permutation
 
 V = 8  # 0 pad, 1 start, 2 eos, 3..7 content tokens
 PAD, START, EOS = 0, 1, 2
@@ -56,7 +56,9 @@ def _decode(params, x, group, **kw):
 
 
 # Jitted variants (one compilation per static configuration keeps the tests fast).
-_decode_j = jax.jit(_decode, static_argnames=("group", "method", "average", "proxy"))
+_decode_j = jax.jit(
+    _decode, static_argnames=("group", "method", "average", "proxy", "after_eos")
+)
 
 
 @jax.jit
@@ -69,6 +71,7 @@ CASES = [
     dict(method="equitune"),
     dict(method="equitune", average="logprob"),
     dict(method="equitune_sequence"),
+    dict(method="equitune_sequence", average="logprob", after_eos="zero"),
     dict(method="equizero"),
     dict(method="equizero", proxy="entropy"),
     dict(method="lambda"),
@@ -223,3 +226,61 @@ def test_states_without_group_axis_raise():
     with pytest.raises(ValueError, match="leading group axis"):
         dec.equivariant_greedy_decode(_step, params, _init(params, x), G4, max_len=4,
                                       start_id=START, eos_id=EOS)
+
+
+def test_paper_whole_sequence_semantics_is_the_mean_of_log_softmax_rows_with_zero_rows():
+    """The authors' SCAN equitune: decode every branch g·x greedily on its own, map its
+    log-softmax rows back with g⁻¹, rows after the branch's own EOS stay 0, average over the
+    group, argmax per step, cut at the first EOS."""
+    params = _params(3)
+    x = _inputs(2, b=48)
+    group = G4
+    out = dec.equivariant_greedy_decode(
+        _step, params, dec.branch_states(_init, params, x, group.act_axis, order=group.order),
+        group, method="equitune_sequence", average="logprob", after_eos="zero",
+        max_len=MAX_LEN, start_id=START, eos_id=EOS,
+    )  # fmt: skip
+    # reference, one branch at a time in numpy
+    rows = np.zeros((group.order, x.shape[0], MAX_LEN, V), np.float64)
+    for g in range(group.order):
+        xg = group.act_axis(g, x)
+        o, probs = dec.greedy_decode(_step, params, _init(params, xg), max_len=MAX_LEN,
+                                     start_id=START, eos_id=EOS, return_probs=True)  # fmt: skip
+        lp = np.log(np.maximum(np.asarray(probs, np.float64), 1e-30))
+        lp = np.asarray(group.act_axis(group.inverse(g), jnp.asarray(lp, jnp.float32)))
+        for b in range(x.shape[0]):
+            n = int(o.lengths[b])
+            rows[g, b, :n] = lp[b, :n]  # rows after this branch's EOS stay 0
+    mean = rows.mean(0)
+    want = mean.argmax(-1)
+    toks = np.asarray(out.tokens)
+    for b in range(x.shape[0]):
+        ref = want[b]
+        stop = np.flatnonzero(ref == EOS)
+        n = stop[0] + 1 if stop.size else MAX_LEN
+        np.testing.assert_array_equal(toks[b, :n], ref[:n])
+        assert (toks[b, n:] == PAD).all()
+
+
+def test_after_eos_is_validated():
+    params = _params(0)
+    x = _inputs(0, b=4)
+    with pytest.raises(ValueError, match="after_eos"):
+        _decode(params, x, G2, method="equitune_sequence", after_eos="drop")
+    with pytest.raises(ValueError, match="after_eos applies"):
+        _decode(params, x, G2, method="equitune", after_eos="zero")
+
+
+def test_equizero_decoding_nan_proxy_ranks_last():
+    params = _params(4)
+    x = _inputs(3, b=16)
+
+    def proxy(probs, valid):  # NaN for every branch whose first token is content token 3
+        conf = -(probs.max(-1) * valid).sum(-1) / jnp.maximum(valid.sum(-1), 1)
+        return jnp.where(probs[:, 0].argmax(-1) == 3, jnp.nan, conf)
+
+    out = _decode(params, x, G2, method="equizero", proxy=proxy)
+    loss = np.asarray(out.proxy)
+    chosen = loss[np.asarray(out.branch), np.arange(16)]
+    some = ~np.isnan(loss).all(0)
+    assert not np.isnan(chosen[some]).any()

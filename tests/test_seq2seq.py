@@ -8,9 +8,9 @@ import numpy as np
 import optax
 import pytest
 
-from equijax._src.nn import LambdaNet
 from equijax.data import scan
 from equijax.models import seq2seq as s2s
+from equijax.nn import LambdaNet
 
 IN_V, OUT_V = len(scan.input_vocab()), len(scan.output_vocab())
 METHODS = [

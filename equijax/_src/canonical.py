@@ -66,7 +66,8 @@ def canonical_lambda_equitune(
     chunk_size: int | None = None,
     return_weights: bool = False,
     has_aux: bool = False,
-    batching: orbit.Batching = "vmap",
+    batching: orbit.Batching = None,
+    exact: bool = False,
 ) -> PyTree:
     r"""λ-equitune around the canonical pose, for continuous groups such as SO(2).
 
@@ -100,7 +101,11 @@ def canonical_lambda_equitune(
       chunk_size: elements of Θ per chunk.
       return_weights: also return weights ``(B, k)``.
       has_aux: ``fn`` returns ``(outputs, features)`` and ``weight_fn`` reads the features.
-      batching: ``"vmap"`` or ``"fold"``.
+      batching: ``None`` (auto), ``"vmap"`` or ``"fold"`` (see :func:`equijax.equitune`).
+      exact: order-independent (sorted) sums over Θ (see :func:`equijax.lambda_equitune`);
+        needs ``chunk_size=None``. The canonicalised inputs of ``g x`` and ``x`` agree only up
+        to the round-off of ``h`` and of the rotation, so for SO(2) this removes the reduction's
+        share of the error, not all of it.
 
     Returns:
       Outputs of ``fn``'s structure (and weights if ``return_weights``).
@@ -140,7 +145,9 @@ def canonical_lambda_equitune(
         return_weights=return_weights,
         has_aux=has_aux,
         batching=batching,
+        exact=exact,
     )
+    orbit.check_exact(exact, chunk_size, int(thetas_arr.shape[0]))
     if x is None:
         return common.as_transformation(canonical_lambda_equitune, fn, (), kwargs)
     group = SO2() if group is None else group
@@ -168,7 +175,7 @@ def canonical_lambda_equitune(
         n=int(thetas_arr.shape[0]),
         transform=transform,
         untransform=untransform,
-        reducer=orbit.softmax_reducer(),
+        reducer=orbit.softmax_reducer(exact=exact),
         aux_fn=aux_fn,
         aux_name="weight_fn",
         has_aux=has_aux,
@@ -177,5 +184,5 @@ def canonical_lambda_equitune(
         collect_aux=return_weights,
     )
     if return_weights:
-        return y, jax.nn.softmax(logw, axis=0).T
+        return y, orbit.normalized_weights(logw, axis=0, exact=exact).T
     return y

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import functools
+import inspect
 from collections.abc import Callable
 from typing import Any
 
-import jax
-
+from equijax._src import orbit
 from equijax._src.groups import FiniteGroup
 
 PyTree = Any
@@ -48,6 +47,11 @@ def actions(
     return act_in, untransform
 
 
+_TRANSFORMED_SIGNATURE = inspect.Signature(
+    [inspect.Parameter("args", inspect.Parameter.VAR_POSITIONAL)]
+)
+
+
 def as_transformation(
     method: Callable[..., Any], fn: Callable[..., Any], args: tuple, kwargs: dict
 ):
@@ -55,19 +59,30 @@ def as_transformation(
 
     ``fn(*params, x)`` becomes ``f(*params, x)``; every argument but the last is passed to
     ``fn`` unchanged (e.g. Flax parameters), so one compiled program serves every update.
+    The returned function has its own name (``equitune(fn_name)``), signature ``(*args)`` and
+    docstring: it is not ``fn`` (no :func:`functools.wraps`); ``__wrapped__`` is not set, so
+    :func:`inspect.signature` does not report ``fn``'s parameters.
     """
+    method_name = method.__name__
+    fn_name = getattr(fn, "__name__", None) or type(fn).__name__
+    fn_qualname = getattr(fn, "__qualname__", None) or fn_name
 
-    @functools.wraps(fn)
     def transformed(*a: Any) -> Any:
         if not a:
             raise TypeError("the symmetrized function needs at least the input argument x.")
         *rest, x = a
         return method(lambda xx: fn(*rest, xx), *args, x, **kwargs)
 
+    transformed.__name__ = f"{method_name}({fn_name})"
+    transformed.__qualname__ = f"{method_name}({fn_qualname})"
+    transformed.__module__ = method.__module__
+    transformed.__doc__ = (
+        f"``{fn_name}`` symmetrized by :func:`equijax.{method_name}`.\n\n"
+        "Call as ``f(*leading, x)``: the leading arguments (e.g. parameters) are passed to the "
+        "model unchanged and ``x`` (the last argument) is the input batch."
+    )
+    transformed.__signature__ = _TRANSFORMED_SIGNATURE  # type: ignore[attr-defined]
     return transformed
 
 
-def straight_through(value: PyTree, surrogate: PyTree) -> PyTree:
-    """Forward: exactly ``value``; backward: the gradient of ``surrogate``."""
-    sg = jax.lax.stop_gradient
-    return jax.tree.map(lambda v, s: sg(v) + (s - sg(s)), value, surrogate)
+straight_through = orbit.straight_through

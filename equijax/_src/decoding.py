@@ -16,9 +16,12 @@ distribution of branch ``g``, which is fed its own transformed history ``g·y_{<
   i.e. eq. (1) of Basu et al. applied to the model's output distribution (a mixture, itself a
   distribution); ``average="logprob"`` averages log-probabilities (a normalised-up-to-a-constant
   product of experts; what the authors' SCAN code does). Both are equivariant.
-* ``"equitune_sequence"``: the paper's whole-sequence variant: every branch decodes ``g·x``
-  greedily on its own, then ``y_t = argmax_v`` of the average of the mapped-back per-step
-  distributions (cut at the first EOS).
+* ``"equitune_sequence"``: the whole-sequence variant: every branch decodes ``g·x`` greedily on
+  its own, then ``y_t = argmax_v`` of the average of the mapped-back per-step distributions (cut
+  at the first EOS). The paper's (authors') semantics is ``average="logprob"`` with
+  ``after_eos="zero"``: the mean of the branches' log-softmax rows, where a branch's rows after
+  its own EOS are 0 (the reference code's zero-initialised buffer). ``after_eos="model"`` keeps
+  the rows the model produces after EOS instead; ``average="prob"`` is the probability mixture.
 * ``"lambda"``: step-wise like ``"equitune"`` but weighted: ``Σ_g λ_g [g⁻¹ p_g] / Σ_g λ_g``
   with given positive per-branch weights ``λ`` (e.g. ``softmax_g`` of a λ network's logits on
   the branch encodings, which makes the weights move with the input).
@@ -39,6 +42,11 @@ unless two branches have bit-identical proxies but different outputs — possibl
 deterministic selection can be equivariant.
 
 The tokens ``start_id``, ``eos_id`` and ``pad_id`` must be fixed by every group element.
+
+All reductions over the group go through the engine (:mod:`equijax._src.orbit`): the sorted sum
+is :func:`~equijax._src.orbit.group_sum` with ``exact=True``, λ weights are normalised by
+:func:`~equijax._src.orbit.group_mean`, and equizero's argmin follows the engine's NaN rule (a
+NaN proxy ranks last) with the lowest index among exact ties.
 
 Examples:
   >>> import jax, jax.numpy as jnp
@@ -66,6 +74,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from equijax._src import orbit
+
 __all__ = [
     "DecodeOutput",
     "StepFn",
@@ -73,12 +83,14 @@ __all__ = [
     "combine_branches",
     "equivariant_greedy_decode",
     "greedy_decode",
+    "select_branch",
     "sorted_sum",
 ]
 
 StepFn = Callable[[Any, Any, jax.Array], tuple[Any, jax.Array]]
 Method = Literal["equitune", "equitune_sequence", "lambda", "equizero"]
 METHODS = ("equitune", "equitune_sequence", "lambda", "equizero")
+AfterEos = Literal["model", "zero"]
 
 
 class DecodeOutput(NamedTuple):
@@ -110,7 +122,7 @@ def sorted_sum(x: jax.Array, axis: int = 0) -> jax.Array:
       >>> bool(sorted_sum(x) == sorted_sum(x[::-1]))
       True
     """
-    return jnp.sum(jnp.sort(x, axis=axis), axis=axis)
+    return orbit.group_sum(x, axis, exact=True)
 
 
 def branch_states(
@@ -253,8 +265,38 @@ def combine_branches(
         raise ValueError(
             f"weights must have shape (B, |G|) = {back.shape[1::-1]}, got {weights.shape}."
         )
-    w = w.reshape(w.shape + (1,) * (back.ndim - 2))
-    return sorted_sum(w * back, axis=0) / sorted_sum(w, axis=0)
+    return orbit.group_mean(back, w, exact=True)
+
+
+def select_branch(
+    branch_values: Any,
+    loss: jax.Array,
+    *,
+    ties: Literal["average", "first"] = "average",
+    exact: bool = True,
+) -> tuple[Any, jax.Array]:
+    """Equizero over already-evaluated branches: the values of the branch with the lowest loss.
+
+    The engine's rules: a NaN loss ranks last; ``ties="average"`` averages the values of all
+    branches that attain the minimum exactly (order-independently with ``exact=True``);
+    ``ties="first"`` keeps the lowest index.
+
+    Args:
+      branch_values: pytree with leaves ``(|G|, B, ...)`` (already mapped back with ``g⁻¹``).
+      loss: ``(|G|, B)`` proxy losses.
+      ties: ``"average"`` or ``"first"``.
+      exact: order-independent sums for the tie average.
+
+    Returns:
+      ``(values (B, ...), index (B,))``, the index being the lowest-index minimiser.
+
+    Examples:
+      >>> v = jnp.array([[1.0], [2.0], [3.0]])
+      >>> y, i = select_branch(v, jnp.array([[0.5], [jnp.nan], [0.5]]))
+      >>> y.tolist(), i.tolist()
+      ([2.0], [0])
+    """
+    return orbit.reduce_stacked(orbit.argmin_reducer(ties, exact=exact), branch_values, loss)
 
 
 def _proxy_loss(proxy: str | Callable, probs: jax.Array, valid: jax.Array) -> jax.Array:
@@ -294,6 +336,7 @@ def equivariant_greedy_decode(
     average: Literal["prob", "logprob"] = "prob",
     proxy: str | Callable[[jax.Array, jax.Array], jax.Array] = "max_prob",
     batch_size: int | None = None,
+    after_eos: AfterEos = "model",
 ) -> DecodeOutput:
     """Group-equivariant greedy decoding (see the module docstring for the methods).
 
@@ -312,18 +355,29 @@ def equivariant_greedy_decode(
       proxy: equizero proxy loss: ``"max_prob"``, ``"entropy"`` or
         ``fn(probs (B, T, V), valid (B, T)) -> (B,)``; the branch with the lowest loss wins.
       batch_size: ``B`` (default from the state).
+      after_eos: ``"equitune_sequence"`` only: what a branch contributes after its own EOS:
+        ``"model"`` (default) the model's own per-step values (it keeps decoding pad tokens);
+        ``"zero"`` rows of 0 (log-prob 0 with ``average="logprob"``), as the authors' SCAN code
+        does. The paper's row is ``average="logprob", after_eos="zero"``.
 
     Returns:
       A :class:`DecodeOutput` whose ``tokens`` satisfy ``decode(g·x) == g·decode(x)``.
 
     Raises:
-      ValueError: for an unknown method/average, missing or misshapen weights, or special
-        tokens moved by the group.
+      ValueError: for an unknown method/average/after_eos, missing or misshapen weights, or
+        special tokens moved by the group.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}.")
     if average not in ("prob", "logprob"):
         raise ValueError(f"average must be 'prob' or 'logprob', got {average!r}.")
+    if after_eos not in ("model", "zero"):
+        raise ValueError(f"after_eos must be 'model' or 'zero', got {after_eos!r}.")
+    if after_eos != "model" and method != "equitune_sequence":
+        raise ValueError(
+            f"after_eos applies to method='equitune_sequence' (independent branches), not "
+            f"{method!r}; the step-wise methods stop every branch at the combined EOS."
+        )
     if max_len < 1:
         raise ValueError(f"max_len must be >= 1, got {max_len}.")
     _check_fixed(group, {"start_id": start_id, "eos_id": eos_id, "pad_id": pad_id})
@@ -386,6 +440,10 @@ def equivariant_greedy_decode(
     )(states)
     if method == "equitune_sequence":
         vals = probs if average == "prob" else jnp.log(jnp.maximum(probs, 1e-30))
+        if after_eos == "zero":  # a branch's rows strictly after its own EOS are 0
+            t_idx = jnp.arange(max_len)
+            live = t_idx[None, None, :] < outs.lengths[..., None]  # (|G|, B, T)
+            vals = jnp.where(live[..., None], vals, 0.0)
         comb = combine_branches(vals, group)  # (B, T, V)
         tok = jnp.argmax(comb, -1).astype(jnp.int32)
         score = jnp.take_along_axis(comb, tok[..., None], -1)[..., 0]
@@ -398,7 +456,7 @@ def equivariant_greedy_decode(
     t_idx = jnp.arange(max_len)
     valid = t_idx[None, None, :] < outs.lengths[..., None]  # (|G|, B, T)
     loss = jax.vmap(lambda p, v: _proxy_loss(proxy, p, v))(probs, valid)  # (|G|, B)
-    best = jnp.argmin(loss, axis=0).astype(jnp.int32)  # (B,)
+    _, best = orbit.argmin_ties(loss, 0)  # (B,): NaN last, lowest index among exact ties
     sel = lambda a: jnp.take_along_axis(a, best[None, :, None], 0)[0]
     toks_sel, scores_sel = sel(outs.tokens), sel(outs.scores)
     toks = jax.vmap(lambda g, t: group.act(group.inverse(g), t))(best, toks_sel)

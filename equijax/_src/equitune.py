@@ -21,8 +21,9 @@ def equitune(
     in_action: Callable[[Any, PyTree], PyTree] | None = None,
     out_action: Callable[[Any, PyTree], PyTree] | None = None,
     chunk_size: int | None = None,
-    batching: orbit.Batching = "vmap",
+    batching: orbit.Batching = None,
     orbit_sharding: jax.sharding.Sharding | None = None,
+    exact: bool = False,
 ) -> PyTree:
     r"""Makes ``fn`` equivariant (or invariant) by averaging over the group.
 
@@ -45,17 +46,28 @@ def equitune(
         mapped back with :math:`g^{-1}`.
       chunk_size: number of group elements evaluated at once (peak memory ~ ``chunk_size * B``
         examples); ``None`` evaluates the whole orbit. Any value in ``[1, |G|]`` works.
-      batching: ``"vmap"`` (default) or ``"fold"`` (merge the element axis into the batch;
-        use it when ``fn`` cannot be ``vmap``-ed, e.g. a Flax submodule call).
+      batching: ``None`` (default, auto), ``"vmap"`` or ``"fold"``. ``"fold"`` merges the
+        element axis into the batch and calls ``fn`` once on ``|G|·B`` examples; use it when
+        ``fn`` cannot be ``vmap``-ed (e.g. a Flax linen submodule call). Auto picks ``"fold"``
+        when ``fn`` holds Flax NNX state (an ``nnx.Module``, a bound method or
+        ``functools.partial`` of one, or a closure over one), so stateful layers train under
+        ``nnx.jit``; BatchNorm statistics then cover the ``|G|·B`` transformed examples.
+        Otherwise ``"vmap"``.
       orbit_sharding: optional :class:`jax.sharding.Sharding` of the stacked transformed
         inputs, shape ``(elements, B, ...)``, to spread the orbit over devices.
+      exact: reduce with an order-independent (sorted) sum, so that the output is bitwise
+        equivariant under :func:`jax.jit`: ``f(g x) == g f(x)`` exactly whenever the model
+        gives bit-identical outputs on bit-identical inputs. Needs the whole orbit at once
+        (``chunk_size=None``). The default sums in element order and is equivariant up to
+        float round-off (a few ulps of the largest term).
 
     Returns:
       The averaged outputs, same structure and shapes as ``fn(x)``.
 
     Raises:
       TypeError: if ``fn``/``group``/actions have the wrong type.
-      ValueError: for an invalid ``chunk_size``, a shape-changing ``out_action`` or an ``fn``
+      ValueError: for an invalid ``chunk_size`` (or any ``chunk_size < |G|`` with
+        ``exact=True``), a shape-changing ``out_action`` or an ``fn``
         that does not keep the batch axis.
 
     Examples:
@@ -80,18 +92,20 @@ def equitune(
         chunk_size=chunk_size,
         batching=batching,
         orbit_sharding=orbit_sharding,
+        exact=exact,
     )
+    n = group.order
+    orbit.check_exact(exact, chunk_size, n)
     if x is None:
         return common.as_transformation(equitune, fn, (group,), kwargs)
     transform, untransform = common.actions(group, in_action, out_action)
-    n = group.order
     y, _ = orbit.orbit_reduce(
         fn,
         x,
         n=n,
         transform=transform,
         untransform=untransform,
-        reducer=orbit.mean_reducer(n),
+        reducer=orbit.mean_reducer(n, exact=exact),
         chunk_size=chunk_size,
         batching=batching,
         orbit_sharding=orbit_sharding,

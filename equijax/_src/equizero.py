@@ -26,8 +26,9 @@ def equizero(
     straight_through: bool = False,
     surrogate: Literal["equitune", "identity"] = "equitune",
     ties: Literal["average", "first"] = "average",
-    batching: orbit.Batching = "vmap",
+    batching: orbit.Batching = None,
     orbit_sharding: jax.sharding.Sharding | None = None,
+    exact: bool = False,
 ) -> PyTree:
     r"""Picks, per example, the group element whose output has the lowest proxy loss.
 
@@ -41,7 +42,9 @@ def equizero(
     (``ties="average"``). Ties are not rare: if ``x`` is fixed by an element ``s`` (a token
     sequence without the swapped words, a symmetric image), ``g`` and ``g s`` have identical
     losses, and averaging their outputs is what keeps the result exactly equivariant.
-    ``ties="first"`` keeps the lowest-index minimiser instead (the identity first).
+    ``ties="first"`` keeps the lowest-index minimiser instead (the identity first). A NaN loss
+    ranks last: an element with a NaN loss is chosen only if every element's loss is NaN (then
+    all tie), the same for every ``chunk_size``.
 
     For finetuning, ``straight_through=True`` returns exactly ``M^0_G(x)`` in the forward pass
     with the gradient of a surrogate: the equitune mean (default, which the paper found
@@ -64,8 +67,11 @@ def equizero(
       surrogate: ``"equitune"`` or ``"identity"``: the gradient path with ``straight_through``.
       ties: ``"average"`` (default) or ``"first"``, see above. The returned index is always
         the lowest-index minimiser.
-      batching: ``"vmap"`` or ``"fold"`` (see :func:`equijax.equitune`).
+      batching: ``None`` (auto), ``"vmap"`` or ``"fold"`` (see :func:`equijax.equitune`).
       orbit_sharding: optional sharding of the stacked transformed inputs.
+      exact: average tied outputs (and the straight-through surrogate mean) with an
+        order-independent sum, for bitwise equivariance under ``jit`` (see
+        :func:`equijax.equitune`); needs ``chunk_size=None`` and ``ties="average"``.
 
     Returns:
       The selected outputs (structure of ``fn(x)``), and the indices ``(B,)`` if
@@ -73,7 +79,8 @@ def equizero(
 
     Raises:
       TypeError: if ``loss`` is not callable.
-      ValueError: if ``loss`` does not return shape ``(B,)``, or ``surrogate``/``ties`` is unknown.
+      ValueError: if ``loss`` does not return shape ``(B,)``, ``surrogate``/``ties`` is unknown,
+        or ``exact=True`` is combined with chunking or ``ties="first"``.
 
     Examples:
       >>> import jax, jax.numpy as jnp, equijax as ej
@@ -105,14 +112,23 @@ def equizero(
         ties=ties,
         batching=batching,
         orbit_sharding=orbit_sharding,
+        exact=exact,
     )
+    n = group.order
+    reducer = orbit.argmin_reducer(ties)  # validates `ties`
+    if orbit.check_exact(exact, chunk_size, n) and ties != "average":
+        raise ValueError(
+            "exact=True needs ties='average': picking the lowest-index minimiser among exact ties "
+            "depends on the element order, so it is not equivariant on inputs with a stabiliser."
+        )
     if x is None:
         return common.as_transformation(equizero, fn, (group,), kwargs)
     transform, untransform = common.actions(group, in_action, out_action)
-    n = group.order
-    reducer = orbit.argmin_reducer(ties)
+    reducer = orbit.argmin_reducer(ties, exact=exact)
     if straight_through:
-        second = orbit.mean_reducer(n) if surrogate == "equitune" else orbit.first_reducer()
+        second = (
+            orbit.mean_reducer(n, exact=exact) if surrogate == "equitune" else orbit.first_reducer()
+        )
         reducer = orbit.pair_reducer(reducer, second)
     out, _ = orbit.orbit_reduce(
         fn,

@@ -5,6 +5,17 @@ Every finite group is a hashable, immutable description: its elements are the in
 ``act(g, x)`` applies element ``g`` to an array. ``g`` may be a Python ``int`` (fast static
 path: no gather, no switch) or a traced integer scalar (inside ``jit``/``vmap``/``scan``).
 
+Element indices: a Python ``int`` outside ``[0, order)`` raises ``ValueError``; a ``float``,
+``bool`` or non-integer array raises ``TypeError``. An integer *array* index (traced or not)
+is taken modulo ``order`` by ``act``, ``compose`` and ``inverse`` of every group (an
+out-of-range traced value cannot raise, and modulo is the one choice that keeps
+``act(g, act(h, x)) == act(compose(g, h), x)``).
+
+Permutation groups are stored as their permutations plus a Cayley table built with numpy
+(``O(|G|²)`` memory, no ``|G|³`` associativity check: permutations compose associatively). The
+practical limit is set by the ``|G|²`` table: S7 (order 5040, a 25M-entry table) builds in a
+few seconds within about 1 GiB; S8 (40,320) would need a 1.6G-entry table and is out of reach.
+
 Groups compare and hash by value, so rebuilding a group never triggers recompilation when
 it is passed as a static argument of :func:`jax.jit`.
 """
@@ -12,6 +23,7 @@ it is passed as a static argument of :func:`jax.jit`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 from collections.abc import Callable, Sequence
@@ -49,27 +61,67 @@ _MAX_ORDER = 100_000
 
 
 def _is_static_int(g: Any) -> bool:
-    return isinstance(g, (int, np.integer)) and not isinstance(g, bool)
+    return isinstance(g, (int, np.integer)) and not isinstance(g, (bool, np.bool_))
 
 
-def _check_table(table: np.ndarray, name: str) -> None:
-    """Validates a Cayley table: identity 0, closure, inverses, associativity."""
+def _element(g: Any, n: int, name: str, arg: str = "g") -> int | jax.Array:
+    """Validates an element index: a checked Python int, or an int32 array taken mod ``n``."""
+    if _is_static_int(g):
+        if not 0 <= int(g) < n:
+            raise ValueError(
+                f"group element index {arg}={g} is out of range for {name} of order {n}; use an "
+                f"integer in [0, {n})."
+            )
+        return int(g)
+    if isinstance(g, (bool, np.bool_, float, complex, np.floating)):
+        raise TypeError(
+            f"group element index {arg} must be an int in [0, {n}) (or an integer array), got "
+            f"{type(g).__name__} {g!r}."
+        )
+    if not hasattr(g, "dtype"):
+        raise TypeError(
+            f"group element index {arg} must be an int or an integer array, got {type(g).__name__}."
+        )
+    if not jnp.issubdtype(g.dtype, jnp.integer):
+        raise TypeError(
+            f"group element index {arg} must have an integer dtype, got {g.dtype}; cast with "
+            ".astype(jnp.int32) (a float or bool index is not a group element)."
+        )
+    return jnp.remainder(jnp.asarray(g, jnp.int32), n)
+
+
+def _as_table_tuple(arr: np.ndarray) -> tuple[tuple[int, ...], ...]:
+    """A Cayley table as tuples of shared Python ints (8 bytes per entry, not 36)."""
+    ints = list(range(arr.shape[1]))
+    get = ints.__getitem__
+    return tuple(tuple(map(get, row.tolist())) for row in arr)
+
+
+def _check_table(table: np.ndarray, name: str, associativity: bool = True) -> None:
+    """Validates a Cayley table: identity 0, closure, inverses and (optionally) associativity.
+
+    Memory is ``O(n²)``: associativity is checked one left factor at a time (``n³`` work, so
+    for ``n > 512`` a fixed sample of 512 left factors is checked).
+    """
     n = table.shape[0]
-    if table.shape != (n, n):
+    if table.ndim != 2 or table.shape != (n, n):
         raise ValueError(f"{name}: Cayley table must be square, got shape {table.shape}.")
+    if n == 0:
+        raise ValueError(f"{name}: a group needs at least the identity.")
     if table.min() < 0 or table.max() >= n:
         raise ValueError(f"{name}: Cayley table entries must lie in [0, {n}).")
     ar = np.arange(n)
     if not (np.array_equal(table[0], ar) and np.array_equal(table[:, 0], ar)):
         raise ValueError(f"{name}: element 0 must be the identity (row and column 0 = arange).")
-    for row in table:
-        if len(set(row.tolist())) != n:
-            raise ValueError(f"{name}: Cayley table rows must be permutations (Latin square).")
-    # Associativity: (a b) c == a (b c) for all a, b, c (vectorised).
-    lhs = table[table[:, :, None], ar[None, None, :]]
-    rhs = table[ar[:, None, None], table[None, :, :]]
-    if not np.array_equal(lhs, rhs):
-        raise ValueError(f"{name}: Cayley table is not associative.")
+    if not (np.sort(table, axis=1) == ar[None]).all():
+        raise ValueError(f"{name}: Cayley table rows must be permutations (Latin square).")
+    if not associativity:
+        return
+    rows = ar if n <= 512 else np.random.default_rng(0).choice(n, 512, replace=False)
+    for a in rows:
+        # (a b) c == a (b c) for all b, c
+        if not np.array_equal(table[table[a]], table[a][table]):
+            raise ValueError(f"{name}: Cayley table is not associative.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,38 +142,44 @@ class FiniteGroup:
     table: tuple[tuple[int, ...], ...] = dataclasses.field(repr=False)
 
     def __post_init__(self) -> None:
-        _check_table(np.asarray(self.table, dtype=np.int64), self.name)
+        _check_table(self._table_np, self.name)
 
     # -- structure --------------------------------------------------------------------------
+    @functools.cached_property
+    def _table_np(self) -> np.ndarray:
+        return np.asarray(self.table, dtype=np.int32)
+
     @property
     def order(self) -> int:
         """The number of elements :math:`|G|`."""
         return len(self.table)
 
-    @property
+    @functools.cached_property
     def inverses(self) -> tuple[int, ...]:
         """``inverses[g]`` is the index of :math:`g^{-1}`."""
-        return tuple(row.index(0) for row in self.table)
+        return tuple(np.argmin(self._table_np, axis=1).tolist())
 
     def compose(self, g: Element, h: Element) -> Element:
-        """Index of the product :math:`g h` (``h`` acts first). Traceable."""
-        if _is_static_int(g) and _is_static_int(h):
-            return self.table[self._check_index(g)][self._check_index(h)]
-        return jnp.asarray(self.table, dtype=jnp.int32)[g, h]
+        """Index of the product :math:`g h` (``h`` acts first). Traceable.
+
+        Python ints are checked (``ValueError`` out of range); integer arrays are taken modulo
+        ``order`` and may have any (broadcastable) shapes.
+        """
+        g = _element(g, self.order, self.name, "g")
+        h = _element(h, self.order, self.name, "h")
+        if isinstance(g, int) and isinstance(h, int):
+            return self.table[g][h]
+        return jnp.asarray(self._table_np)[g, h]
 
     def inverse(self, g: Element) -> Element:
-        """Index of :math:`g^{-1}`. Traceable."""
-        if _is_static_int(g):
-            return self.inverses[self._check_index(g)]
-        return jnp.asarray(self.inverses, dtype=jnp.int32)[g]
+        """Index of :math:`g^{-1}`. Traceable (integer arrays are taken modulo ``order``)."""
+        g = _element(g, self.order, self.name)
+        if isinstance(g, int):
+            return self.inverses[g]
+        return jnp.asarray(np.asarray(self.inverses, np.int32))[g]
 
-    def _check_index(self, g: int) -> int:
-        if not 0 <= int(g) < self.order:
-            raise ValueError(
-                f"group element index g={g} is out of range for {self.name} of order "
-                f"{self.order}; use an integer in [0, {self.order})."
-            )
-        return int(g)
+    def _check_index(self, g: Any) -> int | jax.Array:
+        return _element(g, self.order, self.name)
 
     # -- action -----------------------------------------------------------------------------
     def act(self, g: Element, x: Any) -> Any:
@@ -132,10 +190,16 @@ class FiniteGroup:
         )
 
     def _switch(self, g: Element, branches: Sequence[Callable[[Any], Any]], x: Any) -> Any:
-        """Static dispatch for a Python int, ``lax.switch`` for a traced index."""
-        if _is_static_int(g):
-            return branches[self._check_index(g)](x)
-        return jax.lax.switch(jnp.asarray(g, jnp.int32), list(branches), x)
+        """Static dispatch for a Python int, ``lax.switch`` (index mod order) for an array."""
+        g = self._check_index(g)
+        if isinstance(g, int):
+            return branches[g](x)
+        if jnp.ndim(g) != 0:
+            raise ValueError(
+                f"act needs one element index (a scalar), got shape {jnp.shape(g)}; jax.vmap over "
+                "the indices for several elements."
+            )
+        return jax.lax.switch(g, list(branches), x)
 
 
 def _table_from_elements(elements: Sequence[Any], mul: Callable[[Any, Any], Any]) -> tuple:
@@ -307,24 +371,70 @@ class PermutationGroup(FiniteGroup):
     n: int = 0
     perms: tuple[tuple[int, ...], ...] = dataclasses.field(default=(), repr=False)
 
+    def __post_init__(self) -> None:
+        prebuilt = _PREBUILT.pop(id(self.table), None)
+        if prebuilt is not None and prebuilt[0] is self.table:
+            # built by this module from these perms: only cache the numpy table
+            self.__dict__["_table_np"] = prebuilt[1]
+            return
+        perms = self._perms_np
+        if perms.ndim != 2 or perms.shape != (len(self.table), self.n):
+            raise ValueError(
+                f"{self.name}: perms must be {len(self.table)} permutations of length n={self.n}, "
+                f"got shape {perms.shape}."
+            )
+        if not (np.sort(perms, axis=1) == np.arange(self.n)[None]).all():
+            raise ValueError(f"{self.name}: every element of perms must be a permutation.")
+        # The table must be the composition table of perms (this implies closure, identity 0,
+        # inverses; associativity holds for any set of permutations, so it is not re-checked).
+        expected = _perm_table(perms, self.name)
+        if not np.array_equal(expected, self._table_np):
+            raise ValueError(f"{self.name}: table is not the composition table of perms.")
+
+    def __eq__(self, other: object) -> bool:
+        if self is other:
+            return True
+        if type(other) is not type(self):
+            return NotImplemented
+        return (self.name, self.n, self.perms) == (other.name, other.n, other.perms)  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        # the table is a function of perms: hash the small part, once
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = hash((type(self).__name__, self.name, self.n, self.perms))
+            self.__dict__["_hash"] = h
+        return h
+
+    @functools.cached_property
+    def _perms_np(self) -> np.ndarray:
+        return np.asarray(self.perms, dtype=np.int32).reshape(len(self.perms), self.n)
+
+    @functools.cached_property
+    def _inv_perms_np(self) -> np.ndarray:
+        return np.argsort(self._perms_np, axis=1).astype(np.int32)
+
     @property
     def support(self) -> tuple[int, ...]:
         """Indices moved by some element."""
-        return tuple(i for i in range(self.n) if any(p[i] != i for p in self.perms))
+        moved = (self._perms_np != np.arange(self.n)[None]).any(axis=0)
+        return tuple(np.flatnonzero(moved).tolist())
 
     def _table_array(self, g: Element, inverse: bool = False) -> jax.Array:
-        perms = np.asarray(self.perms, dtype=np.int32)
-        if inverse:
-            perms = np.argsort(perms, axis=1).astype(np.int32)
-        if _is_static_int(g):
-            return jnp.asarray(perms[self._check_index(g)])
+        perms = self._inv_perms_np if inverse else self._perms_np
+        g = self._check_index(g)
+        if isinstance(g, int):
+            return jnp.asarray(perms[g])
         return jnp.asarray(perms)[g]
 
     def act(self, g: Element, x: ArrayLike) -> jax.Array:
         """Relabels integer ids: ``out[...] = perms[g][x[...]]``.
 
+        Ids outside ``[0, n)``: a concrete ``x`` raises; under ``jit`` (a traced ``x``) the
+        permutation is extended by the identity, so such ids come back unchanged.
+
         Args:
-          g: element index (int or traced int scalar).
+          g: element index (int or traced int scalar, taken modulo the order).
           x: integer array of ids in ``[0, n)`` (any shape).
 
         Returns:
@@ -354,15 +464,17 @@ class PermutationGroup(FiniteGroup):
                     f"ids must lie in [0, {self.n}) for {self.name}, got values in [{lo}, {hi}]; "
                     f"build the group with permutation(n, ...) where n covers every id."
                 )
-        return jnp.take(self._table_array(g), x, axis=0).astype(x.dtype)
+        inside = (x >= 0) & (x < self.n)
+        safe = jnp.where(inside, x, 0)
+        return jnp.where(inside, jnp.take(self._table_array(g), safe, axis=0).astype(x.dtype), x)
 
     def act_axis(self, g: Element, y: ArrayLike, axis: int = -1) -> jax.Array:
         """Permutes ``y`` along ``axis``: ``out[..., perms[g][i], ...] = y[..., i, ...]``.
 
         Args:
-          g: element index (int or traced int scalar).
+          g: element index (int or traced int scalar, taken modulo the order).
           y: array whose ``axis`` has length ``n`` (e.g. logits over a vocabulary).
-          axis: the axis indexed by ids.
+          axis: the axis indexed by ids, an int in ``[-y.ndim, y.ndim)``.
 
         Returns:
           An array of the same shape and dtype.
@@ -376,7 +488,14 @@ class PermutationGroup(FiniteGroup):
           True
         """
         y = jnp.asarray(y)
-        if y.ndim == 0 or y.shape[axis] != self.n:
+        if not _is_static_int(axis):
+            raise TypeError(f"axis must be an int, got {type(axis).__name__} {axis!r}.")
+        if not -y.ndim <= axis < y.ndim:
+            raise ValueError(
+                f"axis={axis} is out of range for y of shape {y.shape} (rank {y.ndim}); pass the "
+                "axis that is indexed by ids, in [-y.ndim, y.ndim)."
+            )
+        if y.shape[axis] != self.n:
             raise ValueError(
                 f"act_axis needs y.shape[{axis}] == n == {self.n}, got y with shape {y.shape}; "
                 "pass the axis that is indexed by ids."
@@ -388,6 +507,12 @@ def _perm_from_cycles(n: int, cycles: Sequence[Sequence[int]]) -> tuple[int, ...
     perm = list(range(n))
     seen: set[int] = set()
     for cycle in cycles:
+        for c in cycle:
+            if not _is_static_int(c):
+                raise TypeError(
+                    f"cycle indices must be ints, got {type(c).__name__} {c!r} in cycle "
+                    f"{tuple(cycle)}."
+                )
         cycle = [int(c) for c in cycle]
         if len(cycle) < 2:
             raise ValueError(f"each cycle needs at least two indices, got {cycle}.")
@@ -473,14 +598,97 @@ def _check_n(n: int) -> int:
     return int(n)
 
 
+def _perm_table(perms: np.ndarray, name: str = "group") -> np.ndarray:
+    """The composition table ``table[a, b] = index of perms[a] ∘ perms[b]``; ``O(|G|²)`` memory.
+
+    Raises ``ValueError`` if the set is not closed under composition. Only the support (ids
+    moved by some element) is compared, and each permutation is encoded as one integer when
+    the support is small, so S7 takes seconds.
+    """
+    order = perms.shape[0]
+    moved = np.flatnonzero((perms != np.arange(perms.shape[1])[None]).any(axis=0))
+    if moved.size == 0:
+        return np.zeros((order, order), np.int32)
+    sub = perms[:, moved]  # (order, s): images of the support (support maps to itself)
+    local = np.searchsorted(moved, sub).astype(np.int64)  # relabel to 0..s-1
+    s = moved.size
+    if s * math.log2(max(s, 2)) < 62:
+        radix = s ** np.arange(s, dtype=np.int64)
+
+        def encode(rows: np.ndarray) -> np.ndarray:
+            return rows @ radix
+    else:
+        radix = None
+
+        def encode(rows: np.ndarray) -> np.ndarray:
+            return np.asarray([r.tobytes() for r in rows], dtype=object)
+
+    codes = encode(local)
+    dense = None
+    if radix is not None:
+        sorter = np.argsort(codes, kind="stable")
+        sorted_codes = codes[sorter]
+        if np.any(sorted_codes[1:] == sorted_codes[:-1]):
+            raise ValueError(f"{name}: duplicate permutations.")
+        if s**s <= 1 << 25:  # a dense lookup table (at most 128 MiB) beats searchsorted
+            dense = np.full(s**s, -1, np.int32)
+            dense[codes] = np.arange(order, dtype=np.int32)
+    else:
+        lookup = {c: i for i, c in enumerate(codes)}
+        if len(lookup) != order:
+            raise ValueError(f"{name}: duplicate permutations.")
+    table = np.empty((order, order), np.int32)
+    for a in range(order):
+        composed = local[a][local]  # (order, s): perms[a] ∘ perms[b] on the support
+        c = encode(composed)
+        if dense is not None:
+            idx = dense[c]
+            found = idx >= 0
+        elif radix is not None:
+            pos = np.clip(np.searchsorted(sorted_codes, c), 0, order - 1)
+            found = sorted_codes[pos] == c
+            idx = sorter[pos]
+        else:
+            got = [lookup.get(ci, -1) for ci in c]
+            idx = np.asarray(got, np.int64)
+            found = idx >= 0
+        if not found.all():
+            b = int(np.flatnonzero(~found)[0])
+            raise ValueError(
+                f"the elements are not closed under composition: {tuple(perms[a].tolist())} * "
+                f"{tuple(perms[b].tolist())} is not among them; pass all elements, or build the "
+                "group with `generated(...)`."
+            )
+        table[a] = idx
+    return table
+
+
 def _permutation_group_from(
     perms: Sequence[tuple[int, ...]], n: int, name: str
 ) -> PermutationGroup:
-    table = _table_from_elements(perms, _perm_mul)
-    return PermutationGroup(name=name, table=table, n=n, perms=tuple(perms))
+    arr = np.asarray(perms, dtype=np.int32).reshape(len(perms), n)
+    return _trusted_permutation_group(name, _perm_table(arr, name), n, tuple(map(tuple, perms)))
+
+
+# Tables built here from their perms skip re-validation in PermutationGroup.__post_init__.
+_PREBUILT: dict[int, tuple[Any, np.ndarray]] = {}
+
+
+def _trusted_permutation_group(
+    name: str, table_np: np.ndarray, n: int, perms: tuple[tuple[int, ...], ...]
+) -> PermutationGroup:
+    table = _as_table_tuple(table_np)
+    _PREBUILT[id(table)] = (table, table_np)
+    try:
+        return PermutationGroup(name=name, table=table, n=n, perms=perms)
+    finally:
+        _PREBUILT.pop(id(table), None)
 
 
 def _as_perm(p: Sequence[int], n: int | None) -> tuple[int, ...]:
+    for i in p:
+        if not _is_static_int(i):
+            raise TypeError(f"permutation entries must be ints, got {type(i).__name__} {i!r}.")
     p = tuple(int(i) for i in p)
     if n is not None and len(p) != n:
         raise ValueError(f"every permutation must have length n={n}, got one of length {len(p)}.")
@@ -556,7 +764,8 @@ class ProductGroup(FiniteGroup):
     factors: tuple[FiniteGroup, ...] = ()
 
     def digits(self, g: Element) -> tuple[Element, ...]:
-        """The factor indices of ``g`` (traceable)."""
+        """The factor indices of ``g`` (traceable; an array index is taken modulo the order)."""
+        g = self._check_index(g)
         out = []
         for f in reversed(self.factors):
             out.append(g % f.order)
@@ -564,8 +773,6 @@ class ProductGroup(FiniteGroup):
         return tuple(reversed(out))
 
     def act(self, g: Element, x: Any) -> Any:
-        if _is_static_int(g):
-            self._check_index(g)
         for f, d in reversed(list(zip(self.factors, self.digits(g), strict=True))):
             x = f.act(d, x)
         return x
@@ -599,44 +806,42 @@ def product(*factors: FiniteGroup, name: str | None = None) -> FiniteGroup:
                 f"product factors must be FiniteGroup instances, got {type(f).__name__}."
             )
     orders = [f.order for f in factors]
-    digit_tuples = list(itertools.product(*(range(o) for o in orders)))
-    table = []
-    for a in digit_tuples:
-        row = []
-        for b in digit_tuples:
-            c = [f.table[i][j] for f, i, j in zip(factors, a, b, strict=True)]
-            idx = 0
-            for ci, o in zip(c, orders, strict=True):
-                idx = idx * o + ci
-            row.append(idx)
-        table.append(tuple(row))
+    total = math.prod(orders)
+    # mixed-radix digits of every element (last factor fastest), O(|G| k) memory
+    digits = np.stack(np.unravel_index(np.arange(total), orders), axis=1).astype(np.int64)
+    strides = np.asarray([math.prod(orders[i + 1 :]) for i in range(len(orders))], np.int64)
+    table_np = np.zeros((total, total), np.int32)
+    for i, f in enumerate(factors):
+        t = f._table_np
+        d = digits[:, i]
+        table_np += (t[d[:, None], d[None, :]] * strides[i]).astype(np.int32)
     name = name or " × ".join(f.name for f in factors)
     if all(isinstance(f, PermutationGroup) for f in factors):
         ns = {f.n for f in factors}  # type: ignore[attr-defined]
         if len(ns) == 1:
             n = ns.pop()
             for f1, f2 in itertools.combinations(factors, 2):
-                for p in f1.perms:  # type: ignore[attr-defined]
-                    for q in f2.perms:  # type: ignore[attr-defined]
-                        if _perm_mul(p, q) != _perm_mul(q, p):
-                            raise ValueError(
-                                f"the elements of {f1.name} and {f2.name} do not commute, so "
-                                "their direct product does not act on the same ids; use "
-                                "generated(...) for the group they generate."
-                            )
-            perms = []
-            for digits in digit_tuples:
-                p = tuple(range(n))
-                for f, d in zip(factors, digits, strict=True):
-                    p = _perm_mul(f.perms[d], p)  # type: ignore[attr-defined]
-                perms.append(p)
-            if len(set(perms)) != len(perms):
+                p, q = f1._perms_np, f2._perms_np  # type: ignore[attr-defined]
+                # p[i] ∘ q[j] == q[j] ∘ p[i] for all i, j (one factor at a time: O(|f2| n) memory)
+                for pi in p:
+                    if not np.array_equal(pi[q], q[:, pi]):
+                        raise ValueError(
+                            f"the elements of {f1.name} and {f2.name} do not commute, so "
+                            "their direct product does not act on the same ids; use "
+                            "generated(...) for the group they generate."
+                        )
+            perms = np.tile(np.arange(n, dtype=np.int32), (total, 1))
+            for i, f in enumerate(factors):
+                fp = f._perms_np[digits[:, i]]  # type: ignore[attr-defined]
+                perms = np.take_along_axis(fp, perms, axis=1)  # apply perms first, then f
+            if len({row.tobytes() for row in perms}) != total:
                 raise ValueError(
                     "the factors share non-identity elements, so the direct product does not act "
                     "faithfully; use generated(...) instead."
                 )
-            return PermutationGroup(name=name, table=tuple(table), n=n, perms=tuple(perms))
-    return ProductGroup(name=name, table=tuple(table), factors=tuple(factors))
+            return _trusted_permutation_group(name, table_np, n, tuple(map(tuple, perms.tolist())))
+    table = _as_table_tuple(table_np)
+    return ProductGroup(name=name, table=table, factors=tuple(factors))
 
 
 # ----------------------------------------------------------------------------------------
@@ -661,9 +866,10 @@ class SignFlipGroup(FiniteGroup):
                 f"length {len(self.signs)}, got x with shape {x.shape}."
             )
         signs = jnp.asarray(self.signs, dtype=x.dtype)
-        if _is_static_int(g):
-            return x * signs if self._check_index(g) else x
-        return jnp.where(jnp.asarray(g) == 1, x * signs, x)
+        g = self._check_index(g)
+        if isinstance(g, int):
+            return x * signs if g else x
+        return jnp.where(g == 1, x * signs, x)
 
 
 def sign_flip(signs: Sequence[float], *, name: str = "sign_flip") -> SignFlipGroup:
@@ -704,6 +910,7 @@ class VectorRotationGroup(FiniteGroup):
     """C_n: rotations of 2-D vectors (last axis of length 2) by ``2 pi k / n``."""
 
     def angle(self, g: Element) -> jax.Array:
+        g = self._check_index(g)
         return 2.0 * jnp.pi * jnp.asarray(g, jnp.float32) / self.order
 
     def act(self, g: Element, x: ArrayLike) -> jax.Array:

@@ -52,8 +52,9 @@ def lambda_equitune(
     chunk_size: int | None = None,
     return_weights: bool = False,
     has_aux: bool = False,
-    batching: orbit.Batching = "vmap",
+    batching: orbit.Batching = None,
     orbit_sharding: jax.sharding.Sharding | None = None,
+    exact: bool = False,
 ) -> PyTree:
     r"""Weighted group averaging with positive, normalised weights λ.
 
@@ -63,7 +64,10 @@ def lambda_equitune(
 
     ``weight_fn`` returns one logit per example; λ is made positive and normalised over the
     group by ``normalize`` (see :func:`equijax.log_weights`), with an online log-sum-exp so
-    that chunked evaluation gives the same result and equal or huge logits never produce NaN.
+    that chunked evaluation gives the same result. The weights are finite for any finite
+    logits (any spread, 1e30 included, under ``jit``); a ``-inf`` (or NaN) logit masks its
+    element (weight 0, its output is never read), the same for every ``chunk_size``; an example
+    whose every logit is masked gets uniform weights (the plain equitune mean).
     λ ≡ const recovers :func:`equijax.equitune`; λ concentrated on :math:`g^*` recovers
     :func:`equijax.equizero`.
 
@@ -82,15 +86,18 @@ def lambda_equitune(
       chunk_size: group elements per chunk (bounded memory); ``None`` for all at once.
       return_weights: also return the normalised weights, shape ``(B, |G|)``.
       has_aux: whether ``fn`` returns ``(outputs, features)``.
-      batching: ``"vmap"`` or ``"fold"`` (see :func:`equijax.equitune`).
+      batching: ``None`` (auto), ``"vmap"`` or ``"fold"`` (see :func:`equijax.equitune`).
       orbit_sharding: optional sharding of the stacked transformed inputs.
+      exact: sum the weighted terms and the normaliser order-independently, for bitwise
+        equivariance under ``jit`` (see :func:`equijax.equitune`); needs ``chunk_size=None``.
 
     Returns:
       The weighted outputs (structure of ``fn(x)``, without the features), and the weights
       ``(B, |G|)`` if ``return_weights``.
 
     Raises:
-      ValueError: if ``weight_fn`` does not return one logit per example.
+      ValueError: if ``weight_fn`` does not return one logit per example, or ``exact=True`` is
+        combined with chunking.
 
     Examples:
       >>> import jax, jax.numpy as jnp, equijax as ej
@@ -121,7 +128,9 @@ def lambda_equitune(
         has_aux=has_aux,
         batching=batching,
         orbit_sharding=orbit_sharding,
+        exact=exact,
     )
+    orbit.check_exact(exact, chunk_size, group.order)
     if x is None:
         return common.as_transformation(lambda_equitune, fn, (group,), kwargs)
     transform, untransform = common.actions(group, in_action, out_action)
@@ -136,7 +145,7 @@ def lambda_equitune(
         n=group.order,
         transform=transform,
         untransform=untransform,
-        reducer=orbit.softmax_reducer(),
+        reducer=orbit.softmax_reducer(exact=exact),
         aux_fn=aux_fn,
         aux_name="weight_fn",
         has_aux=has_aux,
@@ -146,5 +155,5 @@ def lambda_equitune(
         collect_aux=return_weights,
     )
     if return_weights:
-        return y, jax.nn.softmax(logw, axis=0).T
+        return y, orbit.normalized_weights(logw, axis=0, exact=exact).T
     return y

@@ -7,6 +7,7 @@ of next-token logits ``(B, L, V)``) are averaged over those axes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +21,8 @@ __all__ = ["entropy", "given", "neg_max_probability", "neg_max_score"]
 def _mean_over_middle(v: jax.Array) -> jax.Array:
     if v.ndim == 0:
         raise ValueError("proxy losses need a leading batch axis on the outputs.")
-    return v.reshape(v.shape[0], -1).mean(axis=1)
+    # explicit size (not -1): reshape(0, -1) is ambiguous for an empty batch
+    return v.reshape(v.shape[0], math.prod(v.shape[1:])).mean(axis=1)
 
 
 def neg_max_probability(logits: ArrayLike, axis: int = -1) -> jax.Array:

@@ -47,6 +47,9 @@ def equivariance_error(
     With ``relative=True`` each deviation is divided by ``max |f(x)|`` (so values near float32
     epsilon, ~1e-7 to 1e-6, mean "equivariant up to round-off"; values of order 1 mean broken).
 
+    A NaN is never hidden: if either side holds a NaN the result is ``nan`` (an infinity on
+    one side only gives ``inf``; equal infinities count as a match).
+
     Args:
       fn: batch -> batch of outputs.
       group: the group.
@@ -75,9 +78,15 @@ def equivariance_error(
             if a.shape != b.shape:
                 raise ValueError(f"f(g x) has shape {a.shape} but g f(x) has shape {b.shape}.")
             if a.size:
-                worst = max(worst, float(np.max(np.abs(a - b))))
+                if np.isnan(a).any() or np.isnan(b).any():
+                    return float("nan")
+                same = a == b  # equal infinities match
+                with np.errstate(invalid="ignore"):
+                    diff = np.where(same, 0.0, np.abs(a - b))
+                worst = max(worst, float(np.max(diff)))
                 if relative:
-                    scale = max(scale or 0.0, float(np.max(np.abs(b))))
+                    finite = np.abs(b[np.isfinite(b)])
+                    scale = max(scale or 0.0, float(finite.max()) if finite.size else 0.0)
     if relative:
         return worst / max(scale or 0.0, np.finfo(np.float32).tiny)
     return worst
@@ -93,11 +102,17 @@ def assert_equivariant(
     elements: Sequence[int] | None = None,
     atol: float = 1e-5,
     rtol: float = 1e-5,
+    allow_nan: bool = False,
 ) -> None:
     """Asserts ``fn(g x) == g fn(x)`` for every element (integer outputs must match exactly).
 
     Tolerances: float32 models usually pass with ``atol=rtol=1e-5`` when exact up to
-    round-off; deep networks summed over many elements may need ``1e-4``.
+    round-off; deep networks summed over many elements may need ``1e-4``. For a model made
+    bitwise equivariant (``exact=True`` of the methods) pass ``atol=rtol=0``.
+
+    A NaN in either side fails the check, even where both sides agree: a model that returns NaN
+    is not shown equivariant by it. ``allow_nan=True`` accepts NaN where both sides have NaN at
+    the same positions (a NaN on one side only still fails).
 
     Raises:
       AssertionError: naming the first failing element and the mismatch.
@@ -108,7 +123,23 @@ def assert_equivariant(
       >>> x = jnp.arange(9.0).reshape(1, 3, 3, 1)
       >>> ej.testing.assert_equivariant(lambda x: 2 * x, G, x, out_action=G.act)
     """
+    kind = "invariance" if out_action is None else "equivariance"
     for g, lhs, rhs in _pairs(fn, group, x, in_action, out_action, elements):
+        for a, b in zip(jax.tree.leaves(lhs), jax.tree.leaves(rhs), strict=True):
+            na, nb = np.isnan(np.asarray(a, np.float64)), np.isnan(np.asarray(b, np.float64))
+            if not (na.any() or nb.any()):
+                continue
+            if not allow_nan:
+                raise AssertionError(
+                    f"{kind} check for group element g={g} of {group.name}: the outputs contain "
+                    f"NaN ({int(na.sum())} in f(g x), {int(nb.sum())} in g f(x)); a NaN output "
+                    "is not equivariant evidence. Pass allow_nan=True to accept NaNs that agree."
+                )
+            if na.shape != nb.shape or not np.array_equal(na, nb):
+                raise AssertionError(
+                    f"{kind} fails for group element g={g} of {group.name}: NaN positions differ "
+                    "between f(g x) and g f(x)."
+                )
         try:
             chex.assert_trees_all_equal_shapes_and_dtypes(lhs, rhs)
             ints = [jnp.issubdtype(jnp.result_type(a), jnp.integer) for a in jax.tree.leaves(lhs)]
@@ -117,7 +148,6 @@ def assert_equivariant(
             else:
                 chex.assert_trees_all_close(lhs, rhs, atol=atol, rtol=rtol)
         except AssertionError as e:
-            kind = "invariance" if out_action is None else "equivariance"
             raise AssertionError(
                 f"{kind} fails for group element g={g} of {group.name}: {e}"
             ) from None
@@ -132,6 +162,7 @@ def assert_invariant(
     elements: Sequence[int] | None = None,
     atol: float = 1e-5,
     rtol: float = 1e-5,
+    allow_nan: bool = False,
 ) -> None:
     """Asserts ``fn(g x) == fn(x)`` for every element; see :func:`assert_equivariant`.
 
@@ -141,5 +172,13 @@ def assert_invariant(
       >>> ej.testing.assert_invariant(lambda x: x.mean((1, 2)), ej.groups.dihedral(), x)
     """
     assert_equivariant(
-        fn, group, x, in_action=in_action, out_action=None, elements=elements, atol=atol, rtol=rtol
+        fn,
+        group,
+        x,
+        in_action=in_action,
+        out_action=None,
+        elements=elements,
+        atol=atol,
+        rtol=rtol,
+        allow_nan=allow_nan,
     )

@@ -9,7 +9,7 @@ hidden state. :class:`Seq2Seq` is a thin Flax shell with two methods, ``encode``
 * :func:`init_params` — initial parameters.
 * :func:`encoder` / :func:`step_fn` — ``init(params, src) -> state`` and
   ``step(params, state, token) -> (state, logits)``, the interface of
-  :mod:`equijax._src.decoding` (plain and equivariant greedy decoding of a whole batch as one
+  :mod:`equijax.decoding` (plain and equivariant greedy decoding of a whole batch as one
   jitted ``lax.scan``).
 * :func:`forward` — teacher-forced (or scheduled free-running) logits for training.
 * :func:`sequence_loss` / :func:`make_train_step` — masked cross-entropy and an optax step.
@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from equijax._src import decoding
+from equijax._src import decoding, orbit
 
 __all__ = [
     "Seq2Seq",
@@ -265,14 +265,14 @@ def exact_match(pred: jax.Array, tgt: jax.Array) -> jax.Array:
 
 
 def lambda_weights(weight_fn: Callable[[jax.Array], jax.Array], states: Any) -> jax.Array:
-    """Positive per-branch weights ``(B, |G|)`` from a λ network on the branch encodings.
+    """Normalised per-branch weights ``(B, |G|)`` from a λ network on the branch encodings.
 
-    ``w_g = exp(l_g - max_h l_h)`` with ``l_g = weight_fn(features of g·x)``: a softmax over the
-    group up to its normaliser (the decoders normalise with an order-independent sum).
+    ``w = softmax_g(l_g)`` with ``l_g = weight_fn(features of g·x)``, by the engine's λ
+    normalisation (:func:`equijax._src.orbit.normalized_weights`, order-independent sum):
+    finite for any finite logits, ``-inf`` masks a branch, all masked gives uniform weights.
     """
     logits = jax.vmap(weight_fn)(states["features"])  # (|G|, B)
-    logits = logits - jnp.max(logits, axis=0, keepdims=True)
-    return jnp.exp(logits).T
+    return orbit.normalized_weights(logits, axis=0, exact=True).T
 
 
 def equivariant_decode(
@@ -290,17 +290,20 @@ def equivariant_decode(
     weight_fn: Callable[[jax.Array], jax.Array] | None = None,
     average: Literal["prob", "logprob"] = "prob",
     proxy: str | Callable = "max_prob",
+    after_eos: decoding.AfterEos = "model",
 ) -> decoding.DecodeOutput:
     """Group-equivariant greedy decoding of a batch with a seq2seq model.
 
     Branch ``g`` encodes ``in_group.act(g, src)`` and decodes in the output vocabulary acted on
     by ``out_group`` (same element indexing); see
-    :func:`equijax._src.decoding.equivariant_greedy_decode` for the methods. For
+    :func:`equijax.decoding.equivariant_greedy_decode` for the methods. For
     ``method="lambda"``, ``weight_fn(features (B, H)) -> (B,)`` gives λ logits from the encoder
-    features of each branch.
+    features of each branch. ``after_eos`` (``"equitune_sequence"`` only): ``"zero"`` for the
+    authors' zero rows after a branch's EOS (the paper's row is ``average="logprob",
+    after_eos="zero"``).
 
     Returns:
-      A :class:`~equijax._src.decoding.DecodeOutput`; ``decode(g·x) == g·decode(x)`` exactly.
+      A :class:`~equijax.decoding.DecodeOutput`; ``decode(g·x) == g·decode(x)`` exactly.
     """
     if in_group.order != out_group.order or in_group.table != out_group.table:
         raise ValueError(
@@ -327,6 +330,7 @@ def equivariant_decode(
         average=average,
         proxy=proxy,
         batch_size=src.shape[0],
+        after_eos=after_eos,
     )
 
 

@@ -28,7 +28,8 @@ sample from ``softmax(filtered logits / T)``. Because ``l(g·x) = g·l(x)`` (Equ
 also carried along, ``sample(g·x, key) == g·sample(x, key)`` token for token. For EquizeroLM, branch
 ``h`` of ``g·x`` sees exactly what branch ``hg`` of ``x`` sees (same input, same noise frame
 ``h·c(g·x) = hg·c(x)``), hence the same score; ties between scores are broken by the smallest
-``h·c(x)``, which is also consistent. So EquizeroLM is equivariant for *any* deterministic
+``h·c(x)``, which is also consistent (the engine's argmin with a tie key; a NaN score ranks
+last). So EquizeroLM is equivariant for *any* deterministic
 scorer. (If some ``g ≠ e`` fixes the prompt, e.g. a prompt without demographic words, no
 deterministic sampler can be equivariant unless it never emits a moved token; the frame is then
 the identity.) The averaging over the group uses an order-independent (sorted) sum, so the
@@ -66,6 +67,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from equijax._src import orbit
 from equijax._src.decoding import combine_branches
 from equijax._src.groups import PermutationGroup
 from equijax.models import gpt2
@@ -295,9 +297,8 @@ def _equizero_program(model, params, ids, mask, key, temperature, general_mask, 
             score_fn, jax.ShapeDtypeStruct((order, b), jnp.float32), ids_g, mask, gen_g,
             (r + 1) * m,
         )  # fmt: skip
-        best = jnp.max(scores, axis=0)
-        tie_key = jnp.where(scores == best[None], bframe, order)
-        kstar = jnp.argmin(tie_key, axis=0).astype(jnp.int32)  # (B,)
+        # the engine's argmin rules on -score: NaN last; exact ties by the smallest frame h·c(x)
+        _, kstar = orbit.argmin_ties(-scores, 0, tie_key=bframe)  # (B,)
         picked = jnp.take_along_axis(chunk, kstar[None, :, None], axis=0)[0]  # (B, m)
         chosen = jax.vmap(lambda k, c: group.act(group.inverse(k), c))(kstar, picked)
         gen = jax.lax.dynamic_update_slice(gen, chosen, (0, r * m))
