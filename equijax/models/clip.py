@@ -61,6 +61,7 @@ __all__ = [
     "hf_to_flax",
     "load_tokenizer",
     "tokenize",
+    "write_bpe_vocab",
     "write_tokenizer_files",
     "zero_shot_classifier",
 ]
@@ -775,10 +776,41 @@ def write_tokenizer_files(bpe_path: str | os.PathLike, directory: str | os.PathL
         directory: output directory (created if needed).
     """
     import gzip
-    import json
 
     lines = gzip.open(bpe_path, "rt", encoding="utf-8").read().split("\n")
-    merges = lines[1 : 49152 - 256 - 2 + 1]
+    write_bpe_vocab(lines[1 : 49152 - 256 - 2 + 1], directory)
+
+
+def write_bpe_vocab(merges: Sequence[str], directory: str | os.PathLike) -> None:
+    """Write ``vocab.json`` / ``merges.txt`` / ``tokenizer_config.json`` for a CLIP-style BPE.
+
+    The vocabulary is CLIP's byte-level scheme, in OpenAI's order: the 256 byte symbols, their
+    ``</w>`` (end-of-word) forms, one token per merge (the merged pair) and
+    ``<|startoftext|>``, ``<|endoftext|>`` (the largest id). Any list of merges gives a working
+    tokenizer: with OpenAI's 48,894 merges it is CLIP's; with a handful (as in
+    :func:`equijax.models.tiny.write_tiny_clip_tokenizer`) a small offline test vocabulary.
+
+    Args:
+        merges: merge rules ``"a b"`` in priority order (each merges two existing symbols).
+        directory: output directory (created if needed).
+
+    Raises:
+        ValueError: a merge is not two space-separated symbols.
+
+    Examples:
+        >>> import tempfile, json, pathlib
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     write_bpe_vocab(["c a", "ca t</w>"], d)
+        ...     vocab = json.loads((pathlib.Path(d) / "vocab.json").read_text(encoding="utf-8"))
+        >>> len(vocab), vocab["cat</w>"], vocab["<|endoftext|>"]
+        (516, 513, 515)
+    """
+    import json
+
+    merges = [m for m in merges if m]
+    bad = [m for m in merges if len(m.split()) != 2]
+    if bad:
+        raise ValueError(f"merges must be 'left right' pairs; bad entries: {bad[:3]}")
     byte_symbols = list(_hub.bytes_to_unicode().values())
     vocab = byte_symbols + [s + "</w>" for s in byte_symbols]
     vocab += ["".join(m.split()) for m in merges]
