@@ -47,7 +47,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from equijax.models import _hub
+from equijax.models import _convert, _hub
+from equijax.models._activations import ACTIVATIONS, check_activation
 
 __all__ = [
     "CLIP",
@@ -68,18 +69,9 @@ __all__ = [
 
 Params = Any
 
-_ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
-    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-    "relu": jax.nn.relu,
-}
-
 
 def _check_activation(name: str, arg: str) -> None:
-    if name not in _ACTIVATIONS:
-        raise ValueError(f"{arg}={name!r} is not supported; use one of {sorted(_ACTIVATIONS)}")
+    check_activation(name, arg)
 
 
 # ----------------------------------------------------------------------------- configs
@@ -238,7 +230,7 @@ class _MLP(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         x = nn.Dense(self.intermediate_size, dtype=self.dtype, name="fc1")(x)
-        x = _ACTIVATIONS[self.act](x)
+        x = ACTIVATIONS[self.act](x)
         return nn.Dense(self.hidden_size, dtype=self.dtype, name="fc2")(x)
 
 
@@ -665,8 +657,9 @@ def hf_to_flax(state_dict: Mapping[str, np.ndarray]) -> dict[tuple[str, ...], np
     embedding ``weight`` becomes ``embedding``; ``layers.N`` becomes ``layers_N``. Non-persistent
     buffers (``position_ids``) are dropped. Leaves already in Flax layout (``kernel``, ``scale``,
     ``embedding``: the ``flax_model.msgpack`` of ``transformers``' former ``FlaxCLIPModel``, whose
-    module names are the same) are kept as they are. Unknown names are passed through so that
-    :func:`equijax.models._hub.assign` reports them as unexpected.
+    module names are the same) are kept as they are. Unknown names are kept under their own
+    name so that :func:`equijax.models._hub.assign` reports them as unexpected. The layout rules
+    are the shared ones of :func:`equijax.models._convert.convert`; this port adds only its names.
 
     Args:
         state_dict: ``name -> array`` as read from ``model.safetensors``.
@@ -680,33 +673,26 @@ def hf_to_flax(state_dict: Mapping[str, np.ndarray]) -> dict[tuple[str, ...], np
         >>> out[("params", "text_projection", "kernel")].shape
         (3, 4)
     """
-    out: dict[tuple[str, ...], np.ndarray] = {}
-    for name, value in state_dict.items():
-        if name.endswith(_DROPPED_SUFFIXES):
-            continue
-        parts = name.split(".")
-        path: list[str] = []
-        i = 0
-        while i < len(parts):
-            if parts[i] == "layers" and i + 1 < len(parts) and parts[i + 1].isdigit():
-                path.append(f"layers_{parts[i + 1]}")
-                i += 2
-            else:
-                path.append(parts[i])
-                i += 1
-        value = np.asarray(value)
-        leaf, owner = path[-1], path[-2] if len(path) > 1 else ""
-        if leaf == "weight":
-            if owner in _LAYER_NORMS:
-                path[-1] = "scale"
-            elif owner in _EMBEDDINGS:
-                path[-1] = "embedding"
-            elif value.ndim == 4:
-                path[-1], value = "kernel", value.transpose(2, 3, 1, 0)
-            elif value.ndim == 2:
-                path[-1], value = "kernel", value.T
-        out[("params", *path)] = value
-    return out
+    return _convert.convert(state_dict, _clip_rule)
+
+
+def _clip_rule(name: str) -> _convert.Target | str | None:
+    """HF ``CLIPModel`` tensor name -> owning Flax module (see :mod:`equijax.models._convert`)."""
+    if name.endswith(_DROPPED_SUFFIXES):
+        return _convert.DROP
+    parts = tuple(_convert.join_indices(name, "layers").split("."))
+    mods, leaf = parts[:-1], parts[-1]
+    if leaf in ("logit_scale", "class_embedding"):
+        return _convert.Target("param", parts)
+    if not mods:
+        return None
+    if mods[-1] in _LAYER_NORMS:
+        return _convert.Target("norm", mods)
+    if mods[-1] in _EMBEDDINGS:
+        return _convert.Target("embedding", mods)
+    if mods[-1] == "patch_embedding":
+        return _convert.Target("conv", mods)
+    return _convert.Target("linear", mods)
 
 
 def from_pretrained(name_or_path: str | os.PathLike, *, dtype: Any = None) -> tuple[CLIP, Params]:
