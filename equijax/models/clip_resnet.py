@@ -39,15 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from equijax.models import _convert
-from equijax.models.clip import (
-    CLIPTextConfig,
-    CLIPTextTransformer,
-    ZeroShotHead,
-    _apply,
-    _check_ids,
-    _check_images,
-    _init,
-)
+from equijax.models.clip import CLIPBase, CLIPTextConfig, CLIPTextTransformer, check_images
 
 __all__ = [
     "CLIPResNet",
@@ -227,7 +219,7 @@ class ModifiedResNet(nn.Module):
     @nn.compact
     def __call__(self, images: jax.Array) -> jax.Array:
         c = self.config
-        x = _check_images(images, c.image_size, 3)
+        x = check_images(images, c.image_size, 3)
         w = c.width
         for i, features in enumerate((w // 2, w // 2, w), start=1):
             stride = 2 if i == 1 else 1
@@ -270,61 +262,35 @@ class CLIPResNetModule(nn.Module):
 
 
 @dataclasses.dataclass(frozen=True)
-class CLIPResNet(ZeroShotHead):
+class CLIPResNet(CLIPBase):
     """Functional ResNet CLIP: static config plus pure ``(params, inputs)`` methods.
 
-    Same methods and shapes as :class:`equijax.models.clip.CLIP`; ``params`` holds
-    ``"params"`` and ``"batch_stats"`` (batch norm in inference mode).
+    Same methods and shapes as :class:`equijax.models.clip.CLIP` (both are
+    :class:`equijax.models.clip.CLIPBase`); ``params`` holds ``"params"`` and ``"batch_stats"``
+    (batch norm in inference mode).
     """
 
     config: CLIPResNetConfig
     dtype: Any = None
+    num_channels = 3
+    logit_scale_init = float(np.log(1 / 0.07))
 
     @property
     def module(self) -> CLIPResNetModule:
         return CLIPResNetModule(self.config, self.dtype)
 
     @property
-    def image_size(self) -> int:
-        return self.config.image_size
+    def text_config(self) -> CLIPTextConfig:
+        return self.config.text
 
     @property
-    def context_length(self) -> int:
-        return self.config.text.max_position_embeddings
+    def image_size(self) -> int:
+        return self.config.image_size
 
     @property
     def embed_dim(self) -> int:
         """Joint embedding size (``config.embed_dim``)."""
         return self.config.embed_dim
-
-    def _dummy_inputs(self) -> tuple[jax.Array, jax.Array]:
-        s = self.config.image_size
-        return jnp.zeros((1, s, s, 3), jnp.float32), jnp.zeros((1, 1), jnp.int32)
-
-    def init(self, key: jax.Array) -> Params:
-        """Random variables ``{"params": ..., "batch_stats": ...}`` (for tests)."""
-        return _init(self, key, float(np.log(1 / 0.07)))
-
-    def param_template(self) -> Params:
-        """Shapes/dtypes of all variables (``jax.ShapeDtypeStruct`` leaves), no allocation."""
-        return jax.eval_shape(
-            lambda key: self.module.init(key, *self._dummy_inputs()), jax.random.key(0)
-        )
-
-    def encode_image(
-        self, params: Params, images: jax.typing.ArrayLike, *, normalize: bool = False
-    ) -> jax.Array:
-        """``(B, S, S, 3)`` NHWC preprocessed images -> ``(B, embed_dim)`` (OpenCLIP
-        ``encode_image``)."""
-        images = _check_images(images, self.config.image_size, 3)
-        return _apply(self, "encode_image", normalize, params, images)
-
-    def encode_text(
-        self, params: Params, ids: jax.typing.ArrayLike, *, normalize: bool = False
-    ) -> jax.Array:
-        """``(N, T)`` token ids -> ``(N, embed_dim)`` (OpenCLIP ``encode_text``, argmax pooling)."""
-        ids = _check_ids(ids, self.config.text)
-        return _apply(self, "encode_text", normalize, params, ids)
 
 
 _DROPPED = ("num_batches_tracked", "attn_mask", "input_resolution", "context_length", "vocab_size")
