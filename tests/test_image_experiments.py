@@ -20,9 +20,9 @@ tfds = pytest.importorskip("tensorflow_datasets")
 @pytest.fixture(scope="module")
 def tiny_clip_dir(tmp_path_factory):
     pytest.importorskip("torch")
-    from experiments import clip_zeroshot
+    from equijax.models.tiny import write_tiny_random_clip
 
-    return clip_zeroshot.write_tiny_random_clip(tmp_path_factory.mktemp("tiny_clip"))
+    return write_tiny_random_clip(tmp_path_factory.mktemp("tiny_clip"))
 
 
 def test_clip_zeroshot_end_to_end_on_tiny_random_clip(tiny_clip_dir, tmp_path):

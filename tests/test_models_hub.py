@@ -124,6 +124,7 @@ def test_read_state_dict_never_unpickles_bin_files(tmp_path):
         _hub.read_state_dict(tmp_path)
     msg = str(info.value)
     assert str(tmp_path) in msg and "model.safetensors" in msg and "pytorch_model.bin" in msg
+    assert "safe_serialization" not in msg  # gone in transformers 5
 
 
 def test_read_state_dict_rejects_unsupported_file_type(tmp_path):
@@ -176,3 +177,47 @@ def test_orbax_round_trip_with_and_without_template(tmp_path):
 def test_restore_params_missing_path_raises(tmp_path):
     with pytest.raises(FileNotFoundError, match="save_params"):
         _hub.restore_params(tmp_path / "nothing")
+
+
+def test_save_params_refuses_directory_with_user_files(tmp_path):
+    target = tmp_path / "results"
+    target.mkdir()
+    (target / "notes.txt").write_text("keep me")
+    (target / "sub").mkdir()
+    with pytest.raises(FileExistsError, match="not an orbax checkpoint"):
+        _hub.save_params(target, {"w": jnp.ones(2)})
+    assert (target / "notes.txt").read_text() == "keep me" and (target / "sub").is_dir()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError, match="is a file"):
+        _hub.save_params(tmp_path / "file", {"w": jnp.ones(2)})
+    assert (tmp_path / "file").read_text() == "x"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _hub.save_params(empty, {"w": jnp.ones(2)})  # an empty directory is fine
+    _hub.save_params(empty, {"w": jnp.zeros(2)})  # and so is replacing a checkpoint
+    assert float(_hub.restore_params(empty)["w"].sum()) == 0.0
+
+
+def _truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("damaged", ["_METADATA", "array"])
+def test_restore_params_names_the_path_of_a_truncated_file(tmp_path, damaged):
+    ckpt = tmp_path / "ckpt"
+    _hub.save_params(ckpt, {"w": jnp.arange(5.0), "b": {"c": jnp.ones((2, 3))}})
+    victim = ckpt / "_METADATA"
+    if damaged == "_METADATA":
+        _truncate(victim)
+    else:  # the merged OCDBT data files that hold the arrays
+        data_files = sorted((ckpt / "d").iterdir())
+        assert data_files
+        for path in data_files:
+            _truncate(path)
+    with pytest.raises(ValueError) as info:
+        _hub.restore_params(ckpt)
+    msg = str(info.value)
+    assert str(ckpt) in msg
+    if damaged == "_METADATA":
+        assert str(victim) in msg and "truncated" in msg

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -182,3 +184,40 @@ def test_equitune_of_loaded_resnet_is_rot90_invariant(saved_resnet):
     y = fn(variables, x)
     y_rot = fn(variables, jnp.rot90(x, k=1, axes=(1, 2)))
     np.testing.assert_allclose(np.asarray(y), np.asarray(y_rot), atol=1e-4)
+
+
+@pytest.mark.parametrize(("layer_type", "act"), [("bottleneck", "gelu"), ("basic", "silu")])
+def test_non_relu_hidden_act_matches_torch(tmp_path, layer_type, act):
+    """HF applies hidden_act in the stem and after each residual sum, ReLU inside the blocks."""
+    from equijax.models import tiny
+
+    path = tiny.write_tiny_random_resnet(tmp_path, seed=3, layer_type=layer_type, hidden_act=act)
+    ref = transformers.ResNetForImageClassification.from_pretrained(path).eval()
+    model, variables = resnet.from_pretrained(path)
+    assert model.config.hidden_act == act
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
+    with torch.no_grad():
+        want = ref(pixel_values=torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).logits.numpy()
+    got = np.asarray(model.apply(variables, x).logits)
+    np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+    # hidden_act really matters here: the same weights with ReLU throughout differ clearly
+    wrong = dataclasses.replace(model.config, hidden_act="relu")
+    assert float(np.abs(resnet.ResNet(wrong).apply(variables, x).logits - want).max()) > 1e-3
+
+
+FLAX_FIXTURE = pathlib.Path(__file__).resolve().parent / "fixtures" / "flax_resnet"
+
+
+def test_reads_hf_flax_msgpack_written_by_transformers_4():
+    """tests/fixtures/flax_resnet: FlaxResNetForImageClassification.save_pretrained output."""
+    assert sorted(p.name for p in FLAX_FIXTURE.iterdir()) == [
+        "config.json", "flax_model.msgpack", "reference.npz"]  # fmt: skip
+    model, variables = resnet.from_pretrained(FLAX_FIXTURE)
+    assert model.config.depths == (1, 2) and set(variables) == {"params", "batch_stats"}
+    with np.load(FLAX_FIXTURE / "reference.npz") as ref:
+        images, logits = ref["images"].astype(np.float32), ref["logits"]
+    got = np.asarray(model.apply(variables, images).logits)
+    assert float(np.abs(logits).max()) > 1e-2
+    np.testing.assert_allclose(got, logits, atol=1e-4, rtol=0)
+    stats = variables["batch_stats"]["stages_1_layers_1"]["layer_1"]["normalization"]
+    assert float(jnp.abs(stats["var"] - 1).max()) > 1e-3  # the random statistics were read

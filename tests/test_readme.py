@@ -40,12 +40,11 @@ def test_hub_models_block_runs_with_local_checkpoints(tmp_path):
     import torch
     import transformers
 
-    from experiments.clip_zeroshot import write_tiny_random_clip
-    from experiments.nlg_fairness import save_random_gpt2
+    from equijax.models.tiny import write_tiny_random_clip, write_tiny_random_gpt2
 
     torch.manual_seed(0)
     clip_dir = write_tiny_random_clip(tmp_path / "clip")
-    gpt2_dir = save_random_gpt2(tmp_path / "gpt2")
+    gpt2_dir = write_tiny_random_gpt2(tmp_path / "gpt2")
     resnet_dir = tmp_path / "resnet"
     transformers.ResNetForImageClassification(transformers.ResNetConfig(
         embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="bottleneck",

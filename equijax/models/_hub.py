@@ -236,8 +236,8 @@ def read_state_dict(
         contents = "directory does not exist"
     raise FileNotFoundError(
         f"no checkpoint found in {str(directory)!r}: looked for {list(filenames)}; {contents}."
-        " PyTorch pickles (*.bin) are not read; re-save with save_pretrained(..., "
-        "safe_serialization=True)"
+        " PyTorch pickles (*.bin) are never read; convert them to model.safetensors (e.g. "
+        "load the model with transformers and call save_pretrained, which writes safetensors)"
     )
 
 
@@ -385,12 +385,26 @@ def assign(
     return rebuild(template, ())
 
 
+_ORBAX_MARKERS = ("_CHECKPOINT_METADATA", "_METADATA")
+
+
+def _is_checkpoint(path: pathlib.Path) -> bool:
+    return any((path / marker).is_file() for marker in _ORBAX_MARKERS)
+
+
 def save_params(path: str | os.PathLike, params: PyTree) -> None:
-    """Save a params pytree with orbax (overwrites an existing checkpoint at ``path``).
+    """Save a params pytree with orbax; replaces an earlier checkpoint, never other files.
+
+    ``path`` may be new, an empty directory, or a checkpoint written earlier (which is
+    replaced). Anything else -- a file, or a directory holding files that are not an orbax
+    checkpoint -- is refused, because writing there would delete its contents.
 
     Args:
         path: target directory (made absolute; orbax requires absolute paths).
         params: pytree of arrays.
+
+    Raises:
+        FileExistsError: ``path`` is a file, or a non-empty directory that is not a checkpoint.
 
     Examples:
         >>> import tempfile, jax.numpy as jnp
@@ -402,6 +416,17 @@ def save_params(path: str | os.PathLike, params: PyTree) -> None:
     import orbax.checkpoint as ocp
 
     path = pathlib.Path(path).expanduser().absolute()
+    if path.is_file():
+        raise FileExistsError(
+            f"save_params: {str(path)!r} is a file; pass a new directory for the checkpoint"
+        )
+    if path.is_dir() and any(path.iterdir()) and not _is_checkpoint(path):
+        n = sum(1 for _ in path.iterdir())
+        raise FileExistsError(
+            f"save_params: {str(path)!r} is a non-empty directory ({n} entries) that is not an "
+            "orbax checkpoint; saving there would delete its contents. Pass a new or empty "
+            "directory (or a checkpoint written by save_params, which is replaced)"
+        )
     with ocp.StandardCheckpointer() as ckptr:
         ckptr.save(path, params, force=True)
         ckptr.wait_until_finished()
@@ -420,26 +445,46 @@ def restore_params(path: str | os.PathLike, template: PyTree | None = None) -> P
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
+        ValueError: the checkpoint is damaged (e.g. a truncated ``_METADATA`` or array file);
+            the message names the checkpoint and the file orbax/TensorStore failed on.
     """
     import orbax.checkpoint as ocp
 
     path = pathlib.Path(path).expanduser().absolute()
     if not path.exists():
         raise FileNotFoundError(f"no orbax checkpoint at {str(path)!r}; save one with save_params")
-    with ocp.StandardCheckpointer() as ckptr:
-        if template is None:
-            return ckptr.restore(path)
-        import jax
+    for marker in _ORBAX_MARKERS:
+        meta = path / marker
+        if meta.is_file():
+            try:
+                json.loads(meta.read_text(encoding="utf-8"))
+            except (ValueError, UnicodeDecodeError) as err:
+                raise ValueError(
+                    f"damaged checkpoint: {str(meta)!r} is not valid JSON ({err}); the file is "
+                    "truncated or corrupted, save the parameters again"
+                ) from err
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            if template is None:
+                return ckptr.restore(path)
+            import jax
 
-        abstract = jax.tree_util.tree_map(
-            lambda x: (
-                x
-                if isinstance(x, jax.ShapeDtypeStruct)
-                else jax.ShapeDtypeStruct(np.shape(x), getattr(x, "dtype", np.asarray(x).dtype))
-            ),
-            template,
-        )
-        return ckptr.restore(path, abstract)
+            abstract = jax.tree_util.tree_map(
+                lambda x: (
+                    x
+                    if isinstance(x, jax.ShapeDtypeStruct)
+                    else jax.ShapeDtypeStruct(np.shape(x), getattr(x, "dtype", np.asarray(x).dtype))
+                ),
+                template,
+            )
+            return ckptr.restore(path, abstract)
+    except (FileNotFoundError, TypeError) as err:
+        raise type(err)(f"could not restore the checkpoint at {str(path)!r}: {err}") from err
+    except (ValueError, OSError, RuntimeError) as err:
+        raise ValueError(
+            f"could not restore the checkpoint at {str(path)!r} (damaged or incompatible): "
+            f"{type(err).__name__}: {err}"
+        ) from err
 
 
 @functools.lru_cache(maxsize=1)

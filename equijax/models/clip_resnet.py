@@ -38,15 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from equijax.models.clip import (
-    CLIPTextConfig,
-    CLIPTextTransformer,
-    ZeroShotHead,
-    _apply,
-    _check_ids,
-    _check_images,
-    _init,
-)
+from equijax.models import _convert
+from equijax.models.clip import CLIPBase, CLIPTextConfig, CLIPTextTransformer, check_images
 
 __all__ = [
     "CLIPResNet",
@@ -226,7 +219,7 @@ class ModifiedResNet(nn.Module):
     @nn.compact
     def __call__(self, images: jax.Array) -> jax.Array:
         c = self.config
-        x = _check_images(images, c.image_size, 3)
+        x = check_images(images, c.image_size, 3)
         w = c.width
         for i, features in enumerate((w // 2, w // 2, w), start=1):
             stride = 2 if i == 1 else 1
@@ -269,70 +262,38 @@ class CLIPResNetModule(nn.Module):
 
 
 @dataclasses.dataclass(frozen=True)
-class CLIPResNet(ZeroShotHead):
+class CLIPResNet(CLIPBase):
     """Functional ResNet CLIP: static config plus pure ``(params, inputs)`` methods.
 
-    Same methods and shapes as :class:`equijax.models.clip.CLIP`; ``params`` holds
-    ``"params"`` and ``"batch_stats"`` (batch norm in inference mode).
+    Same methods and shapes as :class:`equijax.models.clip.CLIP` (both are
+    :class:`equijax.models.clip.CLIPBase`); ``params`` holds ``"params"`` and ``"batch_stats"``
+    (batch norm in inference mode).
     """
 
     config: CLIPResNetConfig
     dtype: Any = None
+    num_channels = 3
+    logit_scale_init = float(np.log(1 / 0.07))
 
     @property
     def module(self) -> CLIPResNetModule:
         return CLIPResNetModule(self.config, self.dtype)
 
     @property
-    def image_size(self) -> int:
-        return self.config.image_size
+    def text_config(self) -> CLIPTextConfig:
+        return self.config.text
 
     @property
-    def context_length(self) -> int:
-        return self.config.text.max_position_embeddings
+    def image_size(self) -> int:
+        return self.config.image_size
 
     @property
     def embed_dim(self) -> int:
         """Joint embedding size (``config.embed_dim``)."""
         return self.config.embed_dim
 
-    def _dummy_inputs(self) -> tuple[jax.Array, jax.Array]:
-        s = self.config.image_size
-        return jnp.zeros((1, s, s, 3), jnp.float32), jnp.zeros((1, 1), jnp.int32)
-
-    def init(self, key: jax.Array) -> Params:
-        """Random variables ``{"params": ..., "batch_stats": ...}`` (for tests)."""
-        return _init(self, key, float(np.log(1 / 0.07)))
-
-    def param_template(self) -> Params:
-        """Shapes/dtypes of all variables (``jax.ShapeDtypeStruct`` leaves), no allocation."""
-        return jax.eval_shape(
-            lambda key: self.module.init(key, *self._dummy_inputs()), jax.random.key(0)
-        )
-
-    def encode_image(
-        self, params: Params, images: jax.typing.ArrayLike, *, normalize: bool = False
-    ) -> jax.Array:
-        """``(B, S, S, 3)`` NHWC preprocessed images -> ``(B, embed_dim)`` (OpenCLIP
-        ``encode_image``)."""
-        images = _check_images(images, self.config.image_size, 3)
-        return _apply(self, "encode_image", normalize, params, images)
-
-    def encode_text(
-        self, params: Params, ids: jax.typing.ArrayLike, *, normalize: bool = False
-    ) -> jax.Array:
-        """``(N, T)`` token ids -> ``(N, embed_dim)`` (OpenCLIP ``encode_text``, argmax pooling)."""
-        ids = _check_ids(ids, self.config.text)
-        return _apply(self, "encode_text", normalize, params, ids)
-
 
 _DROPPED = ("num_batches_tracked", "attn_mask", "input_resolution", "context_length", "vocab_size")
-_BN_LEAVES = {
-    "weight": ("params", "scale"),
-    "bias": ("params", "bias"),
-    "running_mean": ("batch_stats", "mean"),
-    "running_var": ("batch_stats", "var"),
-}
 
 
 def open_clip_to_flax(state_dict: Mapping[str, np.ndarray]) -> dict[tuple[str, ...], np.ndarray]:
@@ -343,7 +304,9 @@ def open_clip_to_flax(state_dict: Mapping[str, np.ndarray]) -> dict[tuple[str, .
     ``in_proj_weight`` is split into ``q/k/v_proj``; convolutions ``(O, I, kh, kw)`` become
     ``(kh, kw, I, O)`` and linear weights are transposed; ``text_projection`` (``(width, D)``,
     used as ``x @ P``) is kept as is. Buffers (``attn_mask``, ``num_batches_tracked``) are
-    dropped; unknown names pass through so that :func:`equijax.models._hub.assign` reports them.
+    dropped; unknown names are kept under their own name so that
+    :func:`equijax.models._hub.assign` reports them. Layout rules are the shared ones of
+    :func:`equijax.models._convert.convert`; this port adds only its names.
 
     Args:
         state_dict: ``name -> array`` from ``open_clip_model.safetensors``.
@@ -357,76 +320,63 @@ def open_clip_to_flax(state_dict: Mapping[str, np.ndarray]) -> dict[tuple[str, .
         >>> list(out)
         [('batch_stats', 'visual', 'bn1', 'var')]
     """
-    out: dict[tuple[str, ...], np.ndarray] = {}
-    text_root = ("params", "text_model")
+    split: dict[str, np.ndarray] = {}
     for name, value in state_dict.items():
-        if name.endswith(_DROPPED):
-            continue
-        value = np.asarray(value)
-        parts = name.split(".")
-        if parts[0] == "visual":
-            path = ["visual"]
-            rest = parts[1:]
-            i = 0
-            while i < len(rest):
-                if rest[i].startswith("layer") and i + 1 < len(rest) and rest[i + 1].isdigit():
-                    path.append(f"{rest[i]}_{rest[i + 1]}")
-                    i += 2
-                elif rest[i] == "downsample" and i + 1 < len(rest):
-                    path.append(f"downsample_{rest[i + 1]}")
-                    i += 2
-                else:
-                    path.append(rest[i])
-                    i += 1
-            leaf, owner = path[-1], path[-2]
-            if owner.startswith("bn") or owner == "downsample_1":
-                collection, new_leaf = _BN_LEAVES.get(leaf, ("params", leaf))
-                out[(collection, *path[:-1], new_leaf)] = value
-            elif leaf == "weight" and value.ndim == 4:
-                out[("params", *path[:-1], "kernel")] = value.transpose(2, 3, 1, 0)
-            elif leaf == "weight" and value.ndim == 2:
-                out[("params", *path[:-1], "kernel")] = value.T
-            else:
-                out[("params", *path)] = value
-        elif name == "token_embedding.weight":
-            out[(*text_root, "embeddings", "token_embedding", "embedding")] = value
-        elif name == "positional_embedding":
-            out[(*text_root, "embeddings", "position_embedding", "embedding")] = value
-        elif parts[0] == "ln_final":
-            leaf = {"weight": "scale"}.get(parts[1], parts[1])
-            out[(*text_root, "final_layer_norm", leaf)] = value
-        elif name == "text_projection":
-            out[("params", "text_projection", "kernel")] = value
-        elif name == "logit_scale":
-            out[("params", "logit_scale")] = value
-        elif parts[0] == "transformer" and len(parts) >= 5 and parts[1] == "resblocks":
-            layer = (*text_root, "encoder", f"layers_{parts[2]}")
-            sub, leaf = parts[3:-1], parts[-1]
-            if sub == ["attn"] and leaf in ("in_proj_weight", "in_proj_bias"):
-                for proj, chunk in zip(("q_proj", "k_proj", "v_proj"), np.split(value, 3),
-                                       strict=True):  # fmt: skip
-                    if leaf == "in_proj_weight":
-                        out[(*layer, "self_attn", proj, "kernel")] = chunk.T
-                    else:
-                        out[(*layer, "self_attn", proj, "bias")] = chunk
-                continue
-            module = {
-                ("ln_1",): ("layer_norm1",), ("ln_2",): ("layer_norm2",),
-                ("attn", "out_proj"): ("self_attn", "out_proj"),
-                ("mlp", "c_fc"): ("mlp", "fc1"), ("mlp", "c_proj"): ("mlp", "fc2"),
-            }.get(tuple(sub))  # fmt: skip
-            if module is None:
-                out[("params", *parts)] = value
-                continue
-            if leaf == "weight" and module[0].startswith("layer_norm"):
-                out[(*layer, *module, "scale")] = value
-            elif leaf == "weight":
-                out[(*layer, *module, "kernel")] = value.T
-            else:
-                out[(*layer, *module, leaf)] = value
+        stem, _, leaf = name.rpartition(".")
+        if stem.endswith(".attn") and leaf in ("in_proj_weight", "in_proj_bias"):
+            kind = "weight" if leaf == "in_proj_weight" else "bias"
+            for proj, chunk in zip(("q_proj", "k_proj", "v_proj"), np.split(np.asarray(value), 3),
+                                   strict=True):  # fmt: skip
+                split[f"{stem}.{proj}.{kind}"] = chunk
         else:
-            out[("params", *parts)] = value
-    return out
+            split[name] = value
+    return _convert.convert(split, _open_clip_rule)
+
+
+_VISUAL_LISTS = ("layer1", "layer2", "layer3", "layer4", "downsample")
+_TEXT_BLOCK_MODULES = {
+    "ln_1": ("layer_norm1",), "ln_2": ("layer_norm2",), "attn.out_proj": ("self_attn", "out_proj"),
+    "attn.q_proj": ("self_attn", "q_proj"), "attn.k_proj": ("self_attn", "k_proj"),
+    "attn.v_proj": ("self_attn", "v_proj"), "mlp.c_fc": ("mlp", "fc1"),
+    "mlp.c_proj": ("mlp", "fc2"),
+}  # fmt: skip
+
+
+def _open_clip_rule(name: str) -> _convert.Target | str | None:
+    """OpenCLIP tensor name -> owning Flax module (see :mod:`equijax.models._convert`)."""
+    Target = _convert.Target
+    if name.endswith(_DROPPED):
+        return _convert.DROP
+    parts = tuple(name.split("."))
+    text = ("text_model",)
+    if parts[0] == "visual":
+        mods = tuple(_convert.join_indices(name, *_VISUAL_LISTS).split("."))[:-1]
+        if parts[-1] == "positional_embedding":
+            return Target("param", (*mods, "positional_embedding"))
+        owner = mods[-1] if len(mods) > 1 else ""
+        if owner.startswith("bn") or owner == "downsample_1":
+            return Target("norm", mods)
+        if owner.startswith("conv") or owner == "downsample_0":
+            return Target("conv", mods)
+        return Target("linear", mods) if owner else None
+    if name == "token_embedding.weight":
+        return Target("embedding", (*text, "embeddings", "token_embedding"))
+    if name == "positional_embedding":
+        return Target("param", (*text, "embeddings", "position_embedding", "embedding"))
+    if parts[0] == "ln_final":
+        return Target("norm", (*text, "final_layer_norm"))
+    if name == "text_projection":  # (width, D), used as x @ P: already a Flax kernel
+        return Target("param", ("text_projection", "kernel"))
+    if name == "logit_scale":
+        return Target("param", ("logit_scale",))
+    if parts[:2] == ("transformer", "resblocks") and len(parts) >= 5:
+        module = _TEXT_BLOCK_MODULES.get(".".join(parts[3:-1]))
+        if module is None:
+            return None
+        layer = (*text, "encoder", f"layers_{parts[2]}")
+        kind = "norm" if module[0].startswith("layer_norm") else "linear"
+        return Target(kind, (*layer, *module))
+    return None
 
 
 _CONFIG_FILES = ("open_clip_config.json",)

@@ -64,7 +64,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from equijax.models import _hub
+from equijax.models import _convert, _hub
+from equijax.models._activations import ACTIVATIONS, check_activation
 
 __all__ = [
     "GPT2Config",
@@ -83,16 +84,6 @@ __all__ = [
     "step_fn",
 ]
 
-_ACTIVATIONS = {
-    "gelu_new": lambda x: nn.gelu(x, approximate=True),
-    "gelu_pytorch_tanh": lambda x: nn.gelu(x, approximate=True),
-    "gelu_fast": lambda x: nn.gelu(x, approximate=True),
-    "gelu": lambda x: nn.gelu(x, approximate=False),
-    "relu": nn.relu,
-    "silu": nn.silu,
-    "swish": nn.silu,
-    "tanh": jnp.tanh,
-}
 _STRATEGIES = ("greedy", "sample", "beam")
 
 
@@ -133,11 +124,7 @@ class GPT2Config:
     def __post_init__(self):
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
-        if self.activation_function not in _ACTIVATIONS:
-            raise ValueError(
-                f"activation_function={self.activation_function!r} is not supported; use one of "
-                f"{sorted(_ACTIVATIONS)}"
-            )
+        check_activation(self.activation_function, "activation_function")
         for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -249,7 +236,7 @@ class _MLP(nn.Module):
         cfg = self.config
         kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
         h = nn.Dense(cfg.n_inner or 4 * cfg.n_embd, name="c_fc", **kw)(x)
-        return nn.Dense(cfg.n_embd, name="c_proj", **kw)(_ACTIVATIONS[cfg.activation_function](h))
+        return nn.Dense(cfg.n_embd, name="c_proj", **kw)(ACTIVATIONS[cfg.activation_function](h))
 
 
 class GPT2LMHeadModel(nn.Module):
@@ -852,42 +839,35 @@ def convert_state_dict(
     PyTorch ``Conv1D`` weights are already ``(in, out)``; HF-Flax ``kernel`` s are ``(out, in)`` and
     are transposed.
 
+    Layout rules are the shared ones of :func:`equijax.models._convert.convert`.
+
     Returns:
-        dict from param paths to arrays; unknown names are kept (as ``("unexpected", name)``) so
-        that :func:`~equijax.models._hub.assign` reports them.
+        dict from param paths to arrays; unknown names are kept under their own name so that
+        :func:`~equijax.models._hub.assign` reports them.
     """
-    out: dict[tuple[str, ...], np.ndarray] = {}
-    for name, value in state_dict.items():
-        value = np.asarray(value)
-        key = name.removeprefix("transformer.")
-        if key.startswith("params."):  # HF-Flax msgpack with a top-level "params"
-            key = key.removeprefix("params.").removeprefix("transformer.")
-        if _IGNORED.match(key):
-            continue
-        if key in ("lm_head.weight", "lm_head.kernel"):
-            if config.tie_word_embeddings:
-                continue
-            out[("lm_head", "kernel")] = value.T if key.endswith("weight") else value
-            continue
-        m = _PT_BLOCK.match(key)
-        parts = [f"h_{m.group(1)}", *m.group(2).split(".")] if m else key.split(".")
-        if not m and parts[0] not in ("wte", "wpe", "ln_f"):
-            out[("unexpected", name)] = value
-            continue
-        *mods, leaf = parts
-        if mods in (["wte"], ["wpe"]) and leaf in ("weight", "embedding"):
-            out[(*mods, "embedding")] = value
-        elif leaf in ("weight", "scale") and mods and mods[-1].startswith("ln_"):
-            out[(*mods, "scale")] = value
-        elif leaf == "weight" and value.ndim == 2:
-            out[(*mods, "kernel")] = value  # Conv1D: (in, out)
-        elif leaf == "kernel" and value.ndim == 2:
-            out[(*mods, "kernel")] = value.T  # HF-Flax FlaxConv1D: (out, in)
-        elif leaf == "bias":
-            out[(*mods, "bias")] = value
-        else:
-            out[("unexpected", name)] = value
-    return out
+    return _convert.convert(
+        state_dict, functools.partial(_gpt2_rule, tied=config.tie_word_embeddings),
+        collections=False,
+    )  # fmt: skip
+
+
+def _gpt2_rule(name: str, *, tied: bool) -> _convert.Target | str | None:
+    """HF GPT-2 tensor name -> owning Flax module (see :mod:`equijax.models._convert`)."""
+    key = name.removeprefix("transformer.")
+    if _IGNORED.match(key):
+        return _convert.DROP
+    if key in ("lm_head.weight", "lm_head.kernel"):
+        return _convert.DROP if tied else _convert.Target("linear", ("lm_head",))
+    m = _PT_BLOCK.match(key)
+    parts = (f"h_{m.group(1)}", *m.group(2).split(".")) if m else tuple(key.split("."))
+    mods = parts[:-1]
+    if not mods or (not m and parts[0] not in ("wte", "wpe", "ln_f")):
+        return None
+    if mods in (("wte",), ("wpe",)):
+        return _convert.Target("embedding", mods)
+    if mods[-1].startswith("ln_"):
+        return _convert.Target("norm", mods)
+    return _convert.Target("conv1d", mods)  # HF Conv1D: (in, out); HF-Flax kernel: (out, in)
 
 
 def from_pretrained(

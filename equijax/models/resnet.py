@@ -34,8 +34,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import pathlib
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -44,7 +45,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from equijax.models import _hub
+from equijax.models import _convert, _hub
+from equijax.models._activations import ACTIVATIONS, check_activation
 from equijax.models.preprocess import nchw_to_nhwc
 
 __all__ = [
@@ -63,17 +65,6 @@ __all__ = [
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-_ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "relu": nn.relu,
-    "gelu": lambda x: nn.gelu(x, approximate=False),
-    "gelu_new": lambda x: nn.gelu(x, approximate=True),
-    "silu": nn.silu,
-    "swish": nn.silu,
-    "tanh": jnp.tanh,
-    "sigmoid": nn.sigmoid,
-    "leaky_relu": nn.leaky_relu,
-}
-
 
 @dataclasses.dataclass(frozen=True)
 class ResNetConfig:
@@ -85,7 +76,9 @@ class ResNetConfig:
         hidden_sizes: output channels of each stage.
         depths: number of residual blocks per stage.
         layer_type: ``"basic"`` (two 3x3 convs; ResNet-18/34) or ``"bottleneck"`` (1x1-3x3-1x1).
-        hidden_act: activation name (``"relu"`` in all ``microsoft/resnet-*`` checkpoints).
+        hidden_act: activation of the stem and after each residual sum (``"relu"`` in all
+            ``microsoft/resnet-*`` checkpoints); the convolutions inside a block always use ReLU,
+            as in ``transformers``.
         downsample_in_first_stage: stride 2 in the first stage's first block.
         downsample_in_bottleneck: stride on the first 1x1 instead of the 3x3 in bottlenecks.
         num_labels: classifier outputs; 0 means no classifier (``logits`` is then ``None``).
@@ -106,11 +99,7 @@ class ResNetConfig:
         object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
         if self.layer_type not in ("basic", "bottleneck"):
             raise ValueError(f"layer_type must be 'basic' or 'bottleneck', got {self.layer_type!r}")
-        if self.hidden_act not in _ACTIVATIONS:
-            raise ValueError(
-                f"hidden_act={self.hidden_act!r} is not supported; "
-                f"use one of {sorted(_ACTIVATIONS)}"
-            )
+        check_activation(self.hidden_act, "hidden_act")
         if len(self.hidden_sizes) != len(self.depths) or not self.depths:
             raise ValueError(
                 "hidden_sizes and depths must be non-empty and of equal length, got "
@@ -189,7 +178,7 @@ class _ConvLayer(nn.Module):
         )(x)
         x = _batch_norm(train, self.dtype, self.param_dtype, "normalization")(x)
         if self.activation is not None:
-            x = _ACTIVATIONS[self.activation](x)
+            x = ACTIVATIONS[self.activation](x)
         return x
 
 
@@ -225,20 +214,22 @@ class _Block(nn.Module):
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         cfg = self.config
         kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
-        act = cfg.hidden_act
+        # As in transformers: the convolutions inside a block always use ReLU; config.hidden_act
+        # applies only in the stem and after the residual sum.
+        inner = "relu"
         residual = x
         if x.shape[-1] != self.features or self.stride != 1:
             residual = _ShortCut(self.features, self.stride, name="shortcut", **kw)(x, train)
         if cfg.layer_type == "basic":
-            h = _ConvLayer(self.features, 3, self.stride, act, name="layer_0", **kw)(x, train)
+            h = _ConvLayer(self.features, 3, self.stride, inner, name="layer_0", **kw)(x, train)
             h = _ConvLayer(self.features, 3, 1, None, name="layer_1", **kw)(h, train)
         else:
             reduced = self.features // 4
             s1, s2 = (self.stride, 1) if cfg.downsample_in_bottleneck else (1, self.stride)
-            h = _ConvLayer(reduced, 1, s1, act, name="layer_0", **kw)(x, train)
-            h = _ConvLayer(reduced, 3, s2, act, name="layer_1", **kw)(h, train)
+            h = _ConvLayer(reduced, 1, s1, inner, name="layer_0", **kw)(x, train)
+            h = _ConvLayer(reduced, 3, s2, inner, name="layer_1", **kw)(h, train)
             h = _ConvLayer(self.features, 1, 1, None, name="layer_2", **kw)(h, train)
-        return _ACTIVATIONS[act](h + residual)
+        return ACTIVATIONS[cfg.hidden_act](h + residual)
 
 
 class ResNet(nn.Module):
@@ -363,11 +354,14 @@ _PT_LAYER = re.compile(r"^encoder\.stages\.(\d+)\.layers\.(\d+)\.(.*)$")
 
 
 def convert_state_dict(state_dict: Mapping[str, np.ndarray]) -> dict[tuple[str, ...], np.ndarray]:
-    """Map HF PyTorch ResNet weight names/layouts to Flax variable paths.
+    """Map HF ResNet weight names/layouts (PyTorch or HF-Flax) to Flax variable paths.
 
     ``resnet.`` prefixes are stripped, ``num_batches_tracked`` dropped, conv kernels transposed
     from ``(O, I, kh, kw)`` to ``(kh, kw, I, O)`` and linear weights from ``(O, I)`` to ``(I, O)``.
-    BatchNorm ``running_mean/var`` go to the ``batch_stats`` collection.
+    BatchNorm ``running_mean/var`` go to the ``batch_stats`` collection. HF-Flax names
+    (``flax_model.msgpack`` of ``FlaxResNetForImageClassification``: ``params.``/``batch_stats.``
+    prefixes, ``kernel``/``scale``/``mean``/``var`` leaves) map to the same paths. Layout rules
+    are the shared ones of :func:`equijax.models._convert.convert`.
 
     Args:
         state_dict: flat ``name -> array`` dict (as from
@@ -375,45 +369,27 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray]) -> dict[tuple[str, 
 
     Returns:
         dict from ``(collection, module, ..., leaf)`` tuples to arrays. Names that do not fit the
-        HF ResNet layout are kept under a ``("unexpected", name)`` key so that
+        HF ResNet layout are kept under their own name so that
         :func:`~equijax.models._hub.assign` reports them.
     """
-    out: dict[tuple[str, ...], np.ndarray] = {}
-    for name, value in state_dict.items():
-        key = name.removeprefix("resnet.")
-        if key.endswith("num_batches_tracked"):
-            continue
-        value = np.asarray(value)
-        m = _PT_LAYER.match(key)
-        if m:
-            path = [f"stages_{m.group(1)}_layers_{m.group(2)}"]
-            rest = m.group(3).split(".")
-            if rest[0] == "layer" and len(rest) > 1:
-                rest = [f"layer_{rest[1]}", *rest[2:]]
-            path += rest
-        elif key.startswith("embedder.embedder."):
-            path = ["embedder", *key.removeprefix("embedder.embedder.").split(".")]
-        elif key.startswith("classifier.1."):
-            path = ["classifier", key.removeprefix("classifier.1.")]
-        else:
-            out[("unexpected", name)] = value
-            continue
-        *mods, leaf = path
-        if leaf == "weight" and mods and mods[-1] == "convolution" and value.ndim == 4:
-            out[("params", *mods, "kernel")] = value.transpose(2, 3, 1, 0)
-        elif leaf == "weight" and mods == ["classifier"] and value.ndim == 2:
-            out[("params", *mods, "kernel")] = value.T
-        elif leaf == "weight" and mods and mods[-1] == "normalization":
-            out[("params", *mods, "scale")] = value
-        elif leaf == "bias":
-            out[("params", *mods, "bias")] = value
-        elif leaf == "running_mean":
-            out[("batch_stats", *mods, "mean")] = value
-        elif leaf == "running_var":
-            out[("batch_stats", *mods, "var")] = value
-        else:
-            out[("unexpected", name)] = value
-    return out
+    return _convert.convert(state_dict, _resnet_rule)
+
+
+def _resnet_rule(name: str) -> _convert.Target | None:
+    """HF ResNet tensor name -> owning Flax module (see :mod:`equijax.models._convert`)."""
+    key = name.removeprefix("resnet.")
+    m = _PT_LAYER.match(key)
+    if m:
+        rest = _convert.join_indices(m.group(3), "layer").split(".")[:-1]
+        mods = (f"stages_{m.group(1)}_layers_{m.group(2)}", *rest)
+    elif key.startswith("embedder.embedder."):
+        mods = ("embedder", *key.removeprefix("embedder.embedder.").split(".")[:-1])
+    elif key.startswith("classifier.1."):
+        return _convert.Target("linear", ("classifier",))
+    else:
+        return None
+    kind = {"convolution": "conv", "normalization": "norm"}.get(mods[-1])
+    return _convert.Target(kind, mods) if kind else None
 
 
 def load_variables(
@@ -435,19 +411,21 @@ def load_variables(
 def from_pretrained(
     name_or_path: str | os.PathLike,
     *,
-    dtype: Any = jnp.float32,
+    dtype: Any = None,
     compute_dtype: Any = None,
 ) -> tuple[ResNet, dict]:
     """Load an HF ResNet checkpoint (hub id such as ``"microsoft/resnet-50"`` or local directory).
 
-    Reads ``config.json`` and ``model.safetensors`` (or a sharded ``model.safetensors.index.json``;
-    never PyTorch pickles). HF-Flax ``flax_model.msgpack`` ResNet checkpoints are not read (every
-    ``microsoft/resnet-*`` repository ships safetensors).
+    Reads ``config.json`` and ``model.safetensors`` (or a sharded ``model.safetensors.index.json``,
+    or the HF-Flax ``flax_model.msgpack`` of ``FlaxResNetForImageClassification``); never PyTorch
+    pickles. Follows the contract of :mod:`equijax.models`.
 
     Args:
         name_or_path: hub id or directory written by ``save_pretrained``.
-        dtype: parameter dtype (``jnp.float32`` by default; ``jnp.bfloat16`` halves memory).
-        compute_dtype: computation dtype of the returned module (defaults to ``dtype``).
+        dtype: parameter and computation dtype (``None``: float32; ``jnp.bfloat16`` halves
+            memory).
+        compute_dtype: computation dtype of the returned module if it should differ from
+            ``dtype``.
 
     Returns:
         ``(model, variables)`` where ``variables = {"params": ..., "batch_stats": ...}``; call
@@ -469,11 +447,14 @@ def from_pretrained(
         Traceback (most recent call last):
         CheckpointMismatchError: checkpoint does not match the model...
     """
-    directory = _hub.resolve_pretrained(name_or_path, allow_patterns=["*.json", "*.safetensors"])
+    dtype = jnp.float32 if dtype is None else dtype
+    is_local = pathlib.Path(name_or_path).expanduser().is_dir()
+    patterns = ["*.json", "*.safetensors"]
+    directory = _hub.resolve_pretrained(name_or_path, allow_patterns=patterns)
+    if not is_local and not any(directory.glob("model*.safetensors")):
+        directory = _hub.resolve_pretrained(name_or_path, allow_patterns=[*patterns, "*.msgpack"])
     config = ResNetConfig.from_hf(_hub.read_config(directory))
     model = ResNet(config, dtype=compute_dtype or dtype, param_dtype=dtype)
-    state_dict = _hub.read_state_dict(
-        directory, filenames=("model.safetensors", "model.safetensors.index.json")
-    )
+    state_dict = _hub.read_state_dict(directory)
     variables = load_variables(model, state_dict, dtype=dtype, context=str(directory))
     return model, variables

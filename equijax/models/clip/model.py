@@ -1,44 +1,20 @@
-"""CLIP (ViT image tower + text tower) in Flax, loading Hugging Face ``CLIPModel`` checkpoints.
+"""CLIP model: configs, the text and ViT towers, the shared functional shell, zero-shot head.
 
-The port follows ``transformers``' ``CLIPModel`` (Radford et al., 2021) weight for weight, so a
-checkpoint such as ``openai/clip-vit-base-patch32`` (ViT-B/32), ``openai/clip-vit-base-patch16``
-(ViT-B/16) or any other size described by its ``config.json`` loads without conversion scripts.
-
-Everything is exposed as pure functions of ``(params, inputs)``:
-
-* :meth:`CLIP.encode_image` -- ``(B, H, W, C)`` float images (**NHWC**, already preprocessed with
-  :func:`equijax.models.preprocess.clip_preprocess`; use
-  :func:`equijax.models.preprocess.nchw_to_nhwc` for PyTorch-layout arrays) -> ``(B, D)``,
-* :meth:`CLIP.encode_text` -- ``(N, T)`` int token ids -> ``(N, D)``,
-* :meth:`CLIP.logits` -- ``exp(s) * norm(image) @ norm(text).T`` as in ``CLIPModel``,
-* :meth:`CLIP.zero_shot_logits` -- image logits against a classifier built by
-  :func:`zero_shot_classifier` from class names x prompt templates,
-
-so ``jax.jit``, ``jax.grad`` (w.r.t. ``params``) and the equijax symmetrisers compose with them,
-e.g. ``ej.equitune(lambda x: model.zero_shot_logits(params, x, W), G, images)``.
-
-``params`` is a Flax variables dict ``{"params": ...}`` whose module names mirror the Hugging Face
-names (``vision_model/encoder/layers_0/self_attn/q_proj/kernel`` <->
-``vision_model.encoder.layers.0.self_attn.q_proj.weight``).
+See :mod:`equijax.models.clip` for the overview; loading lives in
+:mod:`equijax.models.clip.convert`, tokenization in :mod:`equijax.models.clip.tokenizer`.
 
 Examples:
     >>> import jax, jax.numpy as jnp
-    >>> config = CLIPConfig.tiny()
-    >>> model = CLIP(config)
+    >>> model = CLIP(CLIPConfig.tiny())
     >>> params = model.init(jax.random.key(0))
-    >>> images = jnp.zeros((2, config.vision.image_size, config.vision.image_size, 3))
-    >>> ids = jnp.array([[1, 5, 7, config.text.eos_token_id, 0]])
-    >>> model.logits(params, images, ids).shape
-    (2, 1)
+    >>> model.encode_image(params, jnp.zeros((2, 16, 16, 3))).shape
+    (2, 8)
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import os
-import pathlib
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -47,38 +23,29 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from equijax.models import _hub
+from equijax.models._activations import ACTIVATIONS, check_activation
+from equijax.models.clip.tokenizer import tokenize
 
 __all__ = [
     "CLIP",
+    "CLIPBase",
     "CLIPConfig",
     "CLIPModule",
     "CLIPTextConfig",
     "CLIPTextTransformer",
     "CLIPVisionConfig",
     "CLIPVisionTransformer",
-    "from_pretrained",
-    "hf_to_flax",
-    "load_tokenizer",
-    "tokenize",
-    "write_tokenizer_files",
+    "ZeroShotHead",
+    "check_ids",
+    "check_images",
     "zero_shot_classifier",
 ]
 
 Params = Any
 
-_ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "quick_gelu": lambda x: x * jax.nn.sigmoid(1.702 * x),
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
-    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
-    "relu": jax.nn.relu,
-}
-
 
 def _check_activation(name: str, arg: str) -> None:
-    if name not in _ACTIVATIONS:
-        raise ValueError(f"{arg}={name!r} is not supported; use one of {sorted(_ACTIVATIONS)}")
+    check_activation(name, arg)
 
 
 # ----------------------------------------------------------------------------- configs
@@ -237,7 +204,7 @@ class _MLP(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         x = nn.Dense(self.intermediate_size, dtype=self.dtype, name="fc1")(x)
-        x = _ACTIVATIONS[self.act](x)
+        x = ACTIVATIONS[self.act](x)
         return nn.Dense(self.hidden_size, dtype=self.dtype, name="fc2")(x)
 
 
@@ -277,7 +244,8 @@ class _Encoder(nn.Module):
         return x
 
 
-def _check_ids(ids: jax.typing.ArrayLike, config: CLIPTextConfig) -> jax.Array:
+def check_ids(ids: jax.typing.ArrayLike, config: CLIPTextConfig) -> jax.Array:
+    """Validate ``(N, T)`` integer token ids for a text tower (``ValueError``/``TypeError``)."""
     if not jnp.issubdtype(jnp.result_type(ids), jnp.integer):
         raise TypeError(f"ids must be integer token ids, got dtype {jnp.result_type(ids)}")
     if jnp.ndim(ids) != 2:
@@ -312,7 +280,7 @@ class CLIPTextTransformer(nn.Module):
     @nn.compact
     def __call__(self, ids: jax.Array) -> jax.Array:
         c = self.config
-        ids = _check_ids(ids, c)
+        ids = check_ids(ids, c)
         t = ids.shape[1]
         x = _TextEmbeddings(c, self.dtype, name="embeddings")(ids)
         mask = jnp.tril(jnp.ones((t, t), bool))[None, None]
@@ -342,7 +310,8 @@ class _TextEmbeddings(nn.Module):
         return tok(ids) + pos(jnp.arange(ids.shape[1]))[None]
 
 
-def _check_images(images: jax.typing.ArrayLike, size: int, channels: int) -> jax.Array:
+def check_images(images: jax.typing.ArrayLike, size: int, channels: int) -> jax.Array:
+    """Validate ``(B, size, size, channels)`` float NHWC images (NCHW input is named)."""
     shape = jnp.shape(images)
     if len(shape) != 4:
         raise ValueError(
@@ -375,7 +344,7 @@ class CLIPVisionTransformer(nn.Module):
     @nn.compact
     def __call__(self, images: jax.Array) -> jax.Array:
         c = self.config
-        images = _check_images(images, c.image_size, c.num_channels)
+        images = check_images(images, c.image_size, c.num_channels)
         embeddings = _VisionEmbeddings(c, self.dtype, name="embeddings")(images)
         x = nn.LayerNorm(c.layer_norm_eps, dtype=self.dtype, name="pre_layrnorm")(embeddings)
         x = _Encoder(
@@ -495,8 +464,8 @@ def _init(model: Any, key: jax.Array, logit_scale: float) -> Params:
 class ZeroShotHead:
     """Shared CLIP head: logit scale, image-text logits and zero-shot classification.
 
-    Mixed into :class:`CLIP` and :class:`equijax.models.clip_resnet.CLIPResNet`, which provide
-    ``encode_image``, ``encode_text``, ``context_length`` and ``embed_dim``.
+    Mixed into :class:`CLIPBase`, which provides ``encode_image``, ``encode_text``,
+    ``context_length`` and ``embed_dim``.
     """
 
     def logit_scale(self, params: Params) -> jax.Array:
@@ -558,9 +527,90 @@ class ZeroShotHead:
         return self.logit_scale(params) * img @ classifier
 
 
+class CLIPBase(ZeroShotHead):
+    """The functional shell shared by both CLIP families (ViT :class:`CLIP`, ModifiedResNet
+    :class:`equijax.models.clip_resnet.CLIPResNet`).
+
+    A subclass is a frozen dataclass holding a hashable ``config`` and a ``dtype``, and names its
+    parts: ``module`` (a linen shell with ``encode_image`` / ``encode_text`` methods),
+    ``image_size``, ``num_channels``, ``embed_dim``, ``text_config`` (a :class:`CLIPTextConfig`)
+    and ``logit_scale_init``. Everything else -- parameter template, random init, input checks,
+    the jitted encoders, logits and zero-shot classification -- is written once, here.
+    """
+
+    text_config: CLIPTextConfig
+    image_size: int
+    num_channels: int
+    embed_dim: int
+    logit_scale_init: float
+
+    @property
+    def context_length(self) -> int:
+        """Token length of the text tower (``max_position_embeddings``, 77 for released CLIPs)."""
+        return self.text_config.max_position_embeddings
+
+    def _dummy_inputs(self) -> tuple[jax.Array, jax.Array]:
+        s = self.image_size
+        images = jnp.zeros((1, s, s, self.num_channels), jnp.float32)
+        return images, jnp.zeros((1, 1), jnp.int32)
+
+    def init(self, key: jax.Array) -> Params:
+        """Random variables shaped like the checkpoint's (for tests; see ``_init``)."""
+        return _init(self, key, float(self.logit_scale_init))
+
+    def param_template(self) -> Params:
+        """Shapes/dtypes of all variables (``jax.ShapeDtypeStruct`` leaves), no allocation."""
+        return jax.eval_shape(
+            lambda key: self.module.init(key, *self._dummy_inputs()), jax.random.key(0)
+        )
+
+    def encode_image(
+        self, params: Params, images: jax.typing.ArrayLike, *, normalize: bool = False
+    ) -> jax.Array:
+        """Projected image embeddings.
+
+        Args:
+            params: variables dict (``{"params": ...}``, plus ``"batch_stats"`` for ResNets).
+            images: ``(B, S, S, C)`` preprocessed NHWC float images, ``S = image_size``.
+            normalize: L2-normalise the embeddings.
+
+        Returns:
+            ``(B, embed_dim)`` embeddings (``CLIPModel.get_image_features`` /
+            OpenCLIP ``encode_image``).
+
+        Raises:
+            ValueError: wrong rank, size or channel count (NCHW input is detected and named).
+            TypeError: integer images (not preprocessed).
+        """
+        images = check_images(images, self.image_size, self.num_channels)
+        return _apply(self, "encode_image", normalize, params, images)
+
+    def encode_text(
+        self, params: Params, ids: jax.typing.ArrayLike, *, normalize: bool = False
+    ) -> jax.Array:
+        """Projected text embeddings.
+
+        Args:
+            params: variables dict.
+            ids: ``(N, T)`` int token ids, ``T <= context_length``; each row holds an
+                end-of-text token (padding after it does not matter: the mask is causal).
+            normalize: L2-normalise the embeddings.
+
+        Returns:
+            ``(N, embed_dim)`` embeddings (``CLIPModel.get_text_features`` / OpenCLIP
+            ``encode_text``).
+
+        Raises:
+            ValueError: wrong rank, sequence longer than the position table, or (for concrete
+                arrays) ids outside ``[0, vocab_size)``.
+        """
+        ids = check_ids(ids, self.text_config)
+        return _apply(self, "encode_text", normalize, params, ids)
+
+
 @dataclasses.dataclass(frozen=True)
-class CLIP(ZeroShotHead):
-    """Functional CLIP: a static config plus pure ``(params, inputs)`` methods.
+class CLIP(CLIPBase):
+    """Functional CLIP (ViT image tower): a static config plus pure ``(params, inputs)`` methods.
 
     Attributes:
         config: the :class:`CLIPConfig` (hashable).
@@ -575,333 +625,25 @@ class CLIP(ZeroShotHead):
         return CLIPModule(self.config, self.dtype)
 
     @property
+    def text_config(self) -> CLIPTextConfig:
+        return self.config.text
+
+    @property
     def image_size(self) -> int:
         return self.config.vision.image_size
 
     @property
-    def context_length(self) -> int:
-        return self.config.text.max_position_embeddings
+    def num_channels(self) -> int:
+        return self.config.vision.num_channels
 
     @property
     def embed_dim(self) -> int:
         """Joint embedding size (``config.projection_dim``)."""
         return self.config.projection_dim
 
-    def _dummy_inputs(self) -> tuple[jax.Array, jax.Array]:
-        s = self.config.vision.image_size
-        images = jnp.zeros((1, s, s, self.config.vision.num_channels), jnp.float32)
-        return images, jnp.zeros((1, 1), jnp.int32)
-
-    def init(self, key: jax.Array) -> Params:
-        """Random parameters ``{"params": ...}`` (for tests; see ``_init`` for the scheme)."""
-        return _init(self, key, self.config.logit_scale_init_value)
-
-    def param_template(self) -> Params:
-        """Shapes/dtypes of the parameters (``jax.ShapeDtypeStruct`` leaves), no allocation."""
-        return jax.eval_shape(
-            lambda key: self.module.init(key, *self._dummy_inputs()), jax.random.key(0)
-        )
-
-    def encode_image(
-        self, params: Params, images: jax.typing.ArrayLike, *, normalize: bool = False
-    ) -> jax.Array:
-        """Projected image embeddings.
-
-        Args:
-            params: variables dict ``{"params": ...}``.
-            images: ``(B, S, S, C)`` preprocessed NHWC float images,
-                ``S = config.vision.image_size``.
-            normalize: L2-normalise the embeddings.
-
-        Returns:
-            ``(B, projection_dim)`` embeddings (``CLIPModel.get_image_features``).
-
-        Raises:
-            ValueError: wrong rank, size or channel count (NCHW input is detected and named).
-            TypeError: integer images (not preprocessed).
-        """
-        v = self.config.vision
-        images = _check_images(images, v.image_size, v.num_channels)
-        return _apply(self, "encode_image", normalize, params, images)
-
-    def encode_text(
-        self, params: Params, ids: jax.typing.ArrayLike, *, normalize: bool = False
-    ) -> jax.Array:
-        """Projected text embeddings.
-
-        Args:
-            params: variables dict ``{"params": ...}``.
-            ids: ``(N, T)`` int token ids, ``T <= config.text.max_position_embeddings``; each row
-                holds an end-of-text token (padding after it does not matter: the mask is causal).
-            normalize: L2-normalise the embeddings.
-
-        Returns:
-            ``(N, projection_dim)`` embeddings (``CLIPModel.get_text_features``).
-
-        Raises:
-            ValueError: wrong rank, sequence longer than the position table, or (for concrete
-                arrays) ids outside ``[0, vocab_size)``.
-        """
-        ids = _check_ids(ids, self.config.text)
-        return _apply(self, "encode_text", normalize, params, ids)
-
-
-# ----------------------------------------------------------------------------- weights
-
-
-_LAYER_NORMS = {
-    "layer_norm1", "layer_norm2", "final_layer_norm", "pre_layrnorm", "post_layernorm",
-}  # fmt: skip
-_EMBEDDINGS = {"token_embedding", "position_embedding"}
-_DROPPED_SUFFIXES = ("position_ids",)
-
-
-def hf_to_flax(state_dict: Mapping[str, np.ndarray]) -> dict[tuple[str, ...], np.ndarray]:
-    """Map Hugging Face ``CLIPModel`` tensor names/layouts to this port's Flax paths.
-
-    Linear weights ``(out, in)`` become kernels ``(in, out)``; the patch convolution
-    ``(O, I, kh, kw)`` becomes ``(kh, kw, I, O)``; layer-norm ``weight`` becomes ``scale``;
-    embedding ``weight`` becomes ``embedding``; ``layers.N`` becomes ``layers_N``. Non-persistent
-    buffers (``position_ids``) are dropped. Leaves already in Flax layout (``kernel``, ``scale``,
-    ``embedding``: the ``flax_model.msgpack`` of ``transformers``' former ``FlaxCLIPModel``, whose
-    module names are the same) are kept as they are. Unknown names are passed through so that
-    :func:`equijax.models._hub.assign` reports them as unexpected.
-
-    Args:
-        state_dict: ``name -> array`` as read from ``model.safetensors``.
-
-    Returns:
-        ``("params", ...) -> array``.
-
-    Examples:
-        >>> import numpy as np
-        >>> out = hf_to_flax({"text_projection.weight": np.zeros((4, 3))})
-        >>> out[("params", "text_projection", "kernel")].shape
-        (3, 4)
-    """
-    out: dict[tuple[str, ...], np.ndarray] = {}
-    for name, value in state_dict.items():
-        if name.endswith(_DROPPED_SUFFIXES):
-            continue
-        parts = name.split(".")
-        path: list[str] = []
-        i = 0
-        while i < len(parts):
-            if parts[i] == "layers" and i + 1 < len(parts) and parts[i + 1].isdigit():
-                path.append(f"layers_{parts[i + 1]}")
-                i += 2
-            else:
-                path.append(parts[i])
-                i += 1
-        value = np.asarray(value)
-        leaf, owner = path[-1], path[-2] if len(path) > 1 else ""
-        if leaf == "weight":
-            if owner in _LAYER_NORMS:
-                path[-1] = "scale"
-            elif owner in _EMBEDDINGS:
-                path[-1] = "embedding"
-            elif value.ndim == 4:
-                path[-1], value = "kernel", value.transpose(2, 3, 1, 0)
-            elif value.ndim == 2:
-                path[-1], value = "kernel", value.T
-        out[("params", *path)] = value
-    return out
-
-
-def from_pretrained(name_or_path: str | os.PathLike, *, dtype: Any = None) -> tuple[CLIP, Params]:
-    """Load a Hugging Face ``CLIPModel`` checkpoint (hub id or local directory).
-
-    Reads ``config.json`` and ``model.safetensors`` (or a sharded index, or
-    ``flax_model.msgpack``) -- never a pickle -- and checks every name and shape.
-
-    Args:
-        name_or_path: e.g. ``"openai/clip-vit-base-patch32"`` (fetched via ``huggingface_hub``,
-            honouring its cache and ``HF_HUB_OFFLINE``) or a directory written by
-            ``CLIPModel.save_pretrained``.
-        dtype: cast floating parameters (and computation) to this dtype, e.g. ``jnp.bfloat16``;
-            default float32.
-
-    Returns:
-        ``(model, params)``: the functional :class:`CLIP` and its variables dict.
-
-    Raises:
-        FileNotFoundError: no ``config.json`` or no checkpoint file in the directory.
-        OSError: not a directory and the hub download failed.
-        equijax.models._hub.CheckpointMismatchError: missing / unexpected / mis-shaped tensors.
-
-    Examples:
-        >>> import tempfile
-        >>> with tempfile.TemporaryDirectory() as d:
-        ...     try:
-        ...         from_pretrained(d)
-        ...     except FileNotFoundError as err:
-        ...         print("config.json" in str(err))
-        True
-    """
-    is_local = pathlib.Path(name_or_path).expanduser().is_dir()
-    patterns = ["config.json", "model*.safetensors", "model.safetensors.index.json"]
-    directory = _hub.resolve_pretrained(name_or_path, allow_patterns=patterns)
-    if not is_local and not any(directory.glob("model*.safetensors")):
-        # older hub repos: Flax weights only (never the PyTorch pickle)
-        directory = _hub.resolve_pretrained(name_or_path, allow_patterns=[*patterns, "*.msgpack"])
-    raw = _hub.read_config(directory)
-    if raw.get("model_type") not in (None, "clip"):
-        raise ValueError(
-            f"{str(name_or_path)!r} holds a {raw.get('model_type')!r} model, not 'clip' "
-            "(for OpenCLIP ResNet checkpoints use equijax.models.clip_resnet.from_pretrained)"
-        )
-    config = CLIPConfig.from_dict(raw)
-    model = CLIP(config, dtype=dtype)
-    state = _hub.read_state_dict(directory)
-    params = _hub.assign(
-        model.param_template(), hf_to_flax(state), dtype=dtype, context=str(directory)
-    )
-    return model, params
-
-
-# ----------------------------------------------------------------------------- tokenizer
-
-
-def write_tokenizer_files(bpe_path: str | os.PathLike, directory: str | os.PathLike) -> None:
-    """Write a Hugging Face CLIP tokenizer directory from OpenAI's ``bpe_simple_vocab_16e6.txt.gz``.
-
-    Produces ``vocab.json`` (49,408 entries: 256 byte symbols, their ``</w>`` forms, 48,894
-    merges and the two special tokens, in OpenAI's order), ``merges.txt`` and
-    ``tokenizer_config.json``, loadable with ``transformers.CLIPTokenizer.from_pretrained``
-    (``CLIPTokenizer(vocab_file=...)`` silently mis-tokenizes in transformers 5).
-
-    Args:
-        bpe_path: path to ``bpe_simple_vocab_16e6.txt.gz`` (shipped e.g. in ``open-clip-torch``).
-        directory: output directory (created if needed).
-    """
-    import gzip
-    import json
-
-    lines = gzip.open(bpe_path, "rt", encoding="utf-8").read().split("\n")
-    merges = lines[1 : 49152 - 256 - 2 + 1]
-    byte_symbols = list(_hub.bytes_to_unicode().values())
-    vocab = byte_symbols + [s + "</w>" for s in byte_symbols]
-    vocab += ["".join(m.split()) for m in merges]
-    vocab += ["<|startoftext|>", "<|endoftext|>"]
-    out = pathlib.Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "vocab.json").write_text(
-        json.dumps({tok: i for i, tok in enumerate(vocab)}, ensure_ascii=False), encoding="utf-8"
-    )
-    (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
-    config = {
-        "tokenizer_class": "CLIPTokenizer", "model_max_length": 77, "bos_token": "<|startoftext|>",
-        "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>",
-        "do_lower_case": True, "clean_up_tokenization_spaces": False,
-    }  # fmt: skip
-    (out / "tokenizer_config.json").write_text(json.dumps(config, indent=1), encoding="utf-8")
-
-
-def load_tokenizer(name_or_path: str | os.PathLike = "openai/clip-vit-base-patch32") -> Any:
-    """Load the CLIP BPE tokenizer through ``transformers`` from a directory or hub id.
-
-    The directory needs ``vocab.json`` + ``merges.txt`` (as in ``openai/clip-vit-*`` repos, or as
-    written by :func:`write_tokenizer_files`). A hub id is fetched with ``huggingface_hub``
-    (tokenizer files only).
-
-    Args:
-        name_or_path: tokenizer directory or hub id.
-
-    Returns:
-        A ``transformers`` CLIP tokenizer.
-
-    Raises:
-        FileNotFoundError: the directory has no ``vocab.json`` / ``merges.txt``.
-    """
-    from transformers import AutoTokenizer, CLIPTokenizer
-
-    directory = _hub.resolve_pretrained(
-        name_or_path,
-        allow_patterns=["vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
-                        "special_tokens_map.json"],
-    )  # fmt: skip
-    directory = pathlib.Path(directory)
-    if (directory / "tokenizer.json").is_file():
-        return AutoTokenizer.from_pretrained(directory)
-    if not ((directory / "vocab.json").is_file() and (directory / "merges.txt").is_file()):
-        raise FileNotFoundError(
-            f"{str(directory)!r} has no vocab.json/merges.txt; pass a CLIP tokenizer directory or "
-            "build one with write_tokenizer_files(bpe_simple_vocab_16e6.txt.gz, directory)"
-        )
-    return CLIPTokenizer.from_pretrained(directory)
-
-
-def _basic_clean(text: str) -> str:
-    """OpenAI CLIP's text cleaning: ``ftfy.fix_text`` (if installed) and HTML unescaping."""
-    import html
-
-    try:
-        import ftfy
-    except ImportError:  # pragma: no cover - ftfy is part of the hf extra
-        if not text.isascii():
-            warnings.warn(
-                "ftfy is not installed, so non-ASCII text is not normalised the way OpenAI's CLIP "
-                "tokenizer does (e.g. curly quotes); `pip install ftfy` for identical ids",
-                stacklevel=3,
-            )
-    else:
-        text = ftfy.fix_text(text)
-    return html.unescape(html.unescape(text)).strip()
-
-
-def tokenize(
-    tokenizer: Any,
-    texts: str | Sequence[str],
-    context_length: int = 77,
-    *,
-    pad_id: int = 0,
-    clean: bool = True,
-) -> np.ndarray:
-    """Tokenize texts to a padded ``(N, context_length)`` int32 id array, as OpenAI's CLIP does.
-
-    Each row is ``<|startoftext|> ... <|endoftext|>`` followed by ``pad_id``; over-long texts are
-    truncated keeping the end-of-text token. With ``clean=True`` the text is first cleaned like
-    OpenAI's tokenizer (``ftfy.fix_text``, HTML unescaping), which ``transformers``' CLIP
-    tokenizer does not do; the ids then equal ``clip.tokenize`` / ``open_clip.tokenize``.
-
-    Args:
-        tokenizer: a ``transformers`` CLIP tokenizer (:func:`load_tokenizer`), or any callable
-            ``list[str] -> (N, context_length) ids`` (used as is).
-        texts: one string or a sequence of strings.
-        context_length: padded length (77 for the released CLIP models).
-        pad_id: padding id (0 as in OpenAI's ``clip.tokenize``; the pooled token is the first
-            end-of-text, so padding does not change the embeddings).
-        clean: apply OpenAI's text cleaning first.
-
-    Returns:
-        ``(N, context_length)`` int32 ids.
-
-    Examples:
-        >>> tokenize(lambda texts: [[49406, 320, 49407, 0]] * len(texts), ["a"], 4).tolist()
-        [[49406, 320, 49407, 0]]
-    """
-    if isinstance(texts, str):
-        texts = [texts]
-    texts = list(texts)
-    if not all(isinstance(t, str) for t in texts):
-        raise TypeError("texts must be a string or a sequence of strings")
-    if context_length < 2:
-        raise ValueError(f"context_length={context_length} must be >= 2")
-    if hasattr(tokenizer, "pad_token_id") and hasattr(tokenizer, "batch_decode"):
-        if clean:
-            texts = [_basic_clean(t) for t in texts]
-        enc = tokenizer(
-            texts, padding="max_length", max_length=context_length, truncation=True,
-            return_tensors="np", return_attention_mask=True,
-        )  # fmt: skip
-        ids = np.asarray(enc["input_ids"], np.int32)
-        return np.where(np.asarray(enc["attention_mask"]) > 0, ids, np.int32(pad_id))
-    ids = np.asarray(tokenizer(texts), np.int32)
-    if ids.ndim != 2 or ids.shape[1] != context_length:
-        raise ValueError(
-            f"tokenizer returned shape {ids.shape}, expected ({len(texts)}, {context_length})"
-        )
-    return ids
+    @property
+    def logit_scale_init(self) -> float:
+        return self.config.logit_scale_init_value
 
 
 def zero_shot_classifier(
