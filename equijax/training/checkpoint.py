@@ -92,8 +92,10 @@ def _canonical(obj: Any, where: str = "settings") -> Any:
     if isinstance(obj, os.PathLike):
         return os.fspath(obj)
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _canonical(getattr(obj, f.name), f"{where}.{f.name}")
-                for f in dataclasses.fields(obj)}  # fmt: skip
+        return {
+            f.name: _canonical(getattr(obj, f.name), f"{where}.{f.name}")
+            for f in dataclasses.fields(obj)
+        }
     if isinstance(obj, Mapping):
         return {str(k): _canonical(v, f"{where}.{k}") for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -126,8 +128,13 @@ def canonical_json(settings: Mapping[str, Any]) -> str:
     """
     if not isinstance(settings, Mapping):
         raise TypeError(f"settings must be a mapping, got {type(settings).__name__}")
-    return json.dumps(_canonical(settings), sort_keys=True, separators=(",", ":"),
-                      ensure_ascii=False, allow_nan=False)  # fmt: skip
+    return json.dumps(
+        _canonical(settings),
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
+    )
 
 
 def settings_fingerprint(settings: Mapping[str, Any]) -> str:
@@ -163,8 +170,11 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 
 def _differences(old: dict, new: dict) -> dict[str, tuple]:
     a, b = _flatten(old), _flatten(new)
-    return {k: (a.get(k, "<absent>"), b.get(k, "<absent>"))
-            for k in sorted(set(a) | set(b)) if a.get(k, "<absent>") != b.get(k, "<absent>")}  # fmt: skip
+    return {
+        k: (a.get(k, "<absent>"), b.get(k, "<absent>"))
+        for k in sorted(set(a) | set(b))
+        if a.get(k, "<absent>") != b.get(k, "<absent>")
+    }
 
 
 def _step_dirs(directory: pathlib.Path) -> list[int]:
@@ -227,11 +237,13 @@ class Run:
                 int(step),
                 args=ocp.args.Composite(
                     state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)
-                ),  # fmt: skip
+                ),
             )
-        except Exception as err:  # noqa: BLE001 - re-raised naming the directory
-            raise CheckpointError(f"cannot write checkpoint step {step} in {self.directory}: "
-                                  f"{type(err).__name__}: {err}") from err  # fmt: skip
+        except Exception as err:
+            raise CheckpointError(
+                f"cannot write checkpoint step {step} in {self.directory}: "
+                f"{type(err).__name__}: {err}"
+            ) from err
         self.step, self.state, self.history = int(step), state, list(history)
 
     def wait(self) -> None:
@@ -267,11 +279,12 @@ def _restore(manager: Any, directory: pathlib.Path, step: int, target: PyTree, f
             step,
             args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(_abstract(target)), meta=ocp.args.JsonRestore()
-            ),  # fmt: skip
+            ),
         )
-    except Exception as err:  # noqa: BLE001 - orbax / TensorStore / JSON errors of many types
-        raise CheckpointError(f"cannot read checkpoint {directory / str(step)}: "
-                              f"{type(err).__name__}: {err}") from err  # fmt: skip
+    except Exception as err:
+        raise CheckpointError(
+            f"cannot read checkpoint {directory / str(step)}: {type(err).__name__}: {err}"
+        ) from err
     meta = out["meta"]
     if not isinstance(meta, dict) or meta.get("fingerprint") != fp:
         raise CheckpointError(
@@ -369,8 +382,9 @@ def resume_or_start(
             )
     directory.mkdir(parents=True, exist_ok=True)
     if not ours:
-        run_file.write_text(json.dumps({"format": _FORMAT, "fingerprint": fp, "settings": canon},
-                                       indent=1))  # fmt: skip
+        run_file.write_text(
+            json.dumps({"format": _FORMAT, "fingerprint": fp, "settings": canon}, indent=1)
+        )
 
     state, history, step, skipped = None, [], 0, []
     if steps:
@@ -393,8 +407,11 @@ def resume_or_start(
         skipped = [s for s in steps if s > step]
         for s, err in zip(reversed(steps), errors, strict=False):
             moved = _move_aside(directory / str(s), directory / UNREADABLE_DIR / f"{s}-{_stamp()}")
-            warnings.warn(f"{err}; moved it to {moved} and resumed from step {step}",
-                          RuntimeWarning, stacklevel=2)  # fmt: skip
+            warnings.warn(
+                f"{err}; moved it to {moved} and resumed from step {step}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         logger.info("resumed from step %d (%s)", step, directory)
     else:
         state = target_fn(0)
@@ -402,6 +419,14 @@ def resume_or_start(
         directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
     )
-    return Run(directory=directory, settings=canon, fingerprint=fp, step=step, state=state,
-               history=list(history), resumed=bool(steps), skipped_steps=skipped,
-               _manager=manager)  # fmt: skip
+    return Run(
+        directory=directory,
+        settings=canon,
+        fingerprint=fp,
+        step=step,
+        state=state,
+        history=list(history),
+        resumed=bool(steps),
+        skipped_steps=skipped,
+        _manager=manager,
+    )
