@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
 import time
@@ -110,6 +111,20 @@ def _markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+@functools.lru_cache(maxsize=8)
+def _chunk_runner(env, config):
+    """``train_chunk`` vmapped over seeds and jitted, once per (env, config)."""
+    import jax
+
+    from equijax.rl import train_chunk
+
+    return jax.jit(
+        jax.vmap(lambda s, p, n: train_chunk(s, p, env=env, config=config, num_iterations=n),
+                 in_axes=(0, None, None)),
+        static_argnums=2,
+    )  # fmt: skip
+
+
 def pretrain(env, env_params, config, seeds: list[int], *, num_chunks: int, directory: Path,
              resume: bool, settings: dict, desc: str):
     """Pretrains one DQN per seed in resumable chunks; returns ``(state, history, resumed_from)``.
@@ -122,18 +137,21 @@ def pretrain(env, env_params, config, seeds: list[int], *, num_chunks: int, dire
     import jax.numpy as jnp
     from tqdm.auto import tqdm
 
-    from equijax.rl import init_state, train_chunk
+    from equijax.rl import init_state
     from equijax.training import resume_or_start
 
-    keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
-    init = jax.vmap(lambda k: init_state(k, env, env_params, config))(keys)
     total = config.num_iterations
     chunk = math.ceil(total / min(num_chunks, total))
-    run_chunk = jax.jit(
-        jax.vmap(lambda s, p, n: train_chunk(s, p, env=env, config=config, num_iterations=n),
-                 in_axes=(0, None, None)),
-        static_argnums=2,
-    )  # fmt: skip
+    run_chunk = _chunk_runner(env, config)
+
+    built: list = []
+
+    def init(_step: int):  # built only when needed (a refused rerun stops before)
+        if not built:
+            keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
+            built.append(jax.vmap(lambda k: init_state(k, env, env_params, config))(keys))
+        return built[0]
+
     with resume_or_start(directory, settings, init, resume=resume, hint=RESUME_HINT) as run:
         state, history, done = run.state, run.history, run.step
         resumed_from = done if run.resumed else None

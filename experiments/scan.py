@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -192,6 +193,16 @@ def pretrain_settings(model, data: SplitData, seed: int, s: Settings) -> dict:
             "lr": s.lr, "teacher_forcing": s.teacher_forcing, "buckets": BUCKETS}  # fmt: skip
 
 
+@functools.lru_cache(maxsize=8)
+def _pretrain_step(model, steps: int, lr: float, teacher_forcing: float):
+    """``(optimizer, jitted train step)``, built once per setting (reruns reuse the compilation)."""
+    opt = optax.chain(
+        optax.clip_by_global_norm(1.0),
+        optax.adam(optax.cosine_decay_schedule(lr, steps, alpha=0.05)),
+    )
+    return opt, s2s.make_train_step(model, opt, sos_id=1, pad_id=0, teacher_forcing=teacher_forcing)
+
+
 def pretrain(model, data: SplitData, seed: int, s: Settings, ckpt_dir: Path, resume: bool = True):
     """Pretrains (or resumes) one model; checkpoints keep the 2 newest of 5 saves + the history.
 
@@ -202,10 +213,7 @@ def pretrain(model, data: SplitData, seed: int, s: Settings, ckpt_dir: Path, res
     from equijax.training import resume_or_start
 
     steps = math.ceil(s.pretrain_examples / s.batch_size)
-    opt = optax.chain(
-        optax.clip_by_global_norm(1.0),
-        optax.adam(optax.cosine_decay_schedule(s.lr, steps, alpha=0.05)),
-    )
+    opt, train_step = _pretrain_step(model, steps, s.lr, s.teacher_forcing)
     params = s2s.init_params(model, jax.random.key(seed))
     key = jax.random.fold_in(jax.random.key(seed), 0)
     init = {"params": params, "opt_state": opt.init(params), "key": jax.random.key_data(key)}
@@ -218,9 +226,6 @@ def pretrain(model, data: SplitData, seed: int, s: Settings, ckpt_dir: Path, res
         if start >= steps:
             return params, {**info, "seconds": 0.0, "history": history,
                             "final_loss": history[-1]["loss"] if history else None}  # fmt: skip
-        train_step = s2s.make_train_step(
-            model, opt, sos_id=1, pad_id=0, teacher_forcing=s.teacher_forcing
-        )
         it = bucketed_batches(*data.train, s.batch_size, np.random.default_rng(seed * 1000))
         for _ in range(start):  # replay the batch stream up to the resume point
             next(it)
