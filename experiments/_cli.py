@@ -95,3 +95,23 @@ def cli(prog: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         return run
 
     return wrap
+
+
+def require_tfds(name: str, data_dir: Any, offline_fix: str) -> None:
+    """Raises :class:`ScriptError` unless tfds dataset ``name`` is prepared in ``data_dir``.
+
+    Checked up front because ``tfds.data_source`` on an unprepared dataset starts a download.
+    """
+    tfds = require("tensorflow_datasets", "pip install 'equijax[data]'", f"dataset {name}")
+    where = data_dir or "the default tfds data_dir (~/tensorflow_datasets)"
+    try:
+        prepared = tfds.builder(name, data_dir=data_dir).is_prepared()
+    except Exception as err:  # unknown name / unreadable folder: report, do not download
+        raise ScriptError(f"cannot open tfds dataset {name!r} in {where} ({err})",
+                          offline_fix) from err  # fmt: skip
+    if not prepared:
+        raise ScriptError(
+            f"tfds dataset {name!r} is not prepared in {where}",
+            f"prepare it once with network access (tfds build {name} --data_dir DIR) and pass "
+            f"--data-dir DIR, or {offline_fix}",
+        )

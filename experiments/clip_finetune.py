@@ -36,7 +36,16 @@ from typing import Any
 import numpy as np
 
 from experiments import clip_zeroshot as zs
-from experiments._cli import RESUME_HINT, ArgumentParser, ScriptError, cli, setup_logging
+from experiments._cli import (
+    OFFLINE_CLIP,
+    RESUME_HINT,
+    ArgumentParser,
+    ScriptError,
+    cli,
+    require,
+    require_tfds,
+    setup_logging,
+)
 
 log = logging.getLogger("experiments.clip_finetune")
 
@@ -99,10 +108,10 @@ def _sources(args: argparse.Namespace, prep: Any) -> tuple[Any, Any]:
         return src
 
     if args.mock_data:
-        import tensorflow_datasets as tfds
-
+        tfds = require("tensorflow_datasets", "pip install 'equijax[data]'", "--mock-data")
         with tfds.testing.mock_data(num_examples=max(args.train_limit or 64, 64)):
             return load(args.train_split, args.train_limit), load(args.test_split, args.eval_limit)
+    require_tfds(args.dataset, args.data_dir, OFFLINE_CLIP)
     return load(args.train_split, args.train_limit), load(args.test_split, args.eval_limit)
 
 
