@@ -47,6 +47,7 @@ from experiments._cli import (
     ScriptError,
     cli,
     require,
+    require_tfds,
     setup_logging,
 )
 
@@ -165,19 +166,11 @@ def load_cifar10(args: argparse.Namespace) -> tuple[Any, Any, str]:
     from equijax.data import images
 
     def take(split: str, n: int | None) -> Any:
-        require("tensorflow_datasets", "pip install 'equijax[data]'", "--dataset cifar10")
-        try:
-            src = images.tfds_source("cifar10", split, data_dir=args.data_dir)
-        except Exception as err:
-            raise ScriptError(
-                f"tfds cifar10 ({split}) is not prepared in "
-                f"{args.data_dir or 'the default tfds data_dir'} ({type(err).__name__})",
-                "prepare it once with network access (tfds build cifar10 --data_dir DIR) and pass "
-                "--data-dir DIR, or run the offline default --dataset mnist --backbone small",
-            ) from err
+        src = images.tfds_source("cifar10", split, data_dir=args.data_dir)
         idx = np.random.default_rng(0).permutation(len(src))[: n or len(src)]
         return images.subset(src, np.sort(idx))
 
+    require_tfds("cifar10", args.data_dir, "run the offline default (--dataset mnist)")
     return take("train", args.n_train), take("test", args.n_test), "CIFAR-10 test split"
 
 
