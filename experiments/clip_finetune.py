@@ -14,7 +14,8 @@ pretrained image tower for λ instead. ``--method equitune`` finetunes the group
 the equitune mean). The classifier is CLIP's zero-shot head (fixed). Training images
 (train split) and test images (held-out test split) are transformed by a random group element
 **per image**. Accuracy on the test set every ``--eval-every`` steps; orbax checkpoints of
-all training state, resumed automatically from ``<out>/ckpt``.
+all training state and the curves, resumed automatically from ``<out>/checkpoints`` when the
+settings match (``--no-resume`` starts fresh).
 
     python -m experiments.clip_finetune --model ViT-B/32 --dataset cifar100      # paper setting
     python -m experiments.clip_finetune --model tiny-random --mock-data --quick    # offline smoke
@@ -35,12 +36,22 @@ from typing import Any
 import numpy as np
 
 from experiments import clip_zeroshot as zs
+from experiments._cli import (
+    OFFLINE_CLIP,
+    RESUME_HINT,
+    ArgumentParser,
+    ScriptError,
+    cli,
+    require,
+    require_tfds,
+    setup_logging,
+)
 
 log = logging.getLogger("experiments.clip_finetune")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default="ViT-B/32", help="as in experiments.clip_zeroshot")
     p.add_argument("--dataset", default="cifar100", choices=list(zs.DATASETS))
     p.add_argument("--train-split", default="train")
@@ -67,7 +78,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="stage steps 20/20, eval every 10 on 64 images, 256 train images",
     )
-    p.add_argument("--no-resume", action="store_true")
+    p.add_argument("--no-resume", action="store_true",
+                   help="start fresh; existing checkpoints are moved aside, not deleted")
     p.add_argument("--out", type=Path, default=Path("runs/clip_finetune"))
     a = p.parse_args(argv)
     q = a.quick
@@ -96,10 +108,10 @@ def _sources(args: argparse.Namespace, prep: Any) -> tuple[Any, Any]:
         return src
 
     if args.mock_data:
-        import tensorflow_datasets as tfds
-
+        tfds = require("tensorflow_datasets", "pip install 'equijax[data]'", "--mock-data")
         with tfds.testing.mock_data(num_examples=max(args.train_limit or 64, 64)):
             return load(args.train_split, args.train_limit), load(args.test_split, args.eval_limit)
+    require_tfds(args.dataset, args.data_dir, OFFLINE_CLIP)
     return load(args.train_split, args.train_limit), load(args.test_split, args.eval_limit)
 
 
@@ -110,20 +122,20 @@ def _materialise(src: Any, n: int, prep: Any) -> tuple[np.ndarray, np.ndarray]:
     return ims, np.asarray([lab for _, lab in items])
 
 
+@cli("python -m experiments.clip_finetune")
 def main(argv: list[str] | None = None) -> dict:
     import flax.serialization
     import jax
     import jax.numpy as jnp
     import optax
-    import orbax.checkpoint as ocp
 
     import equijax as ej
     from equijax.data import images
     from equijax.models import preprocess
+    from equijax.training import resume_or_start
 
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    log.setLevel(logging.INFO)  # also when absl/orbax already configured the root logger
+    setup_logging("experiments")
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     model, params, tok_src = zs.load_clip(args.model, args.out)
@@ -217,88 +229,86 @@ def main(argv: list[str] | None = None) -> dict:
             start += len(y)
         return 100.0 * ok / n_test
 
-    # ---- checkpoints (orbax), resume
+    # ---- checkpoints (equijax.training: settings fingerprint, history, fallback), resume
     total = sum(n for _, n in stages)
-    mngr = ocp.CheckpointManager(
-        (args.out / "ckpt").resolve(),
-        options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True),
-    )
-    meta_path = args.out / "ckpt_meta.json"
-    meta = {"model": args.model, "method": args.method, "group": args.group,
-            "lambda_features": args.lambda_features}  # fmt: skip
-    curve: list[list[float]] = []
-    losses: list[list[float]] = []
-    start, resumed_stage, resumed_opt = 0, None, None
-    if not args.no_resume and mngr.latest_step() is not None:
-        old = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-        if old.get("model") != args.model or old.get("method") != args.method:
-            raise ValueError(
-                f"{args.out}/ckpt holds a checkpoint of model={old.get('model')!r}, "
-                f"method={old.get('method')!r}, not {args.model!r}/{args.method!r}; pass "
-                "--no-resume or another --out"
-            )
-        start = mngr.latest_step()
-        resumed_stage = 1 if start < args.stage1_steps else 2
-        target = {"state": state, "opt_state": opts[resumed_stage].init(state)}
-        try:
-            restored = mngr.restore(start, args=ocp.args.StandardRestore(target))
-        except (ValueError, KeyError) as err:
-            raise ValueError(f"{args.out}/ckpt does not match model {args.model!r}: {err}") from err
-        state = restored["state"]
-        old_res = args.out / "results.json"
-        if old_res.is_file():
-            prev = json.loads(old_res.read_text())
-            curve = [c for c in prev.get("curve", []) if c[0] <= start]
-            losses = [c for c in prev.get("loss", []) if c[0] <= start]
-        log.info("resumed from step %d", start)
-        resumed_opt = restored["opt_state"]
-    meta_path.write_text(json.dumps(meta))
+    # What shapes the result. stage2_steps is left out on purpose: stage 2 has a constant lr, so
+    # a longer run continues a shorter one exactly (a checkpoint past the total is refused).
+    settings = {"experiment": "clip_finetune", "model": args.model, "dataset": args.dataset,
+                "train_split": args.train_split, "test_split": args.test_split,
+                "data_dir": args.data_dir, "mock_data": args.mock_data, "group": args.group,
+                "method": args.method, "lambda_features": args.lambda_features,
+                "lambda_trainable": args.lambda_trainable, "stage1_steps": args.stage1_steps,
+                "lr_lambda": args.lr_lambda, "lr_model": args.lr_model,
+                "batch_size": args.batch_size, "eval_limit": args.eval_limit,
+                "train_limit": args.train_limit, "seed": args.seed}  # fmt: skip
+
+    def stage_of(step: int) -> int:  # the stage whose optimiser state a checkpoint holds
+        return 1 if 0 < step <= args.stage1_steps else 2
+
+    def target(step: int) -> dict:
+        return {"state": state, "opt_state": opts[stage_of(step) if step else 1].init(state)}
+
+    run = resume_or_start(args.out / "checkpoints", settings, target,
+                          resume=not args.no_resume, hint=RESUME_HINT)  # fmt: skip
+    start = run.step
+    if start > total:
+        run.close()
+        raise ScriptError(f"{run.directory} holds step {start}, past the {total} steps asked for",
+                          f"pass --stage2-steps >= {start - args.stage1_steps}, another --out, "
+                          "or --no-resume")  # fmt: skip
+    state = run.state["state"]
+    resumed_opt = run.state["opt_state"] if run.resumed else None
+    curve = [[h["step"], h["value"]] for h in run.history if h["kind"] == "eval"]
+    losses = [[h["step"], h["value"]] for h in run.history if h["kind"] == "loss"]
     if not curve:
         curve.append([0, evaluate(state)])
         log.info("step 0: test top-1 %.2f%%", curve[-1][1])
+
+    def history() -> list[dict]:
+        return [{"kind": "eval", "step": s, "value": v} for s, v in curve] + [
+            {"kind": "loss", "step": s, "value": v} for s, v in losses]  # fmt: skip
 
     from tqdm.auto import tqdm
 
     key = jax.random.key(args.seed)
     step_no = 0
     bar = tqdm(total=total, initial=start, desc=f"finetune {args.method}")
-    for stage, n_steps in stages:
-        first, last = step_no, step_no + n_steps
-        step_no = last
-        if n_steps == 0 or start >= last:
-            continue
-        train_step = make_step(stage)
-        if resumed_opt is not None and stage == resumed_stage:
-            opt_state = resumed_opt
-        else:
-            opt_state = opts[stage].init(state)
-        steps_per_epoch = max(1, len(train_src) // args.batch_size)
-        s = max(first, start)
-        while s < last:
-            epoch = s // steps_per_epoch
-            it = images.batches(train_src, args.batch_size, shuffle=True, seed=args.seed,
-                                epoch=epoch, drop_remainder=len(train_src) >= args.batch_size,
-                                preprocess=prep_batch)  # fmt: skip
-            for _ in range(s % steps_per_epoch):  # skip to the resume position
-                next(it, None)
-            for x, y in it:
-                state, opt_state, loss = train_step(state, opt_state, x, y,
-                                                    jax.random.fold_in(key, s))  # fmt: skip
-                s += 1
-                bar.update(1)
-                if s % 10 == 0 or s == last:
-                    losses.append([s, float(loss)])
-                if s % args.eval_every == 0 or s == last:
-                    curve.append([s, evaluate(state)])
-                    log.info("step %d (stage %d): test top-1 %.2f%%", s, stage, curve[-1][1])
-                    mngr.save(s, args=ocp.args.StandardSave({"state": state,
-                                                             "opt_state": opt_state}))  # fmt: skip
-                    _write(args, curve, losses, t0, n_test)
-                if s >= last:
-                    break
+    with run:
+        for stage, n_steps in stages:
+            first, last = step_no, step_no + n_steps
+            step_no = last
+            if n_steps == 0 or start >= last:
+                continue
+            train_step = make_step(stage)
+            # A checkpoint inside this stage carries its optimiser state; at a stage boundary
+            # the next stage starts with a fresh one, as in an uninterrupted run.
+            opt_state = resumed_opt if (resumed_opt is not None and first < start) else (
+                opts[stage].init(state))  # fmt: skip
+            steps_per_epoch = max(1, len(train_src) // args.batch_size)
+            s = max(first, start)
+            while s < last:
+                epoch = s // steps_per_epoch
+                it = images.batches(train_src, args.batch_size, shuffle=True, seed=args.seed,
+                                    epoch=epoch, drop_remainder=len(train_src) >= args.batch_size,
+                                    preprocess=prep_batch)  # fmt: skip
+                for _ in range(s % steps_per_epoch):  # skip to the resume position
+                    next(it, None)
+                for x, y in it:
+                    state, opt_state, loss = train_step(state, opt_state, x, y,
+                                                        jax.random.fold_in(key, s))  # fmt: skip
+                    s += 1
+                    bar.update(1)
+                    if s % 10 == 0 or s == last:
+                        losses.append([s, float(loss)])
+                    if s % args.eval_every == 0 or s == last:
+                        curve.append([s, evaluate(state)])
+                        log.info("step %d (stage %d): test top-1 %.2f%%", s, stage, curve[-1][1])
+                        run.save(s, {"state": state, "opt_state": opt_state}, history())
+                        _write(args, curve, losses, t0, n_test)
+                    if s >= last:
+                        break
+            resumed_opt = None
     bar.close()
-    mngr.wait_until_finished()
-    mngr.close()
     (args.out / f"lambda_{args.group}.msgpack").write_bytes(
         flax.serialization.msgpack_serialize(jax.device_get(state["lam"]))
     )

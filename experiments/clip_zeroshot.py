@@ -38,6 +38,15 @@ from typing import Any
 import numpy as np
 
 from equijax.models.tiny import write_tiny_random_clip
+from experiments._cli import (
+    OFFLINE_CLIP,
+    ArgumentParser,
+    ScriptError,
+    cli,
+    require,
+    require_tfds,
+    setup_logging,
+)
 
 MODELS = {
     "ViT-B/32": "openai/clip-vit-base-patch32",
@@ -60,16 +69,25 @@ def load_clip(name: str, out: Path) -> tuple[Any, Any, str]:
     from equijax.models import clip, clip_resnet
 
     if name == "tiny-random":
-        path = write_tiny_random_clip(out / "tiny_clip")
+        try:
+            path = write_tiny_random_clip(out / "tiny_clip")
+        except ImportError as err:
+            raise ScriptError(f"--model tiny-random needs torch, transformers and open-clip-torch "
+                              f"({err})", "pip install 'equijax[test]'") from err  # fmt: skip
         model, params = clip.from_pretrained(path)
         return model, params, str(path)
     ident = MODELS.get(name, name)
     local = Path(ident)
     is_rn = ident.startswith("timm/") or (local / "open_clip_config.json").is_file()
-    if is_rn:
-        model, params = clip_resnet.from_pretrained(ident)
-        return model, params, DEFAULT_TOKENIZER
-    model, params = clip.from_pretrained(ident)
+    try:
+        if is_rn:
+            model, params = clip_resnet.from_pretrained(ident)
+            return model, params, DEFAULT_TOKENIZER
+        model, params = clip.from_pretrained(ident)
+    except OSError as err:
+        raise ScriptError(f"cannot load CLIP {name!r} ({ident}): not a local directory and the "
+                          "Hugging Face hub is unreachable or has no such id",
+                          OFFLINE_CLIP) from err  # fmt: skip
     return model, params, ident
 
 
@@ -168,7 +186,7 @@ def _add(counts: dict, method: str, logits: Any, labels: Any) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument(
         "--model",
         default="ViT-B/32",
@@ -243,21 +261,22 @@ def load_lambda(path: Path | None, group: str) -> Any:
     return flax.serialization.msgpack_restore(path.read_bytes())
 
 
+@cli("python -m experiments.clip_zeroshot")
 def main(argv: list[str] | None = None) -> dict:
     import jax
 
     from equijax.data import images
 
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    log.setLevel(logging.INFO)  # also when absl/orbax already configured the root logger
+    setup_logging("experiments")
+    if not args.mock_data:
+        require_tfds(args.dataset, args.data_dir, OFFLINE_CLIP)
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     model, params, tok_src = load_clip(args.model, args.out)
     classifier, n_templates = build_classifier(model, params, tok_src, args.templates, args.dataset)
     if args.mock_data:
-        import tensorflow_datasets as tfds
-
+        tfds = require("tensorflow_datasets", "pip install 'equijax[data]'", "--mock-data")
         with tfds.testing.mock_data(num_examples=args.limit or 64):
             source = images.tfds_source(args.dataset, data_dir=args.data_dir)
             source = images.subset(source, range(len(source)))
@@ -275,9 +294,11 @@ def main(argv: list[str] | None = None) -> dict:
         sharding = ej.orbit_sharding(group_devices=args.group_devices)
         batch_devices = len(jax.devices()) // args.group_devices
         if args.batch_size % batch_devices:
-            raise ValueError(
+            raise ScriptError(
                 f"--batch-size {args.batch_size} must be divisible by the {batch_devices} devices "
-                "of the batch axis (device count / --group-devices)"
+                "of the batch axis (device count / --group-devices)",
+                f"pass a --batch-size that is a multiple of {batch_devices} or another "
+                "--group-devices",
             )
         log.info("orbit sharded over %s", dict(sharding.mesh.shape))
     plain = jax.jit(logits_fns(model, images.transform_group("rot90"), args.proxy)["vanilla"])
@@ -286,7 +307,11 @@ def main(argv: list[str] | None = None) -> dict:
     for gname in args.groups:
         group = images.transform_group(gname)
         fns = logits_fns(model, group, args.proxy, sharding)
-        lam_params[gname] = load_lambda(args.lambda_params, gname)
+        try:
+            lam_params[gname] = load_lambda(args.lambda_params, gname)
+        except FileNotFoundError as err:
+            raise ScriptError(str(err), "train λ first with python -m experiments.clip_finetune "
+                              "--group " + gname + ", or leave out --lambda-params") from err
         methods = [m for m in args.methods
                    if m != "lambda_equitune" or lam_params[gname] is not None]  # fmt: skip
         if "lambda_equitune" in args.methods and lam_params[gname] is None:

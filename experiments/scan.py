@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -35,6 +36,7 @@ from equijax import decoding
 from equijax.data import scan
 from equijax.models import seq2seq as s2s
 from equijax.nn import LambdaNet
+from experiments._cli import RESUME_HINT, ArgumentParser, cli, setup_logging
 
 log = logging.getLogger("experiments.scan")
 
@@ -80,10 +82,11 @@ class Settings:
     val_fraction: float
     eval_batch: int
     out: Path
+    resume: bool = True
 
 
 def parse_args(argv: list[str] | None = None) -> Settings:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--quick", action="store_true", help="LSTM, 1 seed, short budgets (< 10 min).")
     p.add_argument("--splits", nargs="+", default=list(scan.SPLITS), choices=scan.SPLITS)
     p.add_argument("--cells", nargs="+", default=None, choices=["lstm", "gru", "rnn"])
@@ -103,6 +106,8 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--eval-batch", type=int, default=2048)
     p.add_argument("--out", type=Path, default=Path("runs/scan"))
+    p.add_argument("--no-resume", action="store_true",
+                   help="pretrain afresh; existing checkpoints are moved aside, not deleted")
     a = p.parse_args(argv)
     quick = a.quick
     ft_lr = {"add_jump": 1e-5, "around_right": 2e-5}
@@ -130,6 +135,7 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         val_fraction=a.val_fraction,
         eval_batch=a.eval_batch,
         out=a.out,
+        resume=not a.no_resume,
     )
 
 
@@ -184,56 +190,71 @@ def _progress(total: int, desc: str):
         return None
 
 
-def pretrain(model, data: SplitData, seed: int, s: Settings, ckpt_dir: Path):
-    import orbax.checkpoint as ocp
+def pretrain_settings(model, data: SplitData, seed: int, s: Settings) -> dict:
+    """What shapes a pretrained model (its checkpoint's fingerprint): not finetuning or eval."""
+    return {"experiment": "scan/pretrain", "split": data.name, "val_fraction": s.val_fraction,
+            "model": {"cell": model.cell, "hidden": model.hidden,
+                      "vocab": [len(scan.input_vocab()), len(scan.output_vocab())]},
+            "seed": seed, "pretrain_examples": s.pretrain_examples, "batch_size": s.batch_size,
+            "lr": s.lr, "teacher_forcing": s.teacher_forcing, "buckets": BUCKETS}  # fmt: skip
 
-    steps = math.ceil(s.pretrain_examples / s.batch_size)
+
+@functools.lru_cache(maxsize=8)
+def _pretrain_step(model, steps: int, lr: float, teacher_forcing: float):
+    """``(optimizer, jitted train step)``, built once per setting (reruns reuse the compilation)."""
     opt = optax.chain(
         optax.clip_by_global_norm(1.0),
-        optax.adam(optax.cosine_decay_schedule(s.lr, steps, alpha=0.05)),
+        optax.adam(optax.cosine_decay_schedule(lr, steps, alpha=0.05)),
     )
+    return opt, s2s.make_train_step(model, opt, sos_id=1, pad_id=0, teacher_forcing=teacher_forcing)
+
+
+def pretrain(model, data: SplitData, seed: int, s: Settings, ckpt_dir: Path, resume: bool = True):
+    """Pretrains (or resumes) one model; checkpoints keep the 2 newest of 5 saves + the history.
+
+    A resumed run replays the same batches and PRNG keys as an uninterrupted one (the batch
+    stream is re-seeded and skipped ahead; the key is part of the checkpoint), so the result
+    does not depend on interruptions.
+    """
+    from equijax.training import resume_or_start
+
+    steps = math.ceil(s.pretrain_examples / s.batch_size)
+    opt, train_step = _pretrain_step(model, steps, s.lr, s.teacher_forcing)
     params = s2s.init_params(model, jax.random.key(seed))
-    opt_state = opt.init(params)
-    mngr = ocp.CheckpointManager(
-        ckpt_dir.resolve(), options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True)
-    )
-    start = 0
-    if mngr.latest_step() is not None:
-        start = mngr.latest_step()
-        target = {"params": params, "opt_state": opt_state}
-        restored = mngr.restore(start, args=ocp.args.StandardRestore(target))
-        params, opt_state = restored["params"], restored["opt_state"]
-        log.info("resumed %s from step %d", ckpt_dir, start)
-    if start >= steps:
-        mngr.close()
-        return params, {"steps": steps, "resumed": True, "seconds": 0.0}
-    train_step = s2s.make_train_step(
-        model, opt, sos_id=1, pad_id=0, teacher_forcing=s.teacher_forcing
-    )
-    rng = np.random.default_rng(seed * 1000 + start)
-    it = bucketed_batches(*data.train, s.batch_size, rng)
-    key = jax.random.fold_in(jax.random.key(seed), start)
-    bar = _progress(steps - start, f"pretrain {data.name}/{model.cell}/s{seed}")
-    t0 = time.time()
-    save_every = max(steps // 5, 1)
-    loss = jnp.nan
-    for step in range(start, steps):
-        src, tgt = next(it)
-        key, sub = jax.random.split(key)
-        params, opt_state, loss = train_step(params, opt_state, src, tgt, sub)
+    key = jax.random.fold_in(jax.random.key(seed), 0)
+    init = {"params": params, "opt_state": opt.init(params), "key": jax.random.key_data(key)}
+    with resume_or_start(ckpt_dir, pretrain_settings(model, data, seed, s), init,
+                         resume=resume, hint=RESUME_HINT) as run:  # fmt: skip
+        start, history = run.step, run.history
+        params, opt_state = run.state["params"], run.state["opt_state"]
+        key = jax.random.wrap_key_data(run.state["key"])
+        info = {"steps": steps, "resumed_from_step": start if run.resumed else None}
+        if start >= steps:
+            return params, {**info, "seconds": 0.0, "history": history,
+                            "final_loss": history[-1]["loss"] if history else None}  # fmt: skip
+        it = bucketed_batches(*data.train, s.batch_size, np.random.default_rng(seed * 1000))
+        for _ in range(start):  # replay the batch stream up to the resume point
+            next(it)
+        bar = _progress(steps - start, f"pretrain {data.name}/{model.cell}/s{seed}")
+        t0 = time.time()
+        save_every = max(steps // 5, 1)
+        loss = jnp.nan
+        for step in range(start, steps):
+            src, tgt = next(it)
+            key, sub = jax.random.split(key)
+            params, opt_state, loss = train_step(params, opt_state, src, tgt, sub)
+            if bar is not None:
+                bar.update(1)
+                if step % 100 == 0:
+                    bar.set_postfix(loss=f"{float(loss):.3f}")
+            if (step + 1) % save_every == 0 or step + 1 == steps:
+                history.append({"step": step + 1, "loss": float(loss)})
+                run.save(step + 1, {"params": params, "opt_state": opt_state,
+                                    "key": jax.random.key_data(key)}, history)  # fmt: skip
         if bar is not None:
-            bar.update(1)
-            if step % 100 == 0:
-                bar.set_postfix(loss=f"{float(loss):.3f}")
-        if (step + 1) % save_every == 0 or step + 1 == steps:
-            state = {"params": params, "opt_state": opt_state}
-            mngr.save(step + 1, args=ocp.args.StandardSave(state))
-    mngr.wait_until_finished()
-    mngr.close()
-    if bar is not None:
-        bar.close()
-    return params, {"steps": steps, "resumed": start > 0, "seconds": time.time() - t0,
-                    "final_loss": float(loss)}
+            bar.close()
+    return params, {**info, "seconds": time.time() - t0, "final_loss": float(loss),
+                    "history": history}  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------
@@ -375,7 +396,7 @@ def run_ft(model, data, kind, params, lam_net, lam_params, *, steps, batch, lr, 
 def run_one(data: SplitData, cell: str, seed: int, s: Settings) -> dict:
     model = s2s.Seq2Seq(len(scan.input_vocab()), len(scan.output_vocab()), cell=cell)
     ckpt = s.out / "checkpoints" / f"{data.name}-{cell}-s{seed}"
-    params, info = pretrain(model, data, seed, s, ckpt)
+    params, info = pretrain(model, data, seed, s, ckpt, resume=s.resume)
     res: dict[str, Any] = {"pretrain": info, "zero_shot": {}, "finetune": {}}
     lam_net = LambdaNet()
     lam_params = lam_net.init(jax.random.key(seed + 5), jnp.ones((1, model.hidden)))
@@ -487,10 +508,10 @@ def write_figure(results: dict, s: Settings, path: Path) -> None:
     plt.close(fig)
 
 
+@cli("python -m experiments.scan")
 def main(argv: list[str] | None = None) -> dict:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    logging.getLogger("absl").setLevel(logging.WARNING)
     s = parse_args(argv)
+    setup_logging("experiments")
     s.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     results: dict = {}

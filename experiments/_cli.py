@@ -1,0 +1,117 @@
+"""Command-line support shared by the experiment scripts (not an experiment itself).
+
+* :func:`setup_logging` — progress messages of the scripts and of :mod:`equijax.training`
+  (``resumed from step N``) visible by default; orbax/absl chatter hidden.
+* :class:`ScriptError` — an expected failure (no network, missing dataset or package, bad
+  flag combination) with the fix; :func:`cli` turns it, and checkpoint refusals, into one line
+  on stderr and exit code 2.
+* :class:`ArgumentParser` — argparse whose errors are one line too (exit code 2).
+* :data:`RESUME_HINT` — the fix named by every checkpoint refusal.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+RESUME_HINT = (
+    "rerun with the same settings, choose another --out, or pass --no-resume to start fresh "
+    "(the old checkpoints are moved aside, never deleted)"
+)
+OFFLINE_CLIP = "for an offline smoke run use --model tiny-random --mock-data"
+EXIT_USAGE = 2
+
+
+class ScriptError(Exception):
+    """An expected failure: ``what`` went wrong and the flag or command that fixes it."""
+
+    def __init__(self, what: str, fix: str):
+        super().__init__(f"{what}; {fix}")
+        self.what, self.fix = what, fix
+
+
+def one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def fail(prog: str, message: str) -> NoReturn:
+    print(f"{prog}: error: {one_line(message)}", file=sys.stderr)
+    raise SystemExit(EXIT_USAGE)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose errors are one line on stderr (exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(self.prog, f"{message} (see --help)")
+
+
+def setup_logging(*names: str) -> None:
+    """INFO messages of ``names`` and of ``equijax.training`` on stderr; absl/orbax at WARNING."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    for name in ("equijax.training", *names):
+        logging.getLogger(name).setLevel(logging.INFO)
+    logging.getLogger("absl").setLevel(logging.WARNING)
+    try:  # orbax logs every checkpoint step through absl at INFO
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.WARNING)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def require(module: str, install: str, why: str = "") -> Any:
+    """Imports ``module`` or raises :class:`ScriptError` naming the install command."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        need = f" ({why})" if why else ""
+        raise ScriptError(f"missing optional package {module!r}{need}: {err}", install) from err
+
+
+def cli(prog: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorates a script's ``main``: expected failures become one stderr line and exit code 2."""
+
+    def wrap(main: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(main)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            from equijax.training import CheckpointError, SettingsMismatchError
+
+            try:
+                return main(*args, **kwargs)
+            except ScriptError as err:
+                fail(prog, str(err))
+            except SettingsMismatchError as err:
+                fail(prog, str(err))
+            except CheckpointError as err:
+                fail(prog, str(err))
+
+        return run
+
+    return wrap
+
+
+def require_tfds(name: str, data_dir: Any, offline_fix: str) -> None:
+    """Raises :class:`ScriptError` unless tfds dataset ``name`` is prepared in ``data_dir``.
+
+    Checked up front because ``tfds.data_source`` on an unprepared dataset starts a download.
+    """
+    tfds = require("tensorflow_datasets", "pip install 'equijax[data]'", f"dataset {name}")
+    where = data_dir or "the default tfds data_dir (~/tensorflow_datasets)"
+    try:
+        prepared = tfds.builder(name, data_dir=data_dir).is_prepared()
+    except Exception as err:  # unknown name / unreadable folder: report, do not download
+        raise ScriptError(f"cannot open tfds dataset {name!r} in {where} ({err})",
+                          offline_fix) from err  # fmt: skip
+    if not prepared:
+        raise ScriptError(
+            f"tfds dataset {name!r} is not prepared in {where}",
+            f"prepare it once with network access (tfds build {name} --data_dir DIR) and pass "
+            f"--data-dir DIR, or {offline_fix}",
+        )
