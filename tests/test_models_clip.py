@@ -413,3 +413,28 @@ def test_resize_and_crop_jax_path_is_close_to_pil_and_jittable():
     assert float(jnp.abs(ours - pil).mean()) < 0.05
     x = jnp.arange(2 * 3 * 4 * 5.0).reshape(2, 3, 4, 5)
     np.testing.assert_array_equal(preprocess.nhwc_to_nchw(preprocess.nchw_to_nhwc(x)), x)
+
+
+def test_to_open_clip_inverts_the_converter_on_the_openclip_fixture():
+    from safetensors.numpy import load_file
+
+    ref = load_file(str(FIXTURE / "open_clip_model.safetensors"))
+    _, params = clip_resnet.from_pretrained(FIXTURE)
+    state = clip_resnet.to_open_clip(params)
+    buffers = ("num_batches_tracked", "attn_mask")
+    assert set(state) == {k for k in ref if not k.endswith(buffers)}
+    for k, v in state.items():
+        np.testing.assert_array_equal(v, ref[k], err_msg=k)
+
+
+def test_tiny_random_writers_load_offline(tmp_path):
+    rn_dir = tiny.write_tiny_random_clip_resnet(tmp_path / "rn", seed=1)
+    model, params = clip_resnet.from_pretrained(rn_dir)
+    assert tiny.is_random_model(rn_dir) and model.config.text.vocab_size == 530
+    tok = clip.load_tokenizer(rn_dir)
+    ids = clip.tokenize(tok, ["a photo of the cat."], model.context_length)
+    emb = model.encode_text(params, ids, normalize=True)
+    assert emb.shape == (1, 16) and bool(jnp.isfinite(emb).all())
+    fresh = model.init(jax.random.key(1))
+    same = jax.tree.map(lambda a, b: bool((np.asarray(a) == np.asarray(b)).all()), params, fresh)
+    assert all(jax.tree.leaves(same))  # the file holds exactly the port's initialisation
