@@ -379,6 +379,25 @@ def test_clip_data_prompt_lists_are_complete():
         clip_data.get_zero_shot_prompts("mnist")
 
 
+def test_prompts_are_declared_package_data_with_attribution():
+    import tomllib
+
+    from equijax.data import zero_shot
+
+    assert clip_data.IMAGENET_CLASSNAMES is zero_shot.IMAGENET_CLASSNAMES  # one source
+    assert zero_shot.prompt_sets() == ("cifar100", "imagenet")
+    root = pathlib.Path(__file__).resolve().parents[1]
+    pyproject = tomllib.loads((root / "pyproject.toml").read_text())
+    declared = pyproject["tool"]["setuptools"]["package-data"]["equijax.data"]
+    folder = root / "equijax" / "data"
+    shipped = {p for pattern in declared for p in folder.glob(pattern)}
+    assert {p.stem for p in shipped} == set(zero_shot.prompt_sets())
+    for path in shipped:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        assert set(data) == {"source", "order", "classnames", "templates"}
+        assert "MIT" in data["source"] and "github.com/openai/CLIP" in data["source"]
+
+
 # ----------------------------------------------------------------------------- preprocessing
 
 
