@@ -457,3 +457,17 @@ def test_tiny_random_writers_load_offline(tmp_path):
     fresh = model.init(jax.random.key(1))
     same = jax.tree.map(lambda a, b: bool((np.asarray(a) == np.asarray(b)).all()), params, fresh)
     assert all(jax.tree.leaves(same))  # the file holds exactly the port's initialisation
+
+
+def test_zoo_loads_either_family_and_builds_a_dataset_head(tmp_path):
+    rn_dir = tiny.write_tiny_random_clip_resnet(tmp_path / "rn")
+    model, variables, tok_src = clip.zoo.load(str(rn_dir))
+    assert isinstance(model, clip_resnet.CLIPResNet) and tok_src == str(rn_dir)
+    assert clip.zoo.feature_dim(model, variables) == 16
+    vit_dir = tiny.write_tiny_random_clip(tmp_path / "vit")
+    model, variables, tok_src = clip.zoo.load(str(vit_dir))
+    assert isinstance(model, clip.CLIP) and tok_src == str(vit_dir)
+    w, n_templates = clip.zoo.zero_shot_head(model, variables, tok_src, "cifar100")
+    assert w.shape == (clip.zoo.feature_dim(model, variables), 100) and n_templates == 18
+    np.testing.assert_allclose(jnp.linalg.norm(w, axis=0), 1.0, atol=1e-5)
+    assert clip.zoo.PAPER_MODELS["ViT-B/32"] == clip.zoo.DEFAULT_TOKENIZER
