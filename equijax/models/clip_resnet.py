@@ -31,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -273,16 +273,9 @@ class CLIPResNet(CLIPBase):
 
     config: CLIPResNetConfig
     dtype: Any = None
-    num_channels = 3
-    logit_scale_init = float(np.log(1 / 0.07))
-
-    @property
-    def module(self) -> CLIPResNetModule:
-        return CLIPResNetModule(self.config, self.dtype)
-
-    @property
-    def text_config(self) -> CLIPTextConfig:
-        return self.config.text
+    module_class: ClassVar[type[nn.Module]] = CLIPResNetModule
+    num_channels: ClassVar[int] = 3
+    logit_scale_init: ClassVar[float] = float(np.log(1 / 0.07))
 
     @property
     def image_size(self) -> int:
@@ -495,13 +488,12 @@ def from_pretrained(
         equijax.models._hub.CheckpointMismatchError: missing / unexpected / mis-shaped tensors.
 
     Examples:
-        >>> import tempfile
+        >>> import pathlib, tempfile
+        >>> from equijax.models import tiny
         >>> with tempfile.TemporaryDirectory() as d:
-        ...     try:
-        ...         from_pretrained(d)
-        ...     except FileNotFoundError as err:
-        ...         print("open_clip_config.json" in str(err))
-        True
+        ...     model, variables = from_pretrained(tiny.write_tiny_random_clip_resnet(d))
+        >>> model.config.layers, sorted(variables)
+        ((1, 1, 1, 1), ['batch_stats', 'params'])
     """
     import json
     import pathlib
