@@ -266,3 +266,28 @@ def test_shared_converter_layouts_collections_and_unknown_names():
     assert _convert.convert({"lin.weight": w2}, rule, collections=False).keys() == {
         ("lin", "kernel")
     }
+
+
+def test_every_family_follows_one_from_pretrained_contract(tmp_path):
+    """(model, variables) and dtype=None -> float32, dtype=bfloat16 -> bfloat16, for every port."""
+    pytest.importorskip("torch")
+    from equijax.models import clip, clip_resnet, gpt2, resnet, tiny
+
+    families = [
+        (clip, tiny.write_tiny_random_clip(tmp_path / "clip")),
+        (clip_resnet, tiny.write_tiny_random_clip_resnet(tmp_path / "clip_rn")),
+        (resnet, tiny.write_tiny_random_resnet(tmp_path / "resnet")),
+        (gpt2, tiny.write_tiny_random_gpt2(tmp_path / "gpt2", n_layer=1, n_embd=16)),
+    ]
+    for family, directory in families:
+        assert tiny.is_random_model(directory), family.__name__
+        dtypes = [(None, jnp.float32)]
+        if family in (resnet, gpt2):  # bfloat16 of the CLIPs: tests/test_models_clip.py
+            dtypes.append((jnp.bfloat16, jnp.bfloat16))
+        for dtype, want in dtypes:
+            model, variables = family.from_pretrained(directory, dtype=dtype)
+            hash(model)  # static: usable as a jit static argument
+            leaves = jax.tree.leaves(variables)
+            assert leaves and all(x.dtype == want for x in leaves), (family.__name__, dtype)
+            if family is not gpt2:  # gpt2 returns the contents of "params" (documented)
+                assert "params" in variables, family.__name__
