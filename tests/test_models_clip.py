@@ -379,6 +379,25 @@ def test_clip_data_prompt_lists_are_complete():
         clip_data.get_zero_shot_prompts("mnist")
 
 
+def test_prompts_are_declared_package_data_with_attribution():
+    import tomllib
+
+    from equijax.data import zero_shot
+
+    assert clip_data.IMAGENET_CLASSNAMES is zero_shot.IMAGENET_CLASSNAMES  # one source
+    assert zero_shot.prompt_sets() == ("cifar100", "imagenet")
+    root = pathlib.Path(__file__).resolve().parents[1]
+    pyproject = tomllib.loads((root / "pyproject.toml").read_text())
+    declared = pyproject["tool"]["setuptools"]["package-data"]["equijax.data"]
+    folder = root / "equijax" / "data"
+    shipped = {p for pattern in declared for p in folder.glob(pattern)}
+    assert {p.stem for p in shipped} == set(zero_shot.prompt_sets())
+    for path in shipped:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        assert set(data) == {"source", "order", "classnames", "templates"}
+        assert "MIT" in data["source"] and "github.com/openai/CLIP" in data["source"]
+
+
 # ----------------------------------------------------------------------------- preprocessing
 
 
@@ -413,3 +432,42 @@ def test_resize_and_crop_jax_path_is_close_to_pil_and_jittable():
     assert float(jnp.abs(ours - pil).mean()) < 0.05
     x = jnp.arange(2 * 3 * 4 * 5.0).reshape(2, 3, 4, 5)
     np.testing.assert_array_equal(preprocess.nhwc_to_nchw(preprocess.nchw_to_nhwc(x)), x)
+
+
+def test_to_open_clip_inverts_the_converter_on_the_openclip_fixture():
+    from safetensors.numpy import load_file
+
+    ref = load_file(str(FIXTURE / "open_clip_model.safetensors"))
+    _, params = clip_resnet.from_pretrained(FIXTURE)
+    state = clip_resnet.to_open_clip(params)
+    buffers = ("num_batches_tracked", "attn_mask")
+    assert set(state) == {k for k in ref if not k.endswith(buffers)}
+    for k, v in state.items():
+        np.testing.assert_array_equal(v, ref[k], err_msg=k)
+
+
+def test_tiny_random_writers_load_offline(tmp_path):
+    rn_dir = tiny.write_tiny_random_clip_resnet(tmp_path / "rn", seed=1)
+    model, params = clip_resnet.from_pretrained(rn_dir)
+    assert tiny.is_random_model(rn_dir) and model.config.text.vocab_size == 530
+    tok = clip.load_tokenizer(rn_dir)
+    ids = clip.tokenize(tok, ["a photo of the cat."], model.context_length)
+    emb = model.encode_text(params, ids, normalize=True)
+    assert emb.shape == (1, 16) and bool(jnp.isfinite(emb).all())
+    fresh = model.init(jax.random.key(1))
+    same = jax.tree.map(lambda a, b: bool((np.asarray(a) == np.asarray(b)).all()), params, fresh)
+    assert all(jax.tree.leaves(same))  # the file holds exactly the port's initialisation
+
+
+def test_zoo_loads_either_family_and_builds_a_dataset_head(tmp_path):
+    rn_dir = tiny.write_tiny_random_clip_resnet(tmp_path / "rn")
+    model, variables, tok_src = clip.zoo.load(str(rn_dir))
+    assert isinstance(model, clip_resnet.CLIPResNet) and tok_src == str(rn_dir)
+    assert clip.zoo.feature_dim(model, variables) == 16
+    vit_dir = tiny.write_tiny_random_clip(tmp_path / "vit")
+    model, variables, tok_src = clip.zoo.load(str(vit_dir))
+    assert isinstance(model, clip.CLIP) and tok_src == str(vit_dir)
+    w, n_templates = clip.zoo.zero_shot_head(model, variables, tok_src, "cifar100")
+    assert w.shape == (clip.zoo.feature_dim(model, variables), 100) and n_templates == 18
+    np.testing.assert_allclose(jnp.linalg.norm(w, axis=0), 1.0, atol=1e-5)
+    assert clip.zoo.PAPER_MODELS["ViT-B/32"] == clip.zoo.DEFAULT_TOKENIZER

@@ -221,3 +221,73 @@ def test_restore_params_names_the_path_of_a_truncated_file(tmp_path, damaged):
     assert str(ckpt) in msg
     if damaged == "_METADATA":
         assert str(victim) in msg and "truncated" in msg
+
+
+def test_shared_converter_layouts_collections_and_unknown_names():
+    from equijax.models import _convert
+
+    T = _convert.Target
+    rules = {
+        "lin": T("linear", ("lin",)), "c1d": T("conv1d", ("c1d",)), "conv": T("conv", ("conv",)),
+        "bn": T("norm", ("bn",)), "emb": T("embedding", ("emb",)), "p": T("param", ("a", "p")),
+        "buf": _convert.DROP,
+    }  # fmt: skip
+
+    def rule(name):
+        return rules.get(name.split(".")[0])
+
+    rng = np.random.default_rng(0)
+    w2, w4 = rng.normal(size=(3, 2)), rng.normal(size=(5, 4, 3, 2))
+    torch_like = {
+        "lin.weight": w2, "lin.bias": np.ones(3), "c1d.weight": w2, "conv.weight": w4,
+        "bn.weight": np.ones(4), "bn.running_mean": np.zeros(4), "bn.running_var": np.ones(4),
+        "bn.num_batches_tracked": np.array(3), "emb.weight": w2, "p": np.ones(2),
+        "buf.mask": np.ones(2), "mystery.weight": np.ones(2), "lin.gamma": np.ones(2),
+    }  # fmt: skip
+    out = _convert.convert(torch_like, rule)
+    np.testing.assert_array_equal(out[("params", "lin", "kernel")], w2.T)
+    np.testing.assert_array_equal(out[("params", "c1d", "kernel")], w2)  # Conv1D is (in, out)
+    np.testing.assert_array_equal(out[("params", "conv", "kernel")], w4.transpose(2, 3, 1, 0))
+    assert ("batch_stats", "bn", "mean") in out and ("params", "bn", "scale") in out
+    assert ("params", "emb", "embedding") in out and ("params", "a", "p") in out
+    # unknown names and leaves stay in the checkpoint's words; buffers are dropped
+    assert {k for k in out if isinstance(k, str)} == {"mystery.weight", "lin.gamma"}
+    assert not any("buf" in str(k) or "num_batches" in str(k) for k in out)
+    # HF-Flax names (collection prefix, Flax leaves) land on the same paths
+    flax_like = {
+        "params.lin.kernel": w2.T, "params.c1d.kernel": w2.T,
+        "params.conv.kernel": w4.transpose(2, 3, 1, 0),
+        "batch_stats.bn.mean": np.zeros(4), "params.bn.scale": np.ones(4),
+        "params.emb.embedding": w2,
+    }  # fmt: skip
+    again = _convert.convert(flax_like, rule)
+    for key in again:
+        np.testing.assert_array_equal(again[key], out[key], err_msg=str(key))
+    assert _convert.convert({"lin.weight": w2}, rule, collections=False).keys() == {
+        ("lin", "kernel")
+    }
+
+
+def test_every_family_follows_one_from_pretrained_contract(tmp_path):
+    """(model, variables) and dtype=None -> float32, dtype=bfloat16 -> bfloat16, for every port."""
+    pytest.importorskip("torch")
+    from equijax.models import clip, clip_resnet, gpt2, resnet, tiny
+
+    families = [
+        (clip, tiny.write_tiny_random_clip(tmp_path / "clip")),
+        (clip_resnet, tiny.write_tiny_random_clip_resnet(tmp_path / "clip_rn")),
+        (resnet, tiny.write_tiny_random_resnet(tmp_path / "resnet")),
+        (gpt2, tiny.write_tiny_random_gpt2(tmp_path / "gpt2", n_layer=1, n_embd=16)),
+    ]
+    for family, directory in families:
+        assert tiny.is_random_model(directory), family.__name__
+        dtypes = [(None, jnp.float32)]
+        if family in (resnet, gpt2):  # bfloat16 of the CLIPs: tests/test_models_clip.py
+            dtypes.append((jnp.bfloat16, jnp.bfloat16))
+        for dtype, want in dtypes:
+            model, variables = family.from_pretrained(directory, dtype=dtype)
+            hash(model)  # static: usable as a jit static argument
+            leaves = jax.tree.leaves(variables)
+            assert leaves and all(x.dtype == want for x in leaves), (family.__name__, dtype)
+            if family is not gpt2:  # gpt2 returns the contents of "params" (documented)
+                assert "params" in variables, family.__name__

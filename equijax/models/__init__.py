@@ -1,18 +1,39 @@
 """Flax ports of pretrained models, loading Hugging Face / OpenCLIP checkpoints.
 
-Each family lives in its own module and exposes ``from_pretrained(name_or_path)`` returning a
-model object with a pure ``apply(params, inputs)``-style path plus the parameter pytree:
+Where things live (a new family adds a module and its name-mapping rule, nothing else):
 
-* :mod:`equijax.models.clip` — CLIP ViT (text + vision towers, zero-shot classifier builder);
-* :mod:`equijax.models.clip_resnet` — CLIP ModifiedResNet (RN50, RN101) from OpenCLIP files;
-* :mod:`equijax.models.resnet` — Hugging Face ``microsoft/resnet-*``;
-* :mod:`equijax.models.gpt2` — GPT-2 with KV cache and jitted generation;
-* :mod:`equijax.models.seq2seq` — the SCAN encoder-decoder RNN/GRU/LSTM (trained here);
-* :mod:`equijax.models.small_cnn` — the small CNN of the offline rotated-digits experiment;
-* :mod:`equijax.models.preprocess` — numpy/JAX image preprocessing.
+* :mod:`equijax.models.clip` -- CLIP ViT (``model`` / ``convert`` / ``tokenizer``), and the
+  functional shell :class:`~equijax.models.clip.CLIPBase` shared by both CLIP families;
+* :mod:`equijax.models.clip_resnet` -- CLIP ModifiedResNet (RN50, RN101) from OpenCLIP files;
+* :mod:`equijax.models.resnet` -- Hugging Face ``microsoft/resnet-*``;
+* :mod:`equijax.models.gpt2` -- GPT-2 with KV cache and jitted generation;
+* :mod:`equijax.models.seq2seq` -- the SCAN encoder-decoder RNN/GRU/LSTM (trained here);
+* :mod:`equijax.models.small_cnn` -- the small CNN of the offline rotated-digits experiment;
+* :mod:`equijax.models.preprocess` -- numpy/JAX image preprocessing;
+* :mod:`equijax.models.tiny` -- tiny random checkpoints in the real formats (tests, offline runs);
+* shared plumbing: ``_hub`` (locate and read checkpoints -- safetensors, sharded indexes, HF-Flax
+  ``flax_model.msgpack``, never pickle -- and orbax save/restore), ``_convert`` (the one
+  PyTorch / HF-Flax -> Flax converter; each family supplies only a ``rule(name)``) and
+  ``_activations`` (the one activation table).
 
-Checkpoint helpers (safetensors / msgpack reading, orbax save and restore) are re-exported
-here. Loading never unpickles.
+The ``from_pretrained`` contract, the same for every family::
+
+    model, variables = <family>.from_pretrained(name_or_path, *, dtype=None, ...)
+
+* ``name_or_path``: a Hugging Face hub id (downloaded with ``huggingface_hub``, honouring its cache
+  and ``HF_HUB_OFFLINE``) or a local directory written by ``save_pretrained`` / OpenCLIP.
+* ``dtype``: ``None`` means float32 parameters and float32 computation; any other dtype (e.g.
+  ``jnp.bfloat16``) casts the floating parameters to it and computes in it. (ResNet and GPT-2
+  also take ``compute_dtype`` to compute in another dtype than the parameters are stored in.)
+* Returns ``(model, variables)``: ``model`` is static and hashable (a config-carrying functional
+  object for CLIP, a linen module for ResNet and GPT-2), and ``variables`` is the Flax variables
+  dict -- ``{"params": ...}``, plus ``"batch_stats"`` for batch-norm models. Exception kept for
+  compatibility: ``gpt2.from_pretrained`` returns the *contents* of ``"params"`` (its generation
+  API takes them as is; use ``{"params": params}`` with ``model.apply``).
+* Raises ``FileNotFoundError`` (no config or weights; the message lists what the directory holds),
+  ``OSError`` (not local and the download failed) or
+  :class:`~equijax.models._hub.CheckpointMismatchError` (names or shapes that do not fit; every
+  one listed, unknown ones in the checkpoint's own words).
 """
 
 from equijax.models import (
@@ -23,6 +44,7 @@ from equijax.models import (
     resnet,
     seq2seq,
     small_cnn,
+    tiny,
 )
 from equijax.models._hub import (
     CheckpointMismatchError,
@@ -47,4 +69,5 @@ __all__ = [
     "save_params",
     "seq2seq",
     "small_cnn",
+    "tiny",
 ]

@@ -31,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -48,6 +48,7 @@ __all__ = [
     "ModifiedResNet",
     "from_pretrained",
     "open_clip_to_flax",
+    "to_open_clip",
 ]
 
 Params = Any
@@ -272,16 +273,9 @@ class CLIPResNet(CLIPBase):
 
     config: CLIPResNetConfig
     dtype: Any = None
-    num_channels = 3
-    logit_scale_init = float(np.log(1 / 0.07))
-
-    @property
-    def module(self) -> CLIPResNetModule:
-        return CLIPResNetModule(self.config, self.dtype)
-
-    @property
-    def text_config(self) -> CLIPTextConfig:
-        return self.config.text
+    module_class: ClassVar[type[nn.Module]] = CLIPResNetModule
+    num_channels: ClassVar[int] = 3
+    logit_scale_init: ClassVar[float] = float(np.log(1 / 0.07))
 
     @property
     def image_size(self) -> int:
@@ -379,6 +373,92 @@ def _open_clip_rule(name: str) -> _convert.Target | str | None:
     return None
 
 
+_TEXT_BLOCK_NAMES = {v: k for k, v in _TEXT_BLOCK_MODULES.items()}
+_FLAX_TO_TORCH_LEAF = {
+    "scale": "weight",
+    "bias": "bias",
+    "mean": "running_mean",
+    "var": "running_var",
+}
+
+
+def to_open_clip(params: Params) -> dict[str, np.ndarray]:
+    """The inverse of :func:`open_clip_to_flax`: variables -> OpenCLIP ``state_dict`` arrays.
+
+    Used to write OpenCLIP-format checkpoints without torch (e.g.
+    :func:`equijax.models.tiny.write_tiny_random_clip_resnet`); the fused text attention
+    projection is re-assembled as ``in_proj_weight`` / ``in_proj_bias``.
+
+    Args:
+        params: variables ``{"params": ..., "batch_stats": ...}`` of a :class:`CLIPResNet`.
+
+    Returns:
+        ``name -> float32 array`` with OpenCLIP names and PyTorch layouts.
+
+    Examples:
+        >>> import jax
+        >>> model = CLIPResNet(CLIPResNetConfig.tiny())
+        >>> state = to_open_clip(model.init(jax.random.key(0)))
+        >>> state["visual.conv1.weight"].shape, state["text_projection"].shape
+        ((4, 3, 3, 3), (16, 16))
+    """
+    from equijax.models import _hub
+
+    out: dict[str, np.ndarray] = {}
+    fused: dict[str, dict[str, np.ndarray]] = {}
+    for key, value in _hub.flatten_params(params).items():
+        value = np.array(value, np.float32, order="C")  # keeps 0-d arrays 0-d
+        collection, *mods, leaf = key.split(".")
+        if mods and mods[0] == "visual":
+            names = []
+            for m in mods:
+                head, _, idx = m.rpartition("_")
+                names.append(f"{head}.{idx}" if idx.isdigit() and head else m)
+            stem = ".".join(names)
+            owner = mods[-1]
+            if collection == "batch_stats" or owner.startswith("bn") or owner == "downsample_1":
+                out[f"{stem}.{_FLAX_TO_TORCH_LEAF[leaf]}"] = value
+            elif leaf == "kernel":
+                w = value.transpose(3, 2, 0, 1) if value.ndim == 4 else value.T
+                out[f"{stem}.weight"] = np.ascontiguousarray(w)
+            else:
+                out[f"{stem}.{leaf}"] = value
+        elif mods[:1] == ["text_model"]:
+            rest = mods[1:]
+            if rest == ["embeddings", "token_embedding"]:
+                out["token_embedding.weight"] = value
+            elif rest == ["embeddings", "position_embedding"]:
+                out["positional_embedding"] = value
+            elif rest == ["final_layer_norm"]:
+                out[f"ln_final.{_FLAX_TO_TORCH_LEAF[leaf]}"] = value
+            else:  # encoder / layers_N / module...
+                layer = rest[1].removeprefix("layers_")
+                prefix = f"transformer.resblocks.{layer}"
+                module = tuple(rest[2:])
+                if module in (("self_attn", p) for p in ("q_proj", "k_proj", "v_proj")):
+                    fused.setdefault(f"{prefix}.attn.in_proj_{leaf}", {})[module[1]] = value
+                    continue
+                name = _TEXT_BLOCK_NAMES[module]
+                if leaf == "kernel":
+                    out[f"{prefix}.{name}.weight"] = np.ascontiguousarray(value.T)
+                else:
+                    out[f"{prefix}.{name}.{_FLAX_TO_TORCH_LEAF.get(leaf, leaf)}"] = value
+        elif mods == ["text_projection"]:
+            out["text_projection"] = value
+        else:
+            out[".".join([*mods, leaf])] = value
+    for name, parts in fused.items():
+        qkv = [parts[p] for p in ("q_proj", "k_proj", "v_proj")]
+        if name.endswith("kernel"):
+            out[name.replace("in_proj_kernel", "in_proj_weight")] = np.concatenate(
+                [q.T for q in qkv]
+            )
+        else:
+            out[name] = np.concatenate(qkv)
+    # C order for every array (safetensors writes raw buffers; 0-d arrays stay 0-d)
+    return {k: np.array(v, np.float32, order="C") for k, v in out.items()}
+
+
 _CONFIG_FILES = ("open_clip_config.json",)
 _WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_model.safetensors.index.json")
 
@@ -408,13 +488,12 @@ def from_pretrained(
         equijax.models._hub.CheckpointMismatchError: missing / unexpected / mis-shaped tensors.
 
     Examples:
-        >>> import tempfile
+        >>> import pathlib, tempfile
+        >>> from equijax.models import tiny
         >>> with tempfile.TemporaryDirectory() as d:
-        ...     try:
-        ...         from_pretrained(d)
-        ...     except FileNotFoundError as err:
-        ...         print("open_clip_config.json" in str(err))
-        True
+        ...     model, variables = from_pretrained(tiny.write_tiny_random_clip_resnet(d))
+        >>> model.config.layers, sorted(variables)
+        ((1, 1, 1, 1), ['batch_stats', 'params'])
     """
     import json
     import pathlib

@@ -873,7 +873,7 @@ def _gpt2_rule(name: str, *, tied: bool) -> _convert.Target | str | None:
 def from_pretrained(
     name_or_path: str | os.PathLike,
     *,
-    dtype: Any = jnp.float32,
+    dtype: Any = None,
     compute_dtype: Any = None,
 ) -> tuple[GPT2LMHeadModel, Any]:
     """Load an HF GPT-2 checkpoint (hub id such as ``"gpt2"`` or a local directory).
@@ -881,8 +881,9 @@ def from_pretrained(
     Args:
         name_or_path: hub id (``gpt2``, ``gpt2-medium``, ``distilgpt2``...) or a directory
             written by ``save_pretrained``.
-        dtype: parameter dtype.
-        compute_dtype: computation dtype (defaults to ``dtype``); logits are float32.
+        dtype: parameter and computation dtype (``None``: float32), as for every port (see
+            :mod:`equijax.models`).
+        compute_dtype: computation dtype if it should differ from ``dtype``; logits are float32.
 
     Returns:
         ``(model, params)``; ``model.apply({"params": params}, ids)`` or the step API above.
@@ -896,6 +897,7 @@ def from_pretrained(
         name_or_path,
         allow_patterns=["*.json", "*.safetensors", "*.msgpack", "merges.txt", "vocab.json"],
     )
+    dtype = jnp.float32 if dtype is None else dtype
     config = GPT2Config.from_hf(_hub.read_config(directory))
     model = GPT2LMHeadModel(config, dtype=compute_dtype or dtype, param_dtype=dtype)
     state_dict = _hub.read_state_dict(directory)

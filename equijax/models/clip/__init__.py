@@ -21,7 +21,9 @@ The package reads like the family it ports: :mod:`~equijax.models.clip.model` (c
 the functional shell :class:`CLIPBase` shared with :mod:`equijax.models.clip_resnet`),
 :mod:`~equijax.models.clip.convert` (the HF name-mapping rule and :func:`from_pretrained`) and
 :mod:`~equijax.models.clip.tokenizer` (BPE vocabulary files, :func:`load_tokenizer`,
-:func:`tokenize`). Everything public is re-exported here.
+:func:`tokenize`) and :mod:`~equijax.models.clip.zoo` (the paper's backbones by name, either
+family behind one ``load``, a dataset's zero-shot classifier). The public names of ``model``,
+``convert`` and ``tokenizer`` are re-exported here.
 
 ``params`` is a Flax variables dict ``{"params": ...}`` whose module names mirror the Hugging Face
 names (``vision_model/encoder/layers_0/self_attn/q_proj/kernel`` <->
@@ -38,6 +40,7 @@ Examples:
     (2, 1)
 """
 
+from equijax.models.clip import zoo
 from equijax.models.clip.convert import from_pretrained, hf_to_flax
 from equijax.models.clip.model import (
     CLIP,
@@ -79,4 +82,5 @@ __all__ = [
     "write_bpe_vocab",
     "write_tokenizer_files",
     "zero_shot_classifier",
+    "zoo",
 ]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -531,18 +531,28 @@ class CLIPBase(ZeroShotHead):
     """The functional shell shared by both CLIP families (ViT :class:`CLIP`, ModifiedResNet
     :class:`equijax.models.clip_resnet.CLIPResNet`).
 
-    A subclass is a frozen dataclass holding a hashable ``config`` and a ``dtype``, and names its
-    parts: ``module`` (a linen shell with ``encode_image`` / ``encode_text`` methods),
-    ``image_size``, ``num_channels``, ``embed_dim``, ``text_config`` (a :class:`CLIPTextConfig`)
-    and ``logit_scale_init``. Everything else -- parameter template, random init, input checks,
-    the jitted encoders, logits and zero-shot classification -- is written once, here.
+    A subclass is a frozen dataclass holding a hashable ``config`` (with a ``text`` tower config)
+    and a ``dtype``, and names its parts: ``module_class`` (a linen shell built as
+    ``module_class(config, dtype)`` with ``encode_image`` / ``encode_text`` methods),
+    ``image_size``, ``num_channels``, ``embed_dim`` and ``logit_scale_init``. Everything else --
+    parameter template, random init, input checks, the jitted encoders, logits and zero-shot
+    classification -- is written once, here.
     """
 
-    text_config: CLIPTextConfig
+    module_class: ClassVar[type[nn.Module]]
     image_size: int
     num_channels: int
     embed_dim: int
     logit_scale_init: float
+
+    @property
+    def module(self) -> nn.Module:
+        """The linen shell these pure methods apply."""
+        return self.module_class(self.config, self.dtype)
+
+    @property
+    def text_config(self) -> CLIPTextConfig:
+        return self.config.text
 
     @property
     def context_length(self) -> int:
@@ -619,14 +629,7 @@ class CLIP(CLIPBase):
 
     config: CLIPConfig
     dtype: Any = None
-
-    @property
-    def module(self) -> CLIPModule:
-        return CLIPModule(self.config, self.dtype)
-
-    @property
-    def text_config(self) -> CLIPTextConfig:
-        return self.config.text
+    module_class: ClassVar[type[nn.Module]] = CLIPModule
 
     @property
     def image_size(self) -> int:
