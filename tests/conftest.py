@@ -51,3 +51,14 @@ def pytest_runtest_makereport(item, call):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
         report.longrepr = f"skipped tests fail (set EQUIJAX_ALLOW_SKIP=1 to allow): {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """The same rule for a whole module skipped at import (``pytest.importorskip``)."""
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("EQUIJAX_ALLOW_SKIP") != "1" and report.skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped module fails (set EQUIJAX_ALLOW_SKIP=1 to allow): {reason}"
