@@ -349,7 +349,9 @@ def equivariant_greedy_decode(
         ``g`` must be the same abstract element that produced ``states[g]``.
       method: ``"equitune"``, ``"equitune_sequence"``, ``"lambda"`` or ``"equizero"``.
       max_len: output length (EOS included).
-      start_id, eos_id, pad_id: special tokens, fixed by the group.
+      start_id: the start token, fixed by the group.
+      eos_id: the end-of-sequence token, fixed by the group.
+      pad_id: the padding token, fixed by the group.
       weights: ``(B, |G|)`` positive weights λ(g·x) for ``"lambda"``.
       average: ``"prob"`` or ``"logprob"``: what the step-wise methods average.
       proxy: equizero proxy loss: ``"max_prob"``, ``"entropy"`` or

@@ -56,10 +56,15 @@ def prompt_sets() -> tuple[str, ...]:
                         if p.name.endswith(".json")))  # fmt: skip
 
 
+_CIFAR100, _IMAGENET = _load("cifar100"), _load("imagenet")
 #: CIFAR-100 class names in label order.
-CIFAR100_CLASSNAMES, CIFAR100_TEMPLATES = _load("cifar100")
-#: ImageNet (and ImageNet-V2) class names in index order, and the 80 CLIP templates.
-IMAGENET_CLASSNAMES, IMAGENET_TEMPLATES = _load("imagenet")
+CIFAR100_CLASSNAMES = _CIFAR100[0]
+#: The CLIP prompt templates for CIFAR-100 (``str.format`` with the class name).
+CIFAR100_TEMPLATES = _CIFAR100[1]
+#: ImageNet (and ImageNet-V2) class names in index order.
+IMAGENET_CLASSNAMES = _IMAGENET[0]
+#: The 80 CLIP prompt templates for ImageNet.
+IMAGENET_TEMPLATES = _IMAGENET[1]
 
 _ALIASES = {"cifar100": "cifar100", "imagenet": "imagenet", "imagenet_v2": "imagenet"}
 

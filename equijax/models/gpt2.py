@@ -918,7 +918,8 @@ def load_tokenizer(name_or_path: str | os.PathLike):
     directly silently mis-tokenises in transformers 5).
 
     Returns:
-        A ``transformers`` fast tokenizer; ``pad_token`` is set to ``eos_token`` when missing.
+        tokenizer (transformers.PreTrainedTokenizerFast): a fast tokenizer; ``pad_token`` is set
+            to ``eos_token`` when missing.
     """
     try:
         import transformers

@@ -226,7 +226,10 @@ def write_tiny_random_gpt2(
 
     Args:
         directory: output directory (created if needed).
-        n_embd, n_layer, n_head, n_positions: the GPT-2 sizes.
+        n_embd: the GPT-2 width.
+        n_layer: the number of blocks.
+        n_head: the number of attention heads.
+        n_positions: the context length.
         seed: PRNG seed of the weights.
 
     Returns:

@@ -95,7 +95,8 @@ def zero_shot_head(
     """A dataset's zero-shot classifier ``(D, C)`` from the shipped class names and templates.
 
     Args:
-        model, variables: a CLIP model and its variables (e.g. from :func:`load`).
+        model: a CLIP model (e.g. from :func:`load`).
+        variables: its variables.
         tokenizer: a tokenizer (:func:`equijax.models.clip.load_tokenizer`) or its source.
         dataset: ``"cifar100"``, ``"imagenet"`` or ``"imagenet_v2"`` (class names).
         templates: the template set's dataset name; default ``dataset``'s own.
