@@ -18,7 +18,9 @@ Prints a markdown table.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import statistics
 import time
 
 import flax.linen as nn
@@ -83,6 +85,9 @@ def main() -> None:
     parser.add_argument("--small", action="store_true", help="tiny model for a smoke run")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--exact-only", action="store_true", help="only the exact=True vs default table"
+    )
     args = parser.parse_args()
 
     cfg = dict(width=64, layers=2, heads=4, patch=8) if args.small else {}
@@ -124,16 +129,24 @@ def main() -> None:
     lambda_equitune = jax.jit(lambda_fn)
 
     r = args.repeats
+    print(
+        f"Machine: {platform.machine()}, {jax.device_count()} CPU device(s), "
+        f"jax {jax.__version__}; "
+        f"model {'small' if args.small else 'ViT-B/32-size'}, batch {args.batch}, C4; "
+        f"1-min load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} core(s)\n"
+    )
+    if not args.exact_only:
+        overhead_tables(params, lam_params, x, r, plain_4x, equitune, equizero, lambda_equitune)
+    exact_table(model, params, lam_params, x, r, G, logits, equitune, equizero_fn, lambda_fn)
+    print(f"\n1-min load average at the end {os.getloadavg()[0]:.1f}")
+
+
+def overhead_tables(params, lam_params, x, r, plain_4x, equitune, equizero, lambda_equitune):
     t_plain = timeit(plain_4x, params, x, repeats=r)
     t_tune = timeit(jax.jit(equitune, static_argnums=2), params, x, None, repeats=r)
     t_zero = timeit(equizero, params, x, repeats=r)
     t_lam = timeit(lambda_equitune, params, lam_params, x, repeats=r)
 
-    print(
-        f"Machine: {platform.machine()}, {jax.device_count()} CPU device(s), "
-        f"jax {jax.__version__}; "
-        f"model {'small' if args.small else 'ViT-B/32-size'}, batch {args.batch}, C4\n"
-    )
     print("| ratio | measured | target |\n|---|---|---|")
     print(
         f"| P1 equitune / plain forward of 4x batch | {t_tune / t_plain:.3f} "
@@ -154,7 +167,10 @@ def main() -> None:
         t = timeit(f, params, x, repeats=r)
         print(f"| {chunk or 'None (all 4)'} | {mem:.1f} | {t:.2f} | {t / t_tune:.3f} |")
 
-    # exact=True against the default, same model and batch.
+
+def exact_table(model, params, lam_params, x, r, G, logits, equitune, equizero_fn, lambda_fn):
+    """exact=True against the default, same model and batch."""
+
     def dense(p, x, exact):  # per-pixel output: the patch embedding upsampled back to pixels
         return ej.equitune(
             lambda z: jnp.tanh(z) * logits(p, z).mean(-1)[:, None, None, None],
@@ -174,16 +190,24 @@ def main() -> None:
         "equitune (dense image output)": (lambda e: lambda p, x: dense(p, x, e), (params, x)),
     }
     print(
-        "\n| exact=True vs default | time default (s) | time exact (s) | time ratio "
-        "| temp MiB default | temp MiB exact |\n|---|---|---|---|---|---|"
+        "\n| exact=True vs default (interleaved, medians) | time default (s) | time exact (s) "
+        "| time ratio (min–max) | temp MiB default | temp MiB exact |\n|---|---|---|---|---|---|"
     )
     for name, (make, fargs) in cases.items():
-        times, mems = [], []
-        for e in (False, True):
-            times.append(timeit(jax.jit(make(e)), *fargs, repeats=r))
-            mems.append(temp_bytes(make(e), *fargs) / 2**20)
+        fa, fb = jax.jit(make(False)), jax.jit(make(True))
+        jax.block_until_ready(fa(*fargs))
+        jax.block_until_ready(fb(*fargs))
+        ta, tb = [], []
+        for _ in range(r):  # A, B, A, B, ...
+            for f, ts in ((fa, ta), (fb, tb)):
+                t = time.perf_counter()
+                jax.block_until_ready(f(*fargs))
+                ts.append(time.perf_counter() - t)
+        ratios = sorted(b / a for a, b in zip(ta, tb, strict=True))
+        mems = [temp_bytes(make(e), *fargs) / 2**20 for e in (False, True)]
         print(
-            f"| {name} | {times[0]:.2f} | {times[1]:.2f} | {times[1] / times[0]:.3f} "
+            f"| {name} | {statistics.median(ta):.2f} | {statistics.median(tb):.2f} "
+            f"| {statistics.median(ratios):.3f} ({ratios[0]:.3f}–{ratios[-1]:.3f}) "
             f"| {mems[0]:.1f} | {mems[1]:.1f} |"
         )
 

@@ -1,5 +1,7 @@
 """The default call with a stateful Flax NNX module: BatchNorm + Dropout train under nnx.jit."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -66,17 +68,39 @@ def test_nnx_batchnorm_dropout_train_step_with_the_default_call(method):
     np.testing.assert_allclose(f(model, G.act(1, x)), out, rtol=1e-4, atol=1e-5)
 
 
-def test_batching_auto_detection():
-    from equijax._src.orbit import resolve_batching  # the engine's rule, tested directly
+SEEN: list[int] = []
 
-    model = Tiny(nnx.Rngs(0))
-    assert resolve_batching(None, model) == "fold"
-    assert resolve_batching(None, model.__call__) == "fold"
-    assert resolve_batching(None, lambda x: model(x)) == "fold"
-    import functools
 
-    assert resolve_batching(None, functools.partial(lambda m, x: m(x), model)) == "fold"
-    assert resolve_batching(None, lambda x: x) == "vmap"
-    assert resolve_batching("vmap", model) == "vmap"
+class Recorder(nnx.Module):
+    """Records the batch size it is called with (|G|·B when folded, B under vmap)."""
+
+    def __init__(self, rngs: nnx.Rngs):
+        self.dense = nnx.Linear(16, 2, rngs=rngs)
+
+    def __call__(self, x):
+        SEEN.append(x.shape[0])
+        return self.dense(x.reshape(x.shape[0], 16))
+
+
+def test_batching_auto_detection_folds_for_every_form_of_nnx_state():
+    model = Recorder(nnx.Rngs(0))
+    x = jnp.ones((3, 4, 4, 1))
+    forms = {
+        "module": model,
+        "bound method": model.__call__,
+        "partial": functools.partial(lambda m, x: m(x), model),
+        "closure": lambda x: model(x),
+    }
+    for name, fn in forms.items():
+        SEEN.clear()
+        ej.equitune(fn, G, x)
+        assert SEEN == [4 * 3], name  # one call on the folded |G|·B batch
+    SEEN.clear()
+    ej.equitune(forms["closure"], G, x, batching="vmap")
+    assert SEEN == [3]  # explicit vmap: one traced call per element batch
+    SEEN.clear()
+    plain = lambda x: SEEN.append(x.shape[0]) or x.reshape(x.shape[0], 16)
+    ej.equitune(plain, G, x)
+    assert SEEN == [3]  # no NNX state: vmap
     with pytest.raises(ValueError, match="batching"):
-        resolve_batching("scan", model)
+        ej.equitune(plain, G, x, batching="scan")

@@ -176,3 +176,45 @@ def test_experiment_runs_end_to_end_and_resumes(tmp_path):
         for part in ("val", "test"):
             again = res2["around_right"]["lstm"]["0"]["zero_shot"][key][part]
             assert again == run["zero_shot"][key][part]
+
+
+def test_scan_paper_row_uses_the_authors_semantics():
+    """The row labelled "paper" averages log-probabilities with zero rows after each branch's
+    EOS (the authors' code); the probability mixture keeps its own, differently named row."""
+    from experiments import scan as exp
+
+    rows = {k: (label, kw) for k, label, kw in exp.ZERO_SHOT}
+    label, kw = rows["equitune_seq"]
+    assert "paper" in label
+    assert kw == dict(method="equitune_sequence", average="logprob", after_eos="zero")
+    label, kw = rows["equitune_seq_prob"]
+    assert "paper" not in label and kw == dict(method="equitune_sequence", average="prob")
+
+
+def test_scan_finetuning_reductions_come_from_the_engine():
+    """The SCAN finetuning objectives: equitune = log of the mean probability, λ = log of the
+    λ-weighted mean, equizero = the most confident branch forward, equitune gradient backward."""
+    from experiments import scan as exp
+
+    k = jax.random.split(jax.random.key(0), 3)
+    lp = jax.nn.log_softmax(3 * jax.random.normal(k[0], (2, 4, 5, 7)), -1)  # (G, B, T, V)
+    tgt = jnp.array([[3, 4, 2, 0, 0]] * 4)
+    log_mean = jax.scipy.special.logsumexp(lp, 0) - jnp.log(2.0)
+    out = exp._method_log_probs("equitune", lp, None, None, None, tgt, k[1])
+    np.testing.assert_allclose(out, log_mean, rtol=1e-6, atol=1e-6)
+    valid = (tgt != 0).astype(lp.dtype)
+    conf = (jnp.exp(lp.max(-1)) * valid).sum(-1) / valid.sum(-1)
+    best = jnp.argmax(conf, 0)
+    want = lp[best, jnp.arange(4)]
+    out = exp._method_log_probs("equizero", lp, None, None, None, tgt, k[1])
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(want))  # exactly the branch
+    g = jax.grad(lambda v: exp._method_log_probs("equizero", v, None, None, None, tgt, k[1]).sum())
+    g_ref = jax.grad(lambda v: (jax.scipy.special.logsumexp(v, 0) - jnp.log(2.0)).sum())
+    np.testing.assert_allclose(g(lp), g_ref(lp), rtol=1e-5, atol=1e-6)
+    lam = LambdaNet(hidden=4, dropout=0.0)
+    feats = jax.random.normal(k[2], (2, 4, 6))
+    lam_params = lam.init(jax.random.key(1), feats[0])
+    out = exp._method_log_probs("lambda", lp, feats, lam, lam_params, tgt, k[1])
+    logw = jax.nn.log_softmax(jax.vmap(lambda f: lam.apply(lam_params, f))(feats), 0)
+    want = jax.scipy.special.logsumexp(lp + logw[:, :, None, None], 0)
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
