@@ -98,7 +98,8 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     p.add_argument("--finetune-lr", type=float, default=None,
                    help="override the paper's finetuning lr (1e-5 Add Jump, 2e-5 Around Right).")
     p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--eval-batch", type=int, default=2048)
+    p.add_argument("--eval-batch", type=int, default=512,
+                   help="decoding chunk (every part padded to it: one compilation per decoder)")
     p.add_argument("--out", type=Path, default=Path("runs/scan"))
     p.add_argument("--no-resume", action="store_true",
                    help="pretrain afresh; existing checkpoints are moved aside, not deleted")
@@ -265,10 +266,24 @@ def make_decoder(model, data: SplitData, kwargs: dict | None, lam_net=None):
     Parameters are arguments, so one compiled decoder per (model, split, method) serves every
     seed and the finetuned parameters too; decoders are cached here.
     """
-    cache_key = (model, data.name, lam_net, tuple(sorted((kwargs or {}).items())), kwargs is None)
+    cache_key = (model, data.name, lam_net, _decode_key(kwargs), kwargs is None)
     if cache_key not in _DECODERS:
         _DECODERS[cache_key] = _build_decoder(model, data, kwargs, lam_net)
     return _DECODERS[cache_key]
+
+
+def _decode_key(kwargs: dict | None) -> tuple:
+    """``kwargs`` with ``equivariant_decode``'s defaults filled in: equal decoders, one compile."""
+    if kwargs is None:
+        return ()
+    import inspect
+
+    params = inspect.signature(s2s.equivariant_decode).parameters
+    full = {k: p.default for k, p in params.items() if p.kind is p.KEYWORD_ONLY
+            and p.default is not p.empty and k != "weight_fn"}  # fmt: skip
+    full.update(kwargs)
+    return tuple(sorted((k, v if isinstance(v, (str, int, float, bool)) else repr(v))
+                        for k, v in full.items()))  # fmt: skip
 
 
 def _build_decoder(model, data: SplitData, kwargs: dict | None, lam_net=None):
@@ -287,9 +302,12 @@ def _build_decoder(model, data: SplitData, kwargs: dict | None, lam_net=None):
 
 
 def predict(decode, params, lam_params, src: np.ndarray, eval_batch: int) -> np.ndarray:
-    """Decodes ``src`` in fixed-size chunks (last chunk padded; one compilation)."""
+    """Decodes ``src`` in chunks of ``eval_batch`` rows (the last one padded).
+
+    Every split part (val, test) uses the same chunk shape, so each decoder compiles once.
+    """
     n = len(src)
-    bs = min(eval_batch, n)
+    bs = eval_batch
     outs = []
     for i in range(0, n, bs):
         chunk = src[i : i + bs]
