@@ -238,7 +238,8 @@ def pretrain(model, data: SplitData, seed: int, s: Settings, ckpt_dir: Path, res
         start, history = run.step, run.history
         params, opt_state = run.state["params"], run.state["opt_state"]
         key = jax.random.wrap_key_data(run.state["key"])
-        info = {"steps": steps, "resumed_from_step": start if run.resumed else None}
+        info = {"steps": steps, "resumed": run.resumed,
+                "resumed_from_step": start if run.resumed else None}  # fmt: skip
         if start >= steps:
             return params, {**info, "seconds": 0.0, "history": history,
                             "final_loss": history[-1]["loss"] if history else None}  # fmt: skip
