@@ -68,7 +68,10 @@ def default_mnist_dir() -> Path:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(
+        prog="python -m experiments.cnn_rot90",
+        description=__doc__.split("\n")[0],
+    )
     p.add_argument("--quick", action="store_true", help="short run (1-2 minutes on CPU)")
     p.add_argument(
         "--backbone",

@@ -83,7 +83,10 @@ class Settings:
 
 
 def parse_args(argv: list[str] | None = None) -> Settings:
-    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = ArgumentParser(
+        prog="python -m experiments.scan",
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter,
+    )
     p.add_argument("--quick", action="store_true", help="LSTM, 1 seed, short budgets (< 10 min).")
     p.add_argument("--splits", nargs="+", default=list(scan.SPLITS), choices=scan.SPLITS)
     p.add_argument("--cells", nargs="+", default=None, choices=["lstm", "gru", "rnn"])
