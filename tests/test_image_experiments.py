@@ -120,6 +120,7 @@ def test_clip_finetune_trains_resumes_and_rejects_other_checkpoints(
     assert jax.tree.structure(lam_before) == jax.tree.structure(lam_after)
     # Fewer steps than the checkpoint holds, or other settings: refused in one line (exit 2).
     for extra in (["--stage2-steps", "2"], ["--stage2-steps", "6", "--method", "equitune"]):
+        capsys.readouterr()  # drop the progress bars of the runs above
         with pytest.raises(SystemExit) as exit_info:
             clip_finetune.main([*common, *extra])
         assert exit_info.value.code == 2
