@@ -103,7 +103,7 @@ def test_corrupt_newest_step_falls_back_with_a_warning(tmp_path):
     d = tmp_path / "ck"
     _train(d, {"lr": 0.1}, upto=3)
     bad = _truncate_newest(d)
-    msg = rf"cannot read checkpoint .*{bad}.*resumed from step 2"
+    msg = rf"cannot read checkpoint .*{bad} \(file .*_METADATA\).*resumed from step 2"
     with pytest.warns(RuntimeWarning, match=msg):
         run = _train(d, {"lr": 0.1}, upto=2)
     assert run.step == 2 and run.history == [1, 2] and run.skipped_steps == [3]
@@ -116,7 +116,7 @@ def test_all_steps_unreadable_raises_naming_the_step(tmp_path):
     d = tmp_path / "ck"
     _train(d, {"lr": 0.1}, upto=1)
     _truncate_newest(d)
-    with pytest.raises(CheckpointError, match=rf"{d / '1'}.*--no-resume"):
+    with pytest.raises(CheckpointError, match=rf"{d / '1'} \(file .*_METADATA\).*--no-resume"):
         resume_or_start(d, {"lr": 0.1}, {"w": jnp.zeros(3)}, hint="pass --no-resume")
     _train(tmp_path / "ck2", {"a": 1}, upto=1)
     with pytest.raises(CheckpointError, match=r"ck2/1: .*shape"):
