@@ -233,9 +233,13 @@ def pretrain(model, data: SplitData, seed: int, s: Settings, ckpt_dir: Path, res
 
     steps = math.ceil(s.pretrain_examples / s.batch_size)
     opt, train_step = _pretrain_step(model, steps, s.lr, s.teacher_forcing)
-    params = s2s.init_params(model, jax.random.key(seed))
-    key = jax.random.fold_in(jax.random.key(seed), 0)
-    init = {"params": params, "opt_state": opt.init(params), "key": jax.random.key_data(key)}
+
+    @functools.cache
+    def init(_step: int) -> dict:  # built only when needed: a refused rerun stops before
+        params = s2s.init_params(model, jax.random.key(seed))
+        key = jax.random.fold_in(jax.random.key(seed), 0)
+        return {"params": params, "opt_state": opt.init(params), "key": jax.random.key_data(key)}
+
     with resume_or_start(ckpt_dir, pretrain_settings(model, data, seed, s), init,
                          resume=resume, hint=RESUME_HINT) as run:  # fmt: skip
         start, history = run.step, run.history

@@ -207,3 +207,25 @@ def test_scan_pretraining_resumes_exactly_and_checks_settings(tmp_path):
     other = dataclasses.replace(s, lr=s.lr / 2)
     with pytest.raises(SettingsMismatchError, match="lr"):
         scan.pretrain(model, data, 0, other, d)
+
+
+def _refused(main, argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "other settings" in err and "--out" in err and "--no-resume" in err, err
+
+
+def test_scan_and_cnn_refuse_checkpoints_of_other_settings(tmp_path, capsys):
+    from experiments import cnn_rot90, scan
+
+    other = {"experiment": "other"}
+    with resume_or_start(tmp_path / "scan" / "checkpoints" / "around_right-lstm-s0", other, {}):
+        pass
+    _refused(scan.main, ["--quick", "--splits", "around_right", "--out", str(tmp_path / "scan")],
+             capsys)  # fmt: skip
+    pytest.importorskip("mlxtend")
+    with resume_or_start(tmp_path / "cnn" / "checkpoints" / "pretrain", other, {}):
+        pass
+    _refused(cnn_rot90.main, ["--quick", "--out", str(tmp_path / "cnn")], capsys)
