@@ -51,7 +51,10 @@ log = logging.getLogger("experiments.clip_finetune")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(
+        prog="python -m experiments.clip_finetune",
+        description=__doc__.split("\n")[0],
+    )
     p.add_argument("--model", default="ViT-B/32", help="as in experiments.clip_zeroshot")
     p.add_argument("--dataset", default="cifar100", choices=list(zs.DATASETS))
     p.add_argument("--train-split", default="train")

@@ -186,7 +186,10 @@ def _add(counts: dict, method: str, logits: Any, labels: Any) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(
+        prog="python -m experiments.clip_zeroshot",
+        description=__doc__.split("\n")[0],
+    )
     p.add_argument(
         "--model",
         default="ViT-B/32",

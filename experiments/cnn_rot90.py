@@ -68,7 +68,10 @@ def default_mnist_dir() -> Path:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(
+        prog="python -m experiments.cnn_rot90",
+        description=__doc__.split("\n")[0],
+    )
     p.add_argument("--quick", action="store_true", help="short run (1-2 minutes on CPU)")
     p.add_argument(
         "--backbone",
@@ -192,12 +195,14 @@ def pretrain_small_cnn(pretrain: Any, args: argparse.Namespace) -> tuple[Any, di
     from equijax.training import resume_or_start
 
     net = SmallCNN()
-    params = net.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
     opt = optax.adam(1e-3)
     settings = {"experiment": "cnn_rot90/pretrain", "model": "SmallCNN", "widths": net.widths,
                 "epochs": args.pretrain_epochs, "optimizer": "adam", "lr": 1e-3, "batch_size": 64,
                 "images": len(pretrain), "data_seed": 0, "init_seed": 0}  # fmt: skip
-    init = {"params": params, "opt_state": opt.init(params)}
+
+    def init(_step: int) -> dict:  # built only when needed: a refused rerun stops before
+        params = net.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
+        return {"params": params, "opt_state": opt.init(params)}
 
     @jax.jit
     def step(params, state, x, y):

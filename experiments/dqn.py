@@ -34,7 +34,10 @@ LABELS = {"pretrained": "Pretrained", "equitune": "Equitune", "equizero": "Equiz
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(
+        prog="python -m experiments.dqn",
+        description=__doc__.split("\n")[0],
+    )
     p.add_argument("--env", required=True, choices=["gridworld", "cartpole", "acrobot"])
     p.add_argument("--quick", action="store_true", help="short run (a few minutes on CPU)")
     p.add_argument("--seeds", type=int, default=5, help="number of seeds (default 5)")

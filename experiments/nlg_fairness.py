@@ -84,7 +84,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         words = groups.load_word_lists(args.data_dir)
     except FileNotFoundError as err:
-        raise ScriptError(f"the NLG word lists are missing ({err})",
+        where = pathlib.Path(args.data_dir or groups.default_data_dir())
+        raise ScriptError(f"the NLG word lists are missing: no nlg_fairness_words.json in {where}",
                           "pass --data-dir <shared data>/nlg_fairness or set "
                           "EQUIJAX_SHARED_DATA") from err  # fmt: skip
     eos = tokenizer.eos_token_id
@@ -248,7 +249,10 @@ def figure(results: dict[str, Any], path: pathlib.Path) -> None:
 
 @cli("python -m experiments.nlg_fairness")
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    p = ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(
+        prog="python -m experiments.nlg_fairness",
+        description=__doc__.split("\n")[0],
+    )
     p.add_argument("--model", default=None,
                    help="hub id or local dir of a GPT-2 checkpoint, or 'random' for a tiny random "
                         "GPT-2 with the real tokenizer (default: gpt2; random with --quick)")

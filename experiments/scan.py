@@ -17,12 +17,14 @@ Run from the repository root::
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
 import functools
 import json
 import logging
 import math
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -83,10 +85,14 @@ class Settings:
     eval_batch: int
     out: Path
     resume: bool = True
+    jobs: int = 1
 
 
 def parse_args(argv: list[str] | None = None) -> Settings:
-    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = ArgumentParser(
+        prog="python -m experiments.scan",
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter,
+    )
     p.add_argument("--quick", action="store_true", help="LSTM, 1 seed, short budgets (< 10 min).")
     p.add_argument("--splits", nargs="+", default=list(scan.SPLITS), choices=scan.SPLITS)
     p.add_argument("--cells", nargs="+", default=None, choices=["lstm", "gru", "rnn"])
@@ -104,11 +110,17 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     p.add_argument("--finetune-lr", type=float, default=None,
                    help="override the paper's finetuning lr (1e-5 Add Jump, 2e-5 Around Right).")
     p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--eval-batch", type=int, default=2048)
+    p.add_argument("--eval-batch", type=int, default=512,
+                   help="decoding chunk (every part padded to it: one compilation per decoder)")
     p.add_argument("--out", type=Path, default=Path("runs/scan"))
     p.add_argument("--no-resume", action="store_true",
                    help="pretrain afresh; existing checkpoints are moved aside, not deleted")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="(split, cell, seed) runs in parallel threads (default: 2 on a CPU "
+                        "with >= 2 cores, else 1); results do not depend on it")
     a = p.parse_args(argv)
+    if a.jobs is not None and a.jobs < 1:
+        p.error("--jobs must be >= 1")
     quick = a.quick
     ft_lr = {"add_jump": 1e-5, "around_right": 2e-5}
     ft_batch = a.finetune_batch or (64 if quick else 1)
@@ -136,7 +148,14 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         eval_batch=a.eval_batch,
         out=a.out,
         resume=not a.no_resume,
+        jobs=a.jobs if a.jobs is not None else _default_jobs(),
     )
+
+
+def _default_jobs() -> int:
+    if jax.default_backend() != "cpu":
+        return 1
+    return 2 if (os.cpu_count() or 1) >= 2 else 1
 
 
 # ------------------------------------------------------------------------------------------
@@ -220,15 +239,20 @@ def pretrain(model, data: SplitData, seed: int, s: Settings, ckpt_dir: Path, res
 
     steps = math.ceil(s.pretrain_examples / s.batch_size)
     opt, train_step = _pretrain_step(model, steps, s.lr, s.teacher_forcing)
-    params = s2s.init_params(model, jax.random.key(seed))
-    key = jax.random.fold_in(jax.random.key(seed), 0)
-    init = {"params": params, "opt_state": opt.init(params), "key": jax.random.key_data(key)}
+
+    @functools.cache
+    def init(_step: int) -> dict:  # built only when needed: a refused rerun stops before
+        params = s2s.init_params(model, jax.random.key(seed))
+        key = jax.random.fold_in(jax.random.key(seed), 0)
+        return {"params": params, "opt_state": opt.init(params), "key": jax.random.key_data(key)}
+
     with resume_or_start(ckpt_dir, pretrain_settings(model, data, seed, s), init,
                          resume=resume, hint=RESUME_HINT) as run:  # fmt: skip
         start, history = run.step, run.history
         params, opt_state = run.state["params"], run.state["opt_state"]
         key = jax.random.wrap_key_data(run.state["key"])
-        info = {"steps": steps, "resumed_from_step": start if run.resumed else None}
+        info = {"steps": steps, "resumed": run.resumed,
+                "resumed_from_step": start if run.resumed else None}  # fmt: skip
         if start >= steps:
             return params, {**info, "seconds": 0.0, "history": history,
                             "final_loss": history[-1]["loss"] if history else None}  # fmt: skip
@@ -271,10 +295,24 @@ def make_decoder(model, data: SplitData, kwargs: dict | None, lam_net=None):
     Parameters are arguments, so one compiled decoder per (model, split, method) serves every
     seed and the finetuned parameters too; decoders are cached here.
     """
-    cache_key = (model, data.name, lam_net, tuple(sorted((kwargs or {}).items())), kwargs is None)
+    cache_key = (model, data.name, lam_net, _decode_key(kwargs), kwargs is None)
     if cache_key not in _DECODERS:
         _DECODERS[cache_key] = _build_decoder(model, data, kwargs, lam_net)
     return _DECODERS[cache_key]
+
+
+def _decode_key(kwargs: dict | None) -> tuple:
+    """``kwargs`` with ``equivariant_decode``'s defaults filled in: equal decoders, one compile."""
+    if kwargs is None:
+        return ()
+    import inspect
+
+    params = inspect.signature(s2s.equivariant_decode).parameters
+    full = {k: p.default for k, p in params.items() if p.kind is p.KEYWORD_ONLY
+            and p.default is not p.empty and k != "weight_fn"}  # fmt: skip
+    full.update(kwargs)
+    return tuple(sorted((k, v if isinstance(v, (str, int, float, bool)) else repr(v))
+                        for k, v in full.items()))  # fmt: skip
 
 
 def _build_decoder(model, data: SplitData, kwargs: dict | None, lam_net=None):
@@ -293,9 +331,12 @@ def _build_decoder(model, data: SplitData, kwargs: dict | None, lam_net=None):
 
 
 def predict(decode, params, lam_params, src: np.ndarray, eval_batch: int) -> np.ndarray:
-    """Decodes ``src`` in fixed-size chunks (last chunk padded; one compilation)."""
+    """Decodes ``src`` in chunks of ``eval_batch`` rows (the last one padded).
+
+    Every split part (val, test) uses the same chunk shape, so each decoder compiles once.
+    """
     n = len(src)
-    bs = min(eval_batch, n)
+    bs = eval_batch
     outs = []
     for i in range(0, n, bs):
         chunk = src[i : i + bs]
@@ -404,10 +445,11 @@ def run_one(data: SplitData, cell: str, seed: int, s: Settings) -> dict:
     def evaluate(key, kwargs, params, lam_params, into):
         t0 = time.time()
         dec = make_decoder(model, data, kwargs, lam_net)
-        accs = {}
-        for part in ("val", "test"):
-            src, tgt = getattr(data, part)
-            accs[part] = accuracy(predict(dec, params, lam_params, src, s.eval_batch), tgt)
+        n_val = len(data.val[0])  # val and test decoded together: fewer padded rows
+        pred = predict(dec, params, lam_params, np.concatenate([data.val[0], data.test[0]]),
+                       s.eval_batch)  # fmt: skip
+        accs = {"val": accuracy(pred[:n_val], data.val[1]),
+                "test": accuracy(pred[n_val:], data.test[1])}  # fmt: skip
         accs["seconds"] = time.time() - t0
         into[key] = accs
         log.info("%s %s s%d %s: val %.4f test %.4f (%.1fs)", data.name, cell, seed, key,
@@ -514,15 +556,24 @@ def main(argv: list[str] | None = None) -> dict:
     setup_logging("experiments")
     s.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    results: dict = {}
-    for sp in s.splits:
-        data = load_split(sp, s.val_fraction)
-        results[sp] = {}
-        for cell in s.cells:
-            results[sp][cell] = {}
-            for seed in s.seeds:
-                results[sp][cell][str(seed)] = run_one(data, cell, seed, s)
-                (s.out / "results.json").write_text(json.dumps(results, indent=1))
+    results: dict = {sp: {cell: {} for cell in s.cells} for sp in s.splits}
+    data = {sp: load_split(sp, s.val_fraction) for sp in s.splits}
+    jobs = [(sp, cell, seed) for sp in s.splits for cell in s.cells for seed in s.seeds]
+    lock = threading.Lock()
+
+    def job(sp: str, cell: str, seed: int) -> None:
+        res = run_one(data[sp], cell, seed, s)
+        with lock:
+            results[sp][cell][str(seed)] = res
+            (s.out / "results.json").write_text(json.dumps(results, indent=1))
+
+    # Independent runs in parallel threads: most of a run (compilation, small LSTM steps) keeps
+    # one core busy, so two runs fill a 2-core machine. Every run is deterministic on its own,
+    # so the numbers do not depend on --jobs.
+    workers = max(1, min(s.jobs, len(jobs)))
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        for f in [pool.submit(job, *j) for j in jobs]:
+            f.result()
     wall = time.time() - t0
     md = write_report(results, s, wall)
     (s.out / "results.json").write_text(

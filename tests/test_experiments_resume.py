@@ -103,7 +103,7 @@ def test_corrupt_newest_step_falls_back_with_a_warning(tmp_path):
     d = tmp_path / "ck"
     _train(d, {"lr": 0.1}, upto=3)
     bad = _truncate_newest(d)
-    msg = rf"cannot read checkpoint .*{bad}.*resumed from step 2"
+    msg = rf"cannot read checkpoint .*{bad} \(file .*_METADATA\).*resumed from step 2"
     with pytest.warns(RuntimeWarning, match=msg):
         run = _train(d, {"lr": 0.1}, upto=2)
     assert run.step == 2 and run.history == [1, 2] and run.skipped_steps == [3]
@@ -116,7 +116,7 @@ def test_all_steps_unreadable_raises_naming_the_step(tmp_path):
     d = tmp_path / "ck"
     _train(d, {"lr": 0.1}, upto=1)
     _truncate_newest(d)
-    with pytest.raises(CheckpointError, match=rf"{d / '1'}.*--no-resume"):
+    with pytest.raises(CheckpointError, match=rf"{d / '1'} \(file .*_METADATA\).*--no-resume"):
         resume_or_start(d, {"lr": 0.1}, {"w": jnp.zeros(3)}, hint="pass --no-resume")
     _train(tmp_path / "ck2", {"a": 1}, upto=1)
     with pytest.raises(CheckpointError, match=r"ck2/1: .*shape"):
@@ -207,3 +207,25 @@ def test_scan_pretraining_resumes_exactly_and_checks_settings(tmp_path):
     other = dataclasses.replace(s, lr=s.lr / 2)
     with pytest.raises(SettingsMismatchError, match="lr"):
         scan.pretrain(model, data, 0, other, d)
+
+
+def _refused(main, argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "other settings" in err and "--out" in err and "--no-resume" in err, err
+
+
+def test_scan_and_cnn_refuse_checkpoints_of_other_settings(tmp_path, capsys):
+    from experiments import cnn_rot90, scan
+
+    other = {"experiment": "other"}
+    with resume_or_start(tmp_path / "scan" / "checkpoints" / "around_right-lstm-s0", other, {}):
+        pass
+    _refused(scan.main, ["--quick", "--splits", "around_right", "--out", str(tmp_path / "scan")],
+             capsys)  # fmt: skip
+    pytest.importorskip("mlxtend")
+    with resume_or_start(tmp_path / "cnn" / "checkpoints" / "pretrain", other, {}):
+        pass
+    _refused(cnn_rot90.main, ["--quick", "--out", str(tmp_path / "cnn")], capsys)

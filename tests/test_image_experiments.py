@@ -49,7 +49,7 @@ def test_clip_zeroshot_end_to_end_on_tiny_random_clip(tiny_clip_dir, tmp_path):
     assert "lambda_equitune" in (out / "results.md").read_text()
 
 
-def test_clip_zeroshot_sharded_over_devices_matches_one_device(tiny_clip_dir, tmp_path):
+def test_clip_zeroshot_sharded_over_devices_matches_one_device(tiny_clip_dir, tmp_path, capsys):
     from experiments import clip_zeroshot
 
     assert len(jax.devices()) == 8  # conftest forces 8 host devices
@@ -59,9 +59,11 @@ def test_clip_zeroshot_sharded_over_devices_matches_one_device(tiny_clip_dir, tm
     sharded = clip_zeroshot.main([*common, "--group-devices", "4", "--out", str(tmp_path / "s")])
     assert sharded["group_devices"] == 4 and sharded["devices"] == 8
     assert sharded["accuracy"] == one["accuracy"]
-    with pytest.raises(ValueError, match="divisible by the 4 devices"):
+    with pytest.raises(SystemExit) as exit_info:
         clip_zeroshot.main([*common[:-4], "--batch-size", "6", "--group-devices", "2",
                             "--out", str(tmp_path / "bad")])  # fmt: skip
+    assert exit_info.value.code == 2
+    assert "divisible by the 4 devices" in capsys.readouterr().err
 
 
 def test_clip_zeroshot_methods_are_rot90_invariant():
@@ -97,7 +99,9 @@ def test_clip_scripts_reject_unknown_dataset_templates_and_missing_lambda(tmp_pa
 
 
 @pytest.mark.slow
-def test_clip_finetune_trains_resumes_and_rejects_other_checkpoints(tiny_clip_dir, tmp_path):
+def test_clip_finetune_trains_resumes_and_rejects_other_checkpoints(
+    tiny_clip_dir, tmp_path, capsys
+):
     from experiments import clip_finetune
 
     out = tmp_path / "ft"
@@ -114,9 +118,19 @@ def test_clip_finetune_trains_resumes_and_rejects_other_checkpoints(tiny_clip_di
     assert res2["curve"][:3] == res["curve"]
     lam_after = flax.serialization.msgpack_restore((out / "lambda_rot90.msgpack").read_bytes())
     assert jax.tree.structure(lam_before) == jax.tree.structure(lam_after)
-    # A checkpoint of another model / method is refused with a clear error.
-    with pytest.raises(ValueError, match="--no-resume"):
-        clip_finetune.main([*common, "--stage2-steps", "6", "--method", "equitune"])
+    # Fewer steps than the checkpoint holds, or other settings: refused in one line (exit 2).
+    for extra in (["--stage2-steps", "2"], ["--stage2-steps", "6", "--method", "equitune"]):
+        capsys.readouterr()  # drop the progress bars of the runs above
+        with pytest.raises(SystemExit) as exit_info:
+            clip_finetune.main([*common, *extra])
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "--out" in err and "--no-resume" in err
+    # --no-resume starts fresh and keeps the old checkpoints; the uninterrupted 6-step run
+    # equals the one that was stopped after 4 steps and resumed.
+    res3 = clip_finetune.main([*common, "--stage2-steps", "4", "--no-resume"])
+    assert res3["curve"] == res2["curve"]
+    assert len(list(out.glob("checkpoints.replaced-*"))) == 1
 
 
 @pytest.mark.slow

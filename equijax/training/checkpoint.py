@@ -271,6 +271,26 @@ def _abstract(tree: PyTree) -> PyTree:
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
+_JSON_FILES = ("_METADATA", "_CHECKPOINT_METADATA", "metadata", "_sharding")
+
+
+def _suspect_file(step_dir: pathlib.Path, message: str) -> pathlib.Path | None:
+    """The file an orbax/TensorStore error is about: named in the message, or unparseable."""
+    files = sorted(p for p in step_dir.rglob("*") if p.is_file())
+    for f in files:
+        if str(f) in message or (f.name in message and len(f.name) >= 16):
+            return f
+    for f in files:
+        if f.name in _JSON_FILES:
+            try:
+                json.loads(f.read_text())
+            except (OSError, ValueError):
+                return f
+        elif f.stat().st_size == 0 and f.name != "commit_success.txt":
+            return f
+    return None
+
+
 def _restore(manager: Any, directory: pathlib.Path, step: int, target: PyTree, fp: str):
     import orbax.checkpoint as ocp
 
@@ -282,8 +302,11 @@ def _restore(manager: Any, directory: pathlib.Path, step: int, target: PyTree, f
             ),
         )
     except Exception as err:
+        step_dir = directory / str(step)
+        bad = _suspect_file(step_dir, str(err))
         raise CheckpointError(
-            f"cannot read checkpoint {directory / str(step)}: {type(err).__name__}: {err}"
+            f"cannot read checkpoint {step_dir}{f' (file {bad})' if bad else ''}: "
+            f"{type(err).__name__}: {err}"
         ) from err
     meta = out["meta"]
     if not isinstance(meta, dict) or meta.get("fingerprint") != fp:
