@@ -66,7 +66,8 @@ class RotationCanonicalizer(nn.Module):
 
     .. math::
 
-        v(x) = \sum_{c}\sum_{p} a_c\, f_c(x)(p)\, (p - p_0), \qquad h(x) = \operatorname{atan2} v(x),
+        v(x) = \sum_{c}\sum_{p} a_c\, f_c(x)(p)\, (p - p_0), \qquad
+        h(x) = \operatorname{atan2} v(x),
 
     which rotates with the image: exactly for quarter turns (and mirrors act as reflections),
     up to discretisation for other angles. ``orientations=n > 1`` additionally averages over
