@@ -251,18 +251,20 @@ def train_all(cfg: Config, seed: int, x: np.ndarray, y: np.ndarray, forwards, in
         return rotations.rotate_images(xb, theta)
 
     fit("cnn", lambda p, xb, yb, k: ce(forwards["plain"](p, xb), yb).mean(), 0, epochs_batches)
-    fit(
-        "lam",
-        lambda p, xb, yb, k: ce(forwards["lambda_equitune_c8"](p, rotated(xb, k)), yb).mean(),
-        cfg.lambda_steps,
-        random_batches,
-    )
+    if {"lambda_equitune_c8", "canonical_lambda_equitune"} & set(cfg.methods):
+        fit(
+            "lam",
+            lambda p, xb, yb, k: ce(forwards["lambda_equitune_c8"](p, rotated(xb, k)), yb).mean(),
+            cfg.lambda_steps,
+            random_batches,
+        )
 
     def canon_loss(p, xb, yb, k):
         task = ce(forwards["canonicalization"](p, rotated(xb, k)), yb).mean()
         return task + cfg.prior_weight * rotations.prior_loss(angle(p)(xb))
 
-    fit("canon", canon_loss, cfg.canon_steps, random_batches)
+    if {"canonicalization", "canonical_lambda_equitune"} & set(cfg.methods):
+        fit("canon", canon_loss, cfg.canon_steps, random_batches)
     return params
 
 

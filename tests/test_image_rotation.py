@@ -138,14 +138,14 @@ def test_experiment_main_runs_end_to_end(tmp_path, shared_data, monkeypatch):
     from experiments import continuous_rotations as cr
 
     monkeypatch.setenv("EQUIJAX_SHARED_DATA", str(shared_data))
-    res = cr.main(["--tiny", "--methods", "plain,canonical_lambda_equitune", "--out",
-                   str(tmp_path)])  # fmt: skip
+    res = cr.main(["--tiny", "--methods", "plain,canonicalization", "--out", str(tmp_path)])
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert set(saved["summary"]) >= {"plain", "canonical_lambda_equitune"}
+    assert set(saved["summary"]) >= {"plain", "canonicalization"}
     assert 0.0 <= saved["summary"]["plain"]["accuracy_mean"] <= 1.0
-    assert saved["summary"]["canonical_lambda_equitune"]["ms_per_image"] > 0
+    assert saved["summary"]["canonicalization"]["ms_per_image"] > 0
+    assert saved["summary"]["canonicalizer_equivariance_deg"] >= 0.0
     assert (tmp_path / "rotations.png").stat().st_size > 1000
-    assert res["cpu_s"] > 0 and "Canonical" in (tmp_path / "results.md").read_text()
+    assert res["cpu_s"] > 0 and "canonicalization" in (tmp_path / "results.md").read_text()
     with pytest.raises(ValueError, match="subset"):
         cr.Config(methods=("bogus",))
 
