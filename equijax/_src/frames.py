@@ -308,8 +308,10 @@ def image_frame(
 
     For ``x' = g x`` the scores of ``h' x'`` are those of ``h x`` with ``h' = h g^{-1}`` (the
     arrays are bitwise identical, group actions on pixels being permutations), so
-    :math:`F(gx) = F(x)\,g^{-1}` and :func:`frame_average` is exact. The orbit is only
-    *scored* (cheap); the model runs on ``max_size`` slots.
+    :math:`F(gx) = F(x)\,g^{-1}` and :func:`frame_average` is exact (for groups acting by
+    pixel permutations; with interpolated rotations such as ``image_rotations(8)`` only up to
+    interpolation error). The orbit is only *scored* (cheap); the model runs on ``max_size``
+    slots.
 
     Ties: if ``x`` has a symmetry ``s`` (``s x == x``), ``h`` and ``h s`` tie and give the same
     canonical image, so invariant outputs stay exact with ``max_size=1``; slots beyond the

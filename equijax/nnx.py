@@ -1,0 +1,284 @@
+"""Flax NNX shells around the functional core: ``EquiTune``, ``EquiZero``, ``LambdaEquiTune``.
+
+Each shell wraps any ``nnx.Module`` (or callable holding NNX state) and is itself an
+``nnx.Module``: train it with ``nnx.jit`` + ``nnx.value_and_grad`` and an ``nnx.Optimizer``,
+switch modes with ``.train()`` / ``.eval()``. The group axis is folded into the batch (one call
+of the wrapped model on ``|G| · B`` examples), so stateful layers work in training mode:
+BatchNorm statistics then cover the ``|G| · B`` transformed examples, and Dropout draws one
+mask per transformed example. In eval mode the output is exactly invariant/equivariant.
+
+Linen ports (``equijax.models``) are used from NNX code through Flax's bridge:
+:func:`from_linen` wraps a linen module with ``nnx.bridge.ToNNX`` and initialises it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from flax.core import unfreeze
+
+from equijax._src.equitune import equitune
+from equijax._src.equizero import equizero
+from equijax._src.groups import FiniteGroup
+from equijax._src.lambda_equitune import lambda_equitune
+
+__all__ = ["EquiTune", "EquiZero", "LambdaEquiTune", "LambdaNet", "from_linen"]
+
+# Until the engine folds the group axis automatically for NNX state, the shells fold
+# explicitly: jax.vmap over a stateful module fails in training mode.
+_BATCHING = "fold"
+
+
+def _check_model(model: Any) -> None:
+    if not callable(model):
+        raise TypeError(f"model must be a callable nnx.Module, got {type(model).__name__}.")
+
+
+class EquiTune(nnx.Module):
+    r"""``x -> 1/|G| Σ_g g⁻¹ M(g x)`` for an NNX model ``M`` (see :func:`equijax.equitune`).
+
+    Args:
+      model: the NNX model, batch -> batch of outputs.
+      group: a finite group.
+      in_action: ``(g, x) -> g x``; defaults to ``group.act``.
+      out_action: ``(g, y) -> g y``; ``None`` for invariant outputs.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> import equijax as ej
+      >>> G = ej.groups.sign_flip([-1.0, -1.0])
+      >>> model = ej.nnx.EquiTune(nnx.Linear(2, 3, rngs=nnx.Rngs(0)), G)
+      >>> x = jnp.ones((4, 2))
+      >>> bool(jnp.allclose(model(x), model(-x), atol=1e-6))
+      True
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        group: FiniteGroup,
+        *,
+        in_action: Callable[[Any, Any], Any] | None = None,
+        out_action: Callable[[Any, Any], Any] | None = None,
+    ) -> None:
+        _check_model(model)
+        self.model = model
+        self.group = group
+        self.in_action = in_action
+        self.out_action = out_action
+
+    def __call__(self, x: jax.Array) -> Any:
+        return equitune(
+            self.model,
+            self.group,
+            x,
+            in_action=self.in_action,
+            out_action=self.out_action,
+            batching=_BATCHING,
+        )
+
+
+class EquiZero(nnx.Module):
+    """``g*⁻¹ M(g* x)`` with ``g*`` minimising ``loss`` (see :func:`equijax.equizero`).
+
+    Args:
+      model: the NNX model.
+      group: a finite group.
+      loss: ``y -> (B,)`` proxy loss, e.g. :func:`equijax.proxies.neg_max_probability`.
+      in_action, out_action: as for :class:`EquiTune`.
+      straight_through: gradients of the equitune surrogate (for finetuning).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> import equijax as ej
+      >>> model = ej.nnx.EquiZero(nnx.Linear(2, 3, rngs=nnx.Rngs(0)),
+      ...                         ej.groups.sign_flip([-1.0, 1.0]), ej.proxies.entropy)
+      >>> model(jnp.ones((4, 2))).shape
+      (4, 3)
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        group: FiniteGroup,
+        loss: Callable[[Any], jax.Array],
+        *,
+        in_action: Callable[[Any, Any], Any] | None = None,
+        out_action: Callable[[Any, Any], Any] | None = None,
+        straight_through: bool = True,
+    ) -> None:
+        _check_model(model)
+        self.model = model
+        self.group = group
+        self.loss = loss
+        self.in_action = in_action
+        self.out_action = out_action
+        self.straight_through = straight_through
+
+    def __call__(self, x: jax.Array) -> Any:
+        return equizero(
+            self.model,
+            self.group,
+            x,
+            loss=self.loss,
+            in_action=self.in_action,
+            out_action=self.out_action,
+            straight_through=self.straight_through,
+            batching=_BATCHING,
+        )
+
+
+class LambdaNet(nnx.Module):
+    """The paper's λ network in NNX (see :class:`equijax.LambdaNet`): one logit per example.
+
+    ``Linear(hidden) -> ReLU -> Dropout -> Linear(hidden) -> ReLU -> Dropout -> Linear(1)`` on
+    (optionally L2-normalised, flattened) features; dropout follows ``.train()``/``.eval()``.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> import equijax as ej
+      >>> lam = ej.nnx.LambdaNet(16, hidden=8, rngs=nnx.Rngs(0))
+      >>> lam(jnp.ones((3, 16))).shape
+      (3,)
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        *,
+        hidden: int = 100,
+        dropout: float = 0.5,
+        l2_normalize: bool = True,
+        rngs: nnx.Rngs,
+    ) -> None:
+        self.l2_normalize = l2_normalize
+        self.fc1 = nnx.Linear(in_features, hidden, rngs=rngs)
+        self.fc2 = nnx.Linear(hidden, hidden, rngs=rngs)
+        self.out = nnx.Linear(hidden, 1, rngs=rngs)
+        self.drop = nnx.Dropout(dropout, rngs=rngs)
+
+    def __call__(self, features: jax.Array) -> jax.Array:
+        h = features.reshape(features.shape[0], -1)
+        if self.l2_normalize:
+            h = h / jnp.maximum(jnp.linalg.norm(h, axis=-1, keepdims=True), 1e-12)
+        h = self.drop(nnx.relu(self.fc1(h)))
+        h = self.drop(nnx.relu(self.fc2(h)))
+        return self.out(h)[:, 0]
+
+
+class LambdaEquiTune(nnx.Module):
+    """λ-weighted group averaging (see :func:`equijax.lambda_equitune`) with an NNX λ network.
+
+    Args:
+      model: the NNX model; with ``has_aux=True`` it returns ``(outputs, features)`` and
+        ``lambda_net`` reads the features, otherwise ``lambda_net`` reads ``g x``.
+      group: a finite group.
+      lambda_net: an NNX module mapping a batch to ``(B,)`` logits (e.g. :class:`LambdaNet`).
+      in_action, out_action: as for :class:`EquiTune`.
+      has_aux: see ``model``.
+      normalize: ``"softmax"`` or ``"positive"`` (see :func:`equijax.log_weights`).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from flax import nnx
+      >>> import equijax as ej
+      >>> rngs = nnx.Rngs(0)
+      >>> G = ej.groups.sign_flip([-1.0, 1.0])
+      >>> model = ej.nnx.LambdaEquiTune(nnx.Linear(2, 3, rngs=rngs), G,
+      ...                               ej.nnx.LambdaNet(2, hidden=8, rngs=rngs))
+      >>> model(jnp.ones((4, 2))).shape
+      (4, 3)
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        group: FiniteGroup,
+        lambda_net: Any,
+        *,
+        in_action: Callable[[Any, Any], Any] | None = None,
+        out_action: Callable[[Any, Any], Any] | None = None,
+        has_aux: bool = False,
+        normalize: str = "softmax",
+    ) -> None:
+        _check_model(model)
+        _check_model(lambda_net)
+        self.model = model
+        self.group = group
+        self.lambda_net = lambda_net
+        self.in_action = in_action
+        self.out_action = out_action
+        self.has_aux = has_aux
+        self.normalize = normalize
+
+    def __call__(self, x: jax.Array) -> Any:
+        return lambda_equitune(
+            self.model,
+            self.group,
+            x,
+            weight_fn=self.lambda_net,
+            in_action=self.in_action,
+            out_action=self.out_action,
+            has_aux=self.has_aux,
+            normalize=self.normalize,
+            batching=_BATCHING,
+        )
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if k in out and isinstance(v, dict) else v
+    return out
+
+
+def from_linen(
+    module: Any,
+    *args: Any,
+    variables: Any = None,
+    rngs: nnx.Rngs | None = None,
+    **kwargs: Any,
+) -> Any:
+    """Wraps a Flax linen module (e.g. an ``equijax.models`` port) as an initialised NNX module.
+
+    ``nnx.bridge.ToNNX(module, rngs=rngs)`` followed by ``nnx.bridge.lazy_init`` on the
+    example inputs ``*args, **kwargs``. With ``variables`` (the linen ``{"params": ...,
+    "batch_stats": ...}`` dict, e.g. from ``from_pretrained``) the NNX module is loaded with
+    them, so it computes exactly ``module.apply(variables, *args)``.
+
+    Args:
+      module: a linen module.
+      *args: example inputs for initialisation.
+      variables: optional linen variables to load (every collection).
+      rngs: NNX random streams (default ``nnx.Rngs(0)``).
+      **kwargs: keyword example inputs.
+
+    Returns:
+      An ``nnx.Module`` (``nnx.bridge.ToNNX``); its linen collections are NNX variables
+      (``params`` -> ``nnx.Param``, ``batch_stats`` -> ``nnx.BatchStat``).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import flax.linen as nn
+      >>> from flax import nnx
+      >>> import equijax as ej
+      >>> dense = ej.nnx.from_linen(nn.Dense(3), jnp.ones((1, 2)), rngs=nnx.Rngs(0))
+      >>> model = ej.nnx.EquiTune(dense, ej.groups.sign_flip([-1.0, -1.0]))
+      >>> model(jnp.ones((4, 2))).shape
+      (4, 3)
+    """
+    model = nnx.bridge.ToNNX(module, rngs=rngs if rngs is not None else nnx.Rngs(0))
+    nnx.bridge.lazy_init(model, *args, **kwargs)
+    if variables is not None:
+        merged: dict = {}
+        for tree in unfreeze(variables).values():
+            merged = _merge(merged, tree)
+        nnx.update(model, nnx.State(merged))
+    return model
