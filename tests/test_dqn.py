@@ -17,6 +17,7 @@ from equijax.rl import (
     METHODS,
     DQNConfig,
     Gridworld,
+    Evaluation,
     LambdaConfig,
     evaluate,
     get_symmetry,
@@ -109,7 +110,7 @@ def test_train_learns_small_gridworld():
     @jax.jit
     def success_rate(qp):
         policy = greedy_policy(lambda o: q_values(qp, o, num_actions=4))
-        return jnp.mean(evaluate(policy, env, params, key, 200) > 0)
+        return jnp.mean(evaluate(policy, env, params, key, 200).returns > 0)
 
     trained = jax.tree.map(lambda a: a[0], state.params)
     untrained = ej.rl.QNetwork(num_actions=4).init(jax.random.PRNGKey(0), jnp.zeros((1, 3, 3, 3)))
@@ -167,7 +168,12 @@ def test_evaluate_matches_manual_rollout(cartpole):
     env, params = cartpole
     policy = lambda o: (o[:, 2] > 0).astype(jnp.int32)  # push towards the pole's lean
     key = jax.random.PRNGKey(5)
-    rets = np.asarray(evaluate(policy, env, params, key, 3))
+    out = evaluate(policy, env, params, key, 3)
+    rets = np.asarray(out.returns)
+    # one return type whatever the arguments; γ = 1 by default, and dict-style access works
+    np.testing.assert_array_equal(np.asarray(out.discounted_returns), rets)
+    np.testing.assert_array_equal(np.asarray(out["returns"]), rets)
+    assert isinstance(evaluate(policy, env, params, key, 3, gamma=0.5), Evaluation)
     k_reset, _ = jax.random.split(key)
     for i, k in enumerate(jax.random.split(k_reset, 3)):
         obs, s = env.reset(k, params)
