@@ -5,54 +5,34 @@ One PyTorch ``transformers.CLIPModel`` with random weights and the ViT-B/32 conf
 dict is mapped into the Flax port with ``equijax.models.clip.hf_to_flax`` (the same conversion
 ``from_pretrained`` uses), so both frameworks run *the same weights* on *the same images*. Timed:
 ``CLIPModel.get_image_features`` under ``torch.inference_mode`` vs the jitted
-``CLIP.encode_image``, batch 32 by default, median of ``--repeats`` runs (alternating between
-the two) after one warm-up each (the JAX warm-up includes XLA compilation, reported
+``CLIP.encode_image``, batch 32 by default, ``--repeats`` interleaved rounds (torch, JAX,
+torch, JAX, …) after one warm-up each (the JAX warm-up includes XLA compilation, reported
 separately). The max |difference| of the embeddings is printed as a sanity check.
 
-Run: ``python -m benchmarks.clip_vs_torch`` (``--quick``: batch 8, 2 repeats). Prints a markdown
-table.
+Run: ``python -m benchmarks.clip_vs_torch`` (``--quick``: batch 8). Prints a markdown table;
+the ratio is the median of the per-round ratios, with its min–max.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import statistics
-import time
 
 import jax
 import numpy as np
 
+from benchmarks import _timing
 from equijax.models import _hub, clip
-
-
-def _timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
-def _time_interleaved(fns, repeats: int) -> list[tuple[float, float]]:
-    """(first call, median of ``repeats``) per function; runs alternate so that load from other
-    processes on a shared machine hits both sides alike."""
-    firsts = [_timed(fn) for fn in fns]
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            times[i].append(_timed(fn))
-    return [(f, statistics.median(t)) for f, t in zip(firsts, times, strict=True)]
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=5)
+    _timing.add_repeat_args(parser)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    parser.add_argument("--quick", action="store_true", help="batch 8, 2 repeats")
+    parser.add_argument("--quick", action="store_true", help="batch 8")
     args = parser.parse_args(argv)
     if args.quick:
-        args.batch, args.repeats = 8, 2
+        args.batch = 8
 
     import torch
     import transformers
@@ -88,26 +68,27 @@ def main(argv: list[str] | None = None) -> None:
     def run_jax():
         return encode(params, images_jax).block_until_ready()
 
-    (torch_first, torch_t), (jax_first, jax_t) = _time_interleaved(
-        [run_torch, run_jax], args.repeats
-    )
+    load = _timing.Load.start()
+    samples = _timing.interleave({"torch": run_torch, "jax": run_jax}, args.repeats)
+    load.stop()
+    torch_first, torch_t = samples["torch"].first, samples["torch"].median
+    jax_first, jax_t = samples["jax"].first, samples["jax"].median
+    ratio = _timing.pair_ratios(samples["jax"].wall, samples["torch"].wall)
     diff = float(np.abs(run_torch() - np.asarray(run_jax())).max())
 
     n = args.batch
     print(f"CLIP ViT-B/32 image tower (random weights, shared), batch {n}, 224x224, float32; "
-          f"{platform.processor() or platform.machine()}, jax {jax.__version__} "
-          f"({jax.devices()[0].platform}), torch {torch.__version__} "
-          f"({torch.get_num_threads()} thread(s)); median of {args.repeats} interleaved runs; "
-          f"1-min load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} "
-          "cores\n")  # fmt: skip
+          f"{_timing.machine(f'torch {torch.__version__} ({torch.get_num_threads()} threads)')}"
+          "\n")  # fmt: skip
     print("| implementation | first call (s) | forward (s / batch) | images / s |")
     print("|---|---|---|---|")
     print(f"| transformers CLIPModel (PyTorch) | {torch_first:.2f} | {torch_t:.3f} | "
           f"{n / torch_t:.1f} |")  # fmt: skip
     print(f"| equijax CLIP (Flax, jit) | {jax_first:.2f} (incl. compile) | {jax_t:.3f} | "
           f"{n / jax_t:.1f} |")  # fmt: skip
-    print(f"\nratio JAX / PyTorch forward time: {jax_t / torch_t:.2f} "
+    print(f"\nratio JAX / PyTorch forward time: {ratio.fmt(2)} "
           f"(< 1 means the port is faster); max |embedding difference|: {diff:.2e}")  # fmt: skip
+    print(f"\n{_timing.footer(load, args.repeats)}")
 
 
 if __name__ == "__main__":

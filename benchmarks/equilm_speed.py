@@ -7,18 +7,20 @@ GPT-2-small-size random weights, |G| = 2, side by side in one run.
     python -m benchmarks.equilm_speed --quick    # a small model, seconds
 
 Prints a markdown table of tokens per second (new tokens of all samples / wall time, compile
-excluded: every path is run once to warm up first).
+excluded: every path is run once to warm up first); the paths are interleaved round by round
+(``--repeats``, default 5) and each speed-up is the median of the per-round ratios, with its
+min–max.
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import _timing
 from equijax.models import gpt2
 from equijax.nlg import decoding, groups
 
@@ -104,12 +106,19 @@ def torch_reference(cfg, dg):
     return run
 
 
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--batch", type=int, default=32, help="samples per equijax call")
     ap.add_argument("--ref-samples", type=int, default=2, help="samples for the slow loop")
     ap.add_argument("--new-tokens", type=int, default=15)
+    _timing.add_repeat_args(ap)
     args = ap.parse_args(argv)
     if args.quick:
         cfg = gpt2.GPT2Config(n_positions=64, n_embd=64, n_layer=2, n_head=2)
@@ -128,42 +137,38 @@ def main(argv=None):
                               key=jax.random.key(1), max_new_tokens=n, top_k=k)  # fmt: skip
         return out.tokens.block_until_ready()
 
-    rows = []
-    ours()  # compile
-    t0 = time.perf_counter()
-    ours()
-    dt = time.perf_counter() - t0
-    rows.append((f"equijax EquiLM (KV cache, vmap over G, batch {args.batch}, jit)",
-                 args.batch * n / dt, dt / args.batch))  # fmt: skip
     jax_run = reference_loop(model, params, dg, len(prompt) + n)
-    jax_run(prompt, n, k, 0)  # compile and warm up
-    t0 = time.perf_counter()
-    for s in range(args.ref_samples):
-        jax_run(prompt, n, k, s)
-    dt = time.perf_counter() - t0
-    rows.append(("reference-style loop (no cache, per sample, per g; JAX jit forward)",
-                 args.ref_samples * n / dt, dt / args.ref_samples))  # fmt: skip
     torch_run = torch_reference(cfg, dg)
+    fns = {"ours": ours}
+    fns["jax_ref"] = lambda: [jax_run(prompt, n, k, s) for s in range(args.ref_samples)]
     if torch_run is not None:
-        import torch
-
-        torch_run(prompt, n, k, 0)  # warm-up
-        t0 = time.perf_counter()
-        for s in range(args.ref_samples):
-            torch_run(prompt, n, k, s)
-        dt = time.perf_counter() - t0
-        rows.append((f"reference code's way in PyTorch (transformers GPT-2, no cache, per sample, "
-                     f"per g; {torch.get_num_threads()} threads)", args.ref_samples * n / dt,
-                     dt / args.ref_samples))  # fmt: skip
+        fns["torch_ref"] = lambda: [torch_run(prompt, n, k, s) for s in range(args.ref_samples)]
+    load = _timing.Load.start()
+    smp = _timing.interleave(fns, args.repeats)  # the warm-up call compiles
+    load.stop()
+    counts = {"ours": args.batch, "jax_ref": args.ref_samples, "torch_ref": args.ref_samples}
+    labels = {
+        "ours": f"equijax EquiLM (KV cache, vmap over G, batch {args.batch}, jit)",
+        "jax_ref": "reference-style loop (no cache, per sample, per g; JAX jit forward)",
+        "torch_ref": "reference code's way in PyTorch (transformers GPT-2, no cache, per sample, "
+        f"per g; {_torch_threads()} threads)",
+    }
+    rows = [(labels[name], counts[name] * n / smp[name].median, smp[name].median / counts[name])
+            for name in fns]  # fmt: skip
     print(f"GPT-2 config: {n_params / 1e6:.0f}M params (random weights), |G| = 2, "
-          f"{n} new tokens, top-k {k}, {jax.device_count()} CPU device(s)\n")  # fmt: skip
-    print("| path | tokens / s | s / sample |")
+          f"{n} new tokens, top-k {k}; {_timing.machine()}\n")  # fmt: skip
+    print("| path | tokens / s (median) | s / sample (median) |")
     print("|---|---|---|")
     for name, tps, sps in rows:
         print(f"| {name} | {tps:.1f} | {sps:.3f} |")
     print()
-    for name, tps, _ in rows[1:]:
-        print(f"speed-up of equijax EquiLM over the {name.split(' (')[0]}: {rows[0][1] / tps:.1f}x")
+    for name in list(fns)[1:]:
+        # per round: (tokens_ours / t_ours) / (tokens_ref / t_ref)
+        scale = counts["ours"] / counts[name]
+        sp = _timing.pair_ratios([scale * t for t in smp[name].wall], smp["ours"].wall)
+        print(f"speed-up of equijax EquiLM over the {labels[name].split(' (')[0]}: "
+              f"{sp.fmt(1, 'x')}")  # fmt: skip
+    print(f"\n{_timing.footer(load, args.repeats)}")
 
 
 if __name__ == "__main__":

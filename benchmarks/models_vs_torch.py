@@ -3,13 +3,15 @@
 Models are full-size architectures (ResNet-18, ResNet-50, GPT-2 small) with random weights: each is
 built in PyTorch, written with ``save_pretrained`` into a temporary directory and loaded with
 equijax's ``from_pretrained`` (so the loader is exercised too). Times are medians over repeats
-after a warm-up (JAX compile excluded, reported separately). Prints a markdown table.
+after a warm-up (JAX compile excluded, reported separately), torch and JAX interleaved round by
+round (``--repeats``, default 5); torch/JAX is the median of the per-round ratios with its
+min–max. Prints a markdown table.
 
 Run from the repo root::
 
-    python benchmarks/models_vs_torch.py            # full (a few minutes on 2 CPU cores)
-    python benchmarks/models_vs_torch.py --quick    # smaller batches, fewer repeats
-    python benchmarks/models_vs_torch.py --quick --threads 1   # both frameworks single-threaded
+    python -m benchmarks.models_vs_torch            # full (a few minutes on 2 CPU cores)
+    python -m benchmarks.models_vs_torch --quick    # smaller batches, fewer repeats
+    python -m benchmarks.models_vs_torch --quick --threads 1   # both frameworks single-threaded
 
 ``--threads 1`` also makes XLA single-threaded (equal resources; the fairest comparison on a
 machine shared with other jobs, where a multi-threaded torch degrades badly).
@@ -20,20 +22,25 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
-import statistics
 import tempfile
 import time
 
 import numpy as np
 
+from benchmarks import _timing
 
-def _median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+
+def _pair(torch, run_torch, run_jax, repeats: int):
+    """Interleaved torch / JAX timings (both already warmed up): medians and the per-round
+    torch/JAX ratio."""
+
+    def t():
+        with torch.no_grad():
+            run_torch()
+
+    smp = _timing.interleave({"torch": t, "jax": run_jax}, repeats, warmup=False)
+    ratio = _timing.pair_ratios(smp["torch"].wall, smp["jax"].wall)
+    return smp["torch"].median, smp["jax"].median, ratio
 
 
 def bench_resnet(torch, transformers, name, kwargs, batch, repeats, tmp):
@@ -57,12 +64,13 @@ def bench_resnet(torch, transformers, name, kwargs, batch, repeats, tmp):
     compile_s = time.perf_counter() - t0
     with torch.no_grad():
         ref = pt(x_t).logits.numpy()
-        t_torch = _median_time(lambda: pt(x_t), repeats)
-    t_jax = _median_time(lambda: fwd(variables, x_j).block_until_ready(), repeats)
+    t_torch, t_jax, ratio = _pair(
+        torch, lambda: pt(x_t), lambda: fwd(variables, x_j).block_until_ready(), repeats
+    )
     err = float(np.max(np.abs(np.asarray(out) - ref)))
     return {
         "what": f"{name} forward, batch {batch}x224x224",
-        "torch": t_torch, "jax": t_jax, "compile": compile_s, "maxdiff": err,
+        "torch": t_torch, "jax": t_jax, "ratio": ratio, "compile": compile_s, "maxdiff": err,
     }  # fmt: skip
 
 
@@ -86,11 +94,13 @@ def bench_gpt2(torch, transformers, batch, seq, new_tokens, repeats, tmp):
     compile_s = time.perf_counter() - t0
     with torch.no_grad():
         ref = pt(ids_t).logits.numpy()
-        t_torch = _median_time(lambda: pt(ids_t), repeats)
-    t_jax = _median_time(lambda: fwd(params, ids).block_until_ready(), repeats)
+    t_torch, t_jax, ratio = _pair(
+        torch, lambda: pt(ids_t), lambda: fwd(params, ids).block_until_ready(), repeats
+    )
     rows.append({
         "what": f"GPT-2 small forward, batch {batch}x{seq} tokens", "torch": t_torch,
-        "jax": t_jax, "compile": compile_s, "maxdiff": float(np.max(np.abs(np.asarray(out) - ref))),
+        "jax": t_jax, "ratio": ratio, "compile": compile_s,
+        "maxdiff": float(np.max(np.abs(np.asarray(out) - ref))),
     })  # fmt: skip
 
     prompt = ids[:, :8]
@@ -107,20 +117,21 @@ def bench_gpt2(torch, transformers, batch, seq, new_tokens, repeats, tmp):
         t0 = time.perf_counter()
         seq_j = run_jax()
         compile_s = time.perf_counter() - t0
-        t_jax = _median_time(run_jax, max(1, repeats // 2))
-        with torch.no_grad():
-            def run_torch(use_cache=use_cache):
-                return pt.generate(prompt_t, attention_mask=torch.ones_like(prompt_t),
-                                   use_cache=use_cache)  # fmt: skip
 
+        def run_torch(use_cache=use_cache):
+            return pt.generate(prompt_t, attention_mask=torch.ones_like(prompt_t),
+                               use_cache=use_cache)  # fmt: skip
+
+        with torch.no_grad():
             seq_t = run_torch()
-            t_torch = _median_time(run_torch, max(1, repeats // 2))
+        t_torch, t_jax, ratio = _pair(torch, run_torch, run_jax, repeats)
         same = bool(np.array_equal(np.asarray(seq_j), seq_t.numpy()))
         n = batch * new_tokens
         rows.append({
             "what": f"GPT-2 small greedy generate {new_tokens} tok, batch {batch}, "
             f"{'KV cache' if use_cache else 'no cache'} (tokens/s)",
-            "torch": t_torch, "jax": t_jax, "compile": compile_s, "tok_s_torch": n / t_torch,
+            "torch": t_torch, "jax": t_jax, "ratio": ratio, "compile": compile_s,
+            "tok_s_torch": n / t_torch,
             "tok_s_jax": n / t_jax, "same_tokens": same,
         })  # fmt: skip
     return rows
@@ -130,16 +141,18 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller batches, fewer repeats")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    _timing.add_repeat_args(parser)
     args = parser.parse_args(argv)
     if args.threads == 1:  # must happen before jax initialises its CPU backend
         flags = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
         os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flags).strip()
-    import jax
     import torch
     import transformers
 
     torch.set_num_threads(args.threads)
-    batch, repeats, seq, new = (2, 3, 64, 16) if args.quick else (8, 5, 128, 32)
+    batch, seq, new = (2, 64, 16) if args.quick else (8, 128, 32)
+    repeats = args.repeats
+    load = _timing.Load.start()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         resnets = {
@@ -152,11 +165,13 @@ def main(argv=None):
             rows.append(bench_resnet(torch, transformers, name, kwargs, batch, repeats, tmp))
         rows += bench_gpt2(torch, transformers, max(1, batch // 2), seq, new, repeats, tmp)
 
-    print(f"jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads), transformers {transformers.__version__}, "
-          f"XLA {'single-threaded' if args.threads == 1 else 'default threads'}")
+    load.stop()
+    print(_timing.machine(f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
+                          f"transformers {transformers.__version__}, XLA "
+                          f"{'single-threaded' if args.threads == 1 else 'default threads'}"))
     print()
-    print("| workload | torch s | equijax (JAX) s | torch/JAX | JAX compile s | check |")
+    print("| workload | torch s (median) | equijax (JAX) s (median) | torch/JAX [min–max] "
+          "| JAX compile s | check |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         if "tok_s_jax" in r:
@@ -166,8 +181,9 @@ def main(argv=None):
         else:
             check = f"max abs diff {r['maxdiff']:.1e}"
             timing = f"{r['torch']:.3f} | {r['jax']:.3f}"
-        print(f"| {r['what']} | {timing} | {r['torch'] / r['jax']:.2f} | {r['compile']:.1f} "
+        print(f"| {r['what']} | {timing} | {r['ratio'].fmt(2)} | {r['compile']:.1f} "
               f"| {check} |")  # fmt: skip
+    print(f"\n{_timing.footer(load, repeats)}")
 
 
 if __name__ == "__main__":

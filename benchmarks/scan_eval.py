@@ -2,22 +2,24 @@
 
 Measures examples/s of plain greedy decoding, step-wise equitune and equizero (max-probability
 proxy) with an LSTM seq2seq (hidden 64), the whole split decoded in fixed-size jitted batches
-(one ``lax.scan`` per batch, group branches vmapped). Compilation is excluded (one warm-up run);
-the best of ``--repeats`` timed runs is reported. The model is briefly trained so that output
-lengths are realistic (speed does not depend on accuracy: every batch runs 50 decoder steps).
+(one ``lax.scan`` per batch, group branches vmapped). Compilation is excluded (one warm-up
+run); the three decoders are interleaved round by round (``--repeats``, default 5) and the
+medians and the per-round ratios to plain decoding (median, min–max) are reported. The model is
+briefly trained so that output lengths are realistic (speed does not depend on accuracy: every
+batch runs 50 decoder steps).
 
 The reference PyTorch code decodes one example at a time: on this machine kind (2-core CPU)
 it runs at 164 (plain) / 68 (equitune) / 65 (equizero) examples/s (facts.md §4).
 
 Run from the repository root::
 
-    python -m benchmarks.scan_eval [--batch 2048] [--repeats 3]
+    python -m benchmarks.scan_eval [--batch 2048] [--repeats 5]
+    python -m benchmarks.scan_eval --quick      # 20 training steps
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import jax
@@ -25,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from benchmarks import _timing
 from equijax.data import scan
 from equijax.models import seq2seq as s2s
 
@@ -34,9 +37,12 @@ REFERENCE = {"plain": 164.0, "equitune": 68.0, "equizero": 65.0}
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--batch", type=int, default=2048, help="decoding batch size")
-    p.add_argument("--repeats", type=int, default=3)
+    _timing.add_repeat_args(p)
     p.add_argument("--train-steps", type=int, default=100)
+    p.add_argument("--quick", action="store_true", help="20 training steps")
     a = p.parse_args(argv)
+    if a.quick:
+        a.train_steps = 20
 
     train, test = scan.split("add_jump")
     (tr_src, tr_tgt), (src, _) = scan.encode(train), scan.encode(test)
@@ -66,32 +72,31 @@ def main(argv: list[str] | None = None) -> None:
             lambda s: s2s.equivariant_decode(model, params, s, g_in, g_out, method="equizero")
         ),
     }
-    rows = []
+    compile_s = {}
     for name, fn in decoders.items():
         t0 = time.perf_counter()
         jax.block_until_ready(fn(chunks[0]))
-        compile_s = time.perf_counter() - t0
-        best, best_cpu = float("inf"), float("inf")
-        for _ in range(a.repeats):
-            t0, c0 = time.perf_counter(), time.process_time()
-            outs = [fn(c) for c in chunks]
-            jax.block_until_ready(outs)
-            best = min(best, time.perf_counter() - t0)
-            best_cpu = min(best_cpu, time.process_time() - c0)
-        eps = n / best
-        rows.append((name, best, eps, REFERENCE[name], eps / REFERENCE[name], compile_s, best_cpu))
+        compile_s[name] = time.perf_counter() - t0
 
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"SCAN Add Jump test split ({n} commands), LSTM h=64, |G| = 2, batch {bs}, "
-          f"{os.cpu_count()} CPU core(s), load average {load:.1f}, jax {jax.__version__}; "
-          f"best of {a.repeats}\n")
-    print("| decoder | seconds (whole split) | examples/s | reference PyTorch ex/s | speed-up "
-          "| process CPU s | compile s |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for name, sec, eps, ref, sp, comp, cpu in rows:
-        print(f"| {name} | {sec:.2f} | {eps:,.0f} | {ref:.0f} | {sp:.0f}× | {cpu:.2f} "
-              f"| {comp:.1f} |")
+    def whole_split(fn):
+        return lambda: jax.block_until_ready([fn(c) for c in chunks])
 
+    load = _timing.Load.start()
+    smp = _timing.interleave({k: whole_split(f) for k, f in decoders.items()}, a.repeats)
+    load.stop()
+
+    print(f"SCAN Add Jump test split ({n} commands), LSTM h=64, |G| = 2, batch {bs}; "
+          f"{_timing.machine()}\n")  # fmt: skip
+    print("| decoder | seconds (whole split, median) | examples/s | time / plain [min–max] "
+          "| reference PyTorch ex/s | speed-up vs reference | process CPU s | compile s |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for name, s in smp.items():
+        eps = n / s.median
+        rel = _timing.pair_ratios(s.wall, smp["plain"].wall).fmt(2)
+        print(f"| {name} | {s.median:.2f} | {eps:,.0f} | {rel} | {REFERENCE[name]:.0f} "
+              f"| {eps / REFERENCE[name]:.0f}× | {s.median_cpu:.2f} | {compile_s[name]:.1f} |")
+    print(f"\n{_timing.footer(load, a.repeats)} The reference column is recorded, not measured "
+          "in this run (facts.md §4).")
 
 if __name__ == "__main__":
     main()

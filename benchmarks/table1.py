@@ -4,11 +4,14 @@ Random weights (timing and memory do not depend on the values). For each backbon
 (``infer``: zero-shot logits; ``train``: loss + gradient w.r.t. all trainable parameters, as in
 finetuning) the three methods are jitted side by side; memory is XLA's compiled
 ``memory_analysis()`` (arguments + outputs + temporaries − aliased), time the median wall
-time of ``--repeats`` calls after one warm-up call. Ratios are relative to equitune.
+time of ``--repeats`` interleaved rounds (equitune, equizero, λ-equitune, equitune, …) after one
+warm-up call each. Time ratios are relative to equitune: the median of the per-round ratios,
+with its min–max.
 
     python -m benchmarks.table1                                  # ViT-B/32 + RN50, 224 px, batch 32
     python -m benchmarks.table1 --repeats 0                      # memory only (compile, no run)
     python -m benchmarks.table1 --batch-size 8 --modes infer     # a lighter CPU run
+    python -m benchmarks.table1 --quick                          # tiny CLIP, seconds
 
 Paper (A100, CIFAR100, batch 32): time equitune/equizero/λ-equitune RN50 14.15/14.10/23.5 s,
 ViT-B/32 11.00/10.27/16.08 s; memory RN50 3703/3703/3941 MB, ViT-B/32 2589/2587/2915 MB.
@@ -17,7 +20,6 @@ ViT-B/32 11.00/10.27/16.08 s; memory RN50 3703/3703/3941 MB, ViT-B/32 2589/2587/
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import jax
@@ -25,6 +27,7 @@ import jax.numpy as jnp
 import optax
 
 import equijax as ej
+from benchmarks import _timing
 from equijax.models import clip, clip_resnet
 
 METHODS = ("equitune", "equizero", "lambda_equitune")
@@ -103,6 +106,7 @@ def run(args: argparse.Namespace) -> list[dict]:
         x = jax.random.normal(jax.random.key(3), (args.batch_size, s, s, 3))
         y = jax.random.randint(jax.random.key(4), (args.batch_size,), 0, args.classes)
         for mode in args.modes:
+            fns, group_rows = {}, []
             for method in METHODS:
                 t = {"model": params}
                 if method == "lambda_equitune":
@@ -113,31 +117,35 @@ def run(args: argparse.Namespace) -> list[dict]:
                 compile_s = time.perf_counter() - t0
                 row = {"model": name, "mode": mode, "method": method, "image_size": s,
                        "batch": args.batch_size, "memory_mb": memory_mb(compiled),
-                       "compile_s": compile_s, "time_s": float("nan")}  # fmt: skip
-                if args.repeats > 0:
-                    jax.block_until_ready(compiled(t, classifier, x, y))
-                    times = []
-                    for _ in range(args.repeats):
-                        t0 = time.perf_counter()
-                        jax.block_until_ready(compiled(t, classifier, x, y))
-                        times.append(time.perf_counter() - t0)
-                    row["time_s"] = statistics.median(times)
-                rows.append(row)
-                print(f"  {name} {mode} {method}: {row['memory_mb']:.0f} MB, "
+                       "compile_s": compile_s, "time_s": float("nan"), "ratio": None}  # fmt: skip
+                fns[method] = lambda c=compiled, t=t: jax.block_until_ready(c(t, classifier, x, y))
+                group_rows.append(row)
+            if args.repeats > 0:
+                smp = _timing.interleave(fns, args.repeats)
+                for row in group_rows:
+                    row["time_s"] = smp[row["method"]].median
+                    row["ratio"] = _timing.pair_ratios(
+                        smp[row["method"]].wall, smp["equitune"].wall
+                    )
+            for row in group_rows:
+                print(f"  {name} {mode} {row['method']}: {row['memory_mb']:.0f} MB, "
                       f"{row['time_s']:.4g} s", flush=True)  # fmt: skip
+            rows.extend(group_rows)
         del params
     return rows
 
 
 def table(rows: list[dict]) -> str:
     base = {(r["model"], r["mode"]): r for r in rows if r["method"] == "equitune"}
-    out = ["| model | mode | method | time (s) | time ratio | memory (MB) | memory ratio |",
+    out = ["| model | mode | method | time (s, median) | time ratio [min–max] | memory (MB) "
+           "| memory ratio |",
            "| --- | --- | --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
     for r in rows:
         b = base[(r["model"], r["mode"])]
         out.append(
             f"| {r['model']} ({r['image_size']} px, B={r['batch']}) | {r['mode']} | {r['method']} "
-            f"| {r['time_s']:.4g} | {r['time_s'] / b['time_s']:.2f} | {r['memory_mb']:.0f} | "
+            f"| {r['time_s']:.4g} | {r['ratio'].fmt(2) if r['ratio'] else '–'} "
+            f"| {r['memory_mb']:.0f} | "
             f"{r['memory_mb'] / b['memory_mb']:.2f} |"
         )
     return "\n".join(out)
@@ -150,19 +158,26 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--image-size", type=int, default=None, help="default: the model's (224)")
     p.add_argument("--classes", type=int, default=100, help="zero-shot classes (CIFAR100)")
-    p.add_argument("--repeats", type=int, default=1, help="timed calls (0: memory only)")
+    p.add_argument("--repeats", type=int, default=_timing.MIN_REPEATS,
+                   help="interleaved timed rounds (0: memory only)")
+    p.add_argument("--quick", action="store_true", help="tiny CLIP, batch 4 (seconds)")
     args = p.parse_args(argv)
+    if args.quick:
+        args.models, args.batch_size = "tiny", 4
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if any(m not in ("infer", "train") for m in args.modes):
         p.error("--modes entries must be infer or train")
     if args.batch_size < 1 or args.repeats < 0:
         p.error("--batch-size must be >= 1 and --repeats >= 0")
-    print(f"jax {jax.__version__}, {jax.device_count()} {jax.devices()[0].platform} device(s), "
-          "group C4 (rot90)")  # fmt: skip
+    print(f"{_timing.machine()}; group C4 (rot90)")
+    load = _timing.Load.start()
     rows = run(args)
+    load.stop()
     print()
     print(table(rows))
+    if args.repeats > 0:
+        print(f"\nTime ratios are relative to equitune. {_timing.footer(load, args.repeats)}")
     return rows
 
 

@@ -16,6 +16,7 @@ import equijax as ej
 from equijax.rl import (
     METHODS,
     DQNConfig,
+    Evaluation,
     Gridworld,
     LambdaConfig,
     evaluate,
@@ -109,7 +110,7 @@ def test_train_learns_small_gridworld():
     @jax.jit
     def success_rate(qp):
         policy = greedy_policy(lambda o: q_values(qp, o, num_actions=4))
-        return jnp.mean(evaluate(policy, env, params, key, 200) > 0)
+        return jnp.mean(evaluate(policy, env, params, key, 200).returns > 0)
 
     trained = jax.tree.map(lambda a: a[0], state.params)
     untrained = ej.rl.QNetwork(num_actions=4).init(jax.random.PRNGKey(0), jnp.zeros((1, 3, 3, 3)))
@@ -167,7 +168,12 @@ def test_evaluate_matches_manual_rollout(cartpole):
     env, params = cartpole
     policy = lambda o: (o[:, 2] > 0).astype(jnp.int32)  # push towards the pole's lean
     key = jax.random.PRNGKey(5)
-    rets = np.asarray(evaluate(policy, env, params, key, 3))
+    out = evaluate(policy, env, params, key, 3)
+    rets = np.asarray(out.returns)
+    # one return type whatever the arguments; γ = 1 by default, and dict-style access works
+    np.testing.assert_array_equal(np.asarray(out.discounted_returns), rets)
+    np.testing.assert_array_equal(np.asarray(out["returns"]), rets)
+    assert isinstance(evaluate(policy, env, params, key, 3, gamma=0.5), Evaluation)
     k_reset, _ = jax.random.split(key)
     for i, k in enumerate(jax.random.split(k_reset, 3)):
         obs, s = env.reset(k, params)
@@ -214,3 +220,89 @@ def test_experiment_quick_end_to_end(tmp_path):
     assert set(saved["methods"]) == set(METHODS) and saved["config"]["seeds"] == 2
     assert (tmp_path / "cartpole" / "returns.png").stat().st_size > 0
     assert res["ordering"][0] in METHODS
+
+
+@pytest.mark.parametrize("env_name", ["cartpole", "gridworld"])
+def test_env_step_matches_gymnax_auto_reset(env_name):
+    # the loop's own auto-reset (reset only under cond when an episode ended) equals env.step
+    from equijax.rl.dqn import _env_step
+
+    env, params = make_env(env_name)
+    n = 8
+    keys = jax.random.split(jax.random.PRNGKey(0), n)
+    _, state = jax.vmap(env.reset, in_axes=(0, None))(keys, params)
+    step_ref = jax.jit(jax.vmap(env.step, in_axes=(0, 0, 0, None)))
+    step_ours = jax.jit(lambda ks, kr, s, a: _env_step(env, ks, kr, s, a, params))
+    ended = 0
+    for t in range(60):
+        k = jax.random.split(jax.random.PRNGKey(t + 1), n)
+        ks, kr = jax.vmap(jax.random.split)(k).transpose(1, 0, 2)
+        action = jax.random.randint(jax.random.PRNGKey(100 + t), (n,), 0, env.num_actions)
+        ref = step_ref(k, state, action, params)
+        ours = step_ours(ks, kr, state, action)
+        # same values up to float round-off (the two programs fuse differently)
+        same = lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6,
+                                                       atol=1e-7)  # fmt: skip
+        same(ours[0], ref[0])
+        for a, b in zip(jax.tree.leaves(ours[1]), jax.tree.leaves(ref[1]), strict=True):
+            same(a, b)
+        for i in (2, 3, 4):
+            same(ours[i], ref[i])
+        same(ours[5], ref[5]["final_observation"])
+        ended += int(jnp.sum(ref[3] | ref[4]))
+        state = ref[1]
+    assert ended > 0  # the reset branch was exercised
+
+
+def test_train_chunks_do_not_change_the_result(cartpole):
+    # randomness of iteration i comes from fold_in(key, i): one chunk == two chunks
+    env, params = cartpole
+    cfg = DQNConfig(total_steps=400, num_envs=1, learning_starts=50, buffer_size=400,
+                    target_update_interval=100)
+    st = init_state(jax.random.PRNGKey(3), env, params, cfg)
+    one, m1 = ej.rl.train_chunk(st, params, env=env, config=cfg, num_iterations=400)
+    half, ma = ej.rl.train_chunk(st, params, env=env, config=cfg, num_iterations=150)
+    two, mb = ej.rl.train_chunk(half, params, env=env, config=cfg, num_iterations=250)
+    for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(two), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert float(m1["updates"]) == float(ma["updates"] + mb["updates"]) > 0
+    np.testing.assert_allclose(float(m1["episodes"]), float(ma["episodes"] + mb["episodes"]))
+
+
+def test_td_loss_double_q_and_discount():
+    from equijax.rl import td_loss
+
+    b = {"action": jnp.array([1]), "reward": jnp.array([0.0]), "terminated": jnp.array([0.0])}
+    q = jnp.array([[0.0, 2.0]])
+    tgt = jnp.array([[4.0, 1.0]])
+    online = jnp.array([[0.0, 3.0]])  # double Q: a* = 1 (online), valued by the target: 1.0
+    # plain: y = 0.5 * max(4, 1) = 2 = Q(s, a) -> 0
+    assert float(td_loss(q, b, tgt, gamma=0.5)) == pytest.approx(0.0)
+    # double Q: y = 0.5 * 1 = 0.5, error 1.5 -> Huber 1.5 - 0.5 = 1.0
+    dq = td_loss(q, b, tgt, gamma=0.5, double_q=True, next_q_online=online)
+    assert float(dq) == pytest.approx(1.0)
+    # a terminal transition ignores the next state: error 2 -> 1.5
+    term = {**b, "terminated": jnp.array([1.0])}
+    assert float(td_loss(q, term, tgt, gamma=0.5)) == pytest.approx(1.5)
+    with pytest.raises(ValueError, match="next_q_online"):
+        td_loss(q, b, tgt, gamma=0.5, double_q=True)
+
+
+def test_train_lambda_uses_the_dqn_discount(short_run):
+    state, _, _ = short_run
+    sym = get_symmetry("cartpole")
+    lam_cfg = LambdaConfig(steps=5, batch_size=16)
+    run = lambda cfg: train_lambda(state.params, state.buffer, jax.random.PRNGKey(1),
+                                   symmetry=sym, num_actions=2, dqn_config=cfg, config=lam_cfg)
+    import dataclasses
+
+    _, l_99 = run(SMALL)
+    _, l_0 = run(dataclasses.replace(SMALL, gamma=0.0))
+    _, l_dq = run(dataclasses.replace(SMALL, double_q=True))
+    assert not np.allclose(np.asarray(l_99), np.asarray(l_0))  # the DQN's γ is the one used
+    assert np.all(np.isfinite(np.asarray(l_dq)))
+    with pytest.warns(DeprecationWarning, match="gamma"):
+        bad = LambdaConfig(steps=5, gamma=0.5)
+    with pytest.raises(ValueError, match=r"DQNConfig\.gamma"):
+        train_lambda(state.params, state.buffer, jax.random.PRNGKey(1), symmetry=sym,
+                     num_actions=2, dqn_config=SMALL, config=bad)

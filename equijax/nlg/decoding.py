@@ -162,14 +162,36 @@ def _filter(logits: jax.Array, top_k: int | None, temperature: jax.Array) -> jax
 
 
 def _noise(group: PermutationGroup | None, key: jax.Array, frames: jax.Array, v: int) -> jax.Array:
-    """Gumbel noise ``act_axis(frame, n0)`` with ``n0`` shared by all frames; ``(*frames, V)``."""
+    """Gumbel noise ``act_axis(frame, n0)`` with ``n0`` shared by all frames; ``(*frames, V)``.
+
+    The permutation moves only a few ids (the group's words), so instead of a vocabulary-sized
+    gather per row only those columns are rewritten: the same values as
+    ``act_axis(frame, n0)``, at a cost independent of ``V``.
+    """
     b = frames.shape[-1]
     n0 = jax.random.gumbel(key, (b, v), jnp.float32)
     if group is None:
         return jnp.broadcast_to(n0, (*frames.shape, v))
-    flat = frames.reshape(-1, b)
-    out = jax.vmap(lambda fr: jax.vmap(lambda c, n: group.act_axis(c, n))(fr, n0))(flat)
+    moved, src = _moved_columns(group, v)
+    if moved.size == 0:
+        return jnp.broadcast_to(n0, (*frames.shape, v))
+    flat = frames.reshape(-1, b)  # (F, B)
+    # act_axis(c, n0)[:, i] == n0[:, src[c, i]]; src[c, i] == i outside ``moved``
+    cols = jnp.take(jnp.asarray(src), flat, axis=0)  # (F, B, M) source columns of moved ids
+    vals = jnp.take_along_axis(n0[None], cols, axis=-1)  # (F, B, M)
+    out = jnp.broadcast_to(n0, (flat.shape[0], b, v)).at[:, :, moved].set(vals)
     return out.reshape(*frames.shape, v)
+
+
+@functools.lru_cache(maxsize=32)
+def _moved_columns(group: PermutationGroup, v: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(moved, src)``: the ids some element moves, and ``src[g, i]`` with
+    ``act_axis(g, x)[..., moved[i]] == x[..., src[g, i]]`` (static, from the group)."""
+    iota = np.arange(v)
+    with jax.ensure_compile_time_eval():  # called while tracing: compute concretely
+        table = np.stack([np.asarray(group.act_axis(g, iota)) for g in range(group.order)])
+    moved = np.flatnonzero((table != iota).any(axis=0))
+    return moved, table[:, moved].astype(np.int32)
 
 
 def combined_logits(

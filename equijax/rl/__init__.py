@@ -4,16 +4,28 @@
 * :func:`get_symmetry` — the group acting on observations and actions (:class:`EnvSymmetry`).
 * :func:`train` / :func:`train_chunk` — DQN (stable-baselines3 defaults) as one jitted scan.
 * :func:`make_q_fn` — pretrained / equitune / equizero / λ-equitune Q-functions;
-  :func:`train_lambda` obtains λ; :func:`evaluate` runs vectorised evaluation episodes.
+  :func:`train_lambda` obtains λ; :func:`evaluate` runs vectorised evaluation episodes
+  (an :class:`Evaluation`); :func:`td_loss` is the one TD loss of both trainings.
 
 gymnax (``pip install 'equijax[rl]'``) is needed for CartPole and Acrobot only.
 """
 
-from equijax.rl.dqn import DQNConfig, DQNState, QNetwork, init_state, q_values, train, train_chunk
+from equijax.rl.dqn import (
+    DQNConfig,
+    DQNState,
+    QNetwork,
+    ReplayBuffer,
+    init_state,
+    q_values,
+    td_loss,
+    train,
+    train_chunk,
+)
 from equijax.rl.envs import ENV_NAMES, make_env
 from equijax.rl.gridworld import Gridworld
 from equijax.rl.policies import (
     METHODS,
+    Evaluation,
     LambdaConfig,
     evaluate,
     greedy_policy,
@@ -29,9 +41,11 @@ __all__ = [
     "DQNConfig",
     "DQNState",
     "EnvSymmetry",
+    "Evaluation",
     "Gridworld",
     "LambdaConfig",
     "QNetwork",
+    "ReplayBuffer",
     "evaluate",
     "get_symmetry",
     "greedy_policy",
@@ -40,6 +54,7 @@ __all__ = [
     "make_env",
     "make_q_fn",
     "q_values",
+    "td_loss",
     "train",
     "train_chunk",
     "train_lambda",

@@ -22,19 +22,25 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-import equijax as ej
-from equijax.rl.dqn import DQNConfig, ReplayBuffer, q_values
+from equijax._src.equitune import equitune
+from equijax._src.equizero import equizero
+from equijax._src.lambda_equitune import lambda_equitune
+from equijax._src.nn import LambdaNet
+from equijax._src.proxies import neg_max_score
+from equijax.rl.dqn import DQNConfig, ReplayBuffer, q_values, td_loss
 from equijax.rl.symmetries import EnvSymmetry
 
 __all__ = [
     "METHODS",
+    "Evaluation",
     "LambdaConfig",
     "evaluate",
     "greedy_policy",
@@ -50,7 +56,7 @@ METHODS = ("pretrained", "equitune", "equizero", "lambda_equitune")
 
 def _lambda_net(hidden: int = 100) -> Any:
     # Observations are raw physical quantities / one-hot grids: no L2 normalisation.
-    return ej.LambdaNet(hidden=hidden, dropout=0.5, l2_normalize=False)
+    return LambdaNet(hidden=hidden, dropout=0.5, l2_normalize=False)
 
 
 def make_q_fn(
@@ -94,14 +100,12 @@ def make_q_fn(
     if method == "pretrained":
         return q_fn
     if method == "equitune":
-        return lambda obs: ej.equitune(q_fn, group, obs, out_action=out)
+        return lambda obs: equitune(q_fn, group, obs, out_action=out)
     if method == "equizero":
-        return lambda obs: ej.equizero(
-            q_fn, group, obs, loss=ej.proxies.neg_max_score, out_action=out
-        )
+        return lambda obs: equizero(q_fn, group, obs, loss=neg_max_score, out_action=out)
     if lambda_fn is None:
         raise ValueError("method 'lambda_equitune' needs lambda_fn (see train_lambda)")
-    return lambda obs: ej.lambda_equitune(q_fn, group, obs, weight_fn=lambda_fn, out_action=out)
+    return lambda obs: lambda_equitune(q_fn, group, obs, weight_fn=lambda_fn, out_action=out)
 
 
 def _checked(q_fn: Callable[[jax.Array], jax.Array], symmetry: EnvSymmetry):
@@ -127,19 +131,24 @@ def greedy_policy(q_fn: Callable[[jax.Array], jax.Array]) -> Callable[[jax.Array
 class LambdaConfig:
     """How λ is finetuned for λ-equitune (Q frozen; TD loss on the pretraining replay buffer).
 
+    The TD target's discount and double-Q setting are those of the DQN run
+    (``DQNConfig.gamma`` / ``DQNConfig.double_q``, passed to :func:`train_lambda` as
+    ``dqn_config``), so λ is trained for the same objective as the Q-network.
+
     Attributes:
         steps: Adam steps.
         batch_size: minibatch size.
         learning_rate: Adam learning rate.
         hidden: λ-net hidden width (paper: 100).
-        gamma: discount of the TD target.
+        gamma: deprecated and unused (the discount is ``DQNConfig.gamma``); ``None``. A value
+            other than the DQN's makes :func:`train_lambda` raise.
     """
 
     steps: int = 2_000
     batch_size: int = 128
     learning_rate: float = 1e-3
     hidden: int = 100
-    gamma: float = 0.99
+    gamma: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "hidden"):
@@ -148,8 +157,12 @@ class LambdaConfig:
                 raise ValueError(f"LambdaConfig.{name} must be a positive int, got {v!r}")
         if not self.learning_rate > 0:
             raise ValueError(f"LambdaConfig.learning_rate must be > 0, got {self.learning_rate!r}")
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"LambdaConfig.gamma must be in [0, 1], got {self.gamma!r}")
+        if self.gamma is not None:
+            warnings.warn(
+                "LambdaConfig.gamma is deprecated: λ training uses DQNConfig.gamma",
+                DeprecationWarning,
+                stacklevel=3,
+            )
 
 
 def lambda_weight_fn(lam_params: Any, config: LambdaConfig = LambdaConfig()):
@@ -187,16 +200,29 @@ def train_lambda(
     num_actions: int,
     dqn_config: DQNConfig,
     config: LambdaConfig = LambdaConfig(),
+    target_params: Any = None,
 ) -> tuple[Any, jax.Array]:
     """Finetune the λ net of λ-equitune with the pretrained Q-network frozen.
 
-    Minimises the Huber TD error ``Q_G^λ(s)[a] − (r + γ (1 − d) max_a' sg(Q_G^λ(s'))[a'])`` over
-    minibatches of the pretraining replay buffer (``buffer`` of one run), with dropout in the λ net
-    during training (Adam, ``config.steps`` steps).
+    Minimises the Huber TD error of ``Q_G^λ`` (:func:`equijax.rl.td_loss`) over minibatches of
+    the pretraining replay buffer (``buffer`` of one run), with dropout in the λ net during
+    training (Adam, ``config.steps`` steps). The TD target is
+    ``r + γ (1 − d) sg(Q_G^λ,target(s'))[a*]`` with ``γ = dqn_config.gamma`` and, as in the DQN
+    run, ``a* = argmax_a sg(Q_G^λ(s'))[a]`` if ``dqn_config.double_q`` else the target's argmax;
+    the target network is ``target_params`` (default: ``q_params``).
 
     Returns:
         ``(lam_params, losses)`` with the per-step TD losses ``(steps,)``.
+
+    Raises:
+        ValueError: ``config.gamma`` (deprecated) set to a value other than ``dqn_config.gamma``.
     """
+    if config.gamma is not None and config.gamma != dqn_config.gamma:
+        raise ValueError(
+            f"LambdaConfig.gamma ({config.gamma}) differs from DQNConfig.gamma "
+            f"({dqn_config.gamma}); λ training uses DQNConfig.gamma: drop LambdaConfig.gamma"
+        )
+    target_params = q_params if target_params is None else target_params
     k_init, k_run = jax.random.split(key)
     lam_params = init_lambda(k_init, buffer.obs[:1], config)
     opt = optax.adam(config.learning_rate)
@@ -209,20 +235,21 @@ def train_lambda(
     )
 
     def loss_fn(lp, batch, k):
-        q = qlam(q_params, lp, batch["obs"], dropout_key=k)
-        q_sa = jnp.take_along_axis(q, batch["action"][:, None], axis=-1)[:, 0]
-        nxt = qlam(q_params, jax.lax.stop_gradient(lp), batch["next_obs"])
-        target = batch["reward"] + config.gamma * (1.0 - batch["terminated"]) * nxt.max(-1)
-        return jnp.mean(optax.huber_loss(q_sa, jax.lax.stop_gradient(target)))
+        frozen = jax.lax.stop_gradient(lp)
+        online_next = qlam(q_params, frozen, batch["next_obs"]) if dqn_config.double_q else None
+        return td_loss(
+            qlam(q_params, lp, batch["obs"], dropout_key=k),
+            batch,
+            qlam(target_params, frozen, batch["next_obs"]),
+            gamma=dqn_config.gamma,
+            double_q=dqn_config.double_q,
+            next_q_online=online_next,
+        )
 
     def step(carry, k):
         lp, os = carry
         k_idx, k_drop = jax.random.split(k)
-        idx = jax.random.randint(k_idx, (config.batch_size,), 0, jnp.maximum(buffer.size, 1))
-        batch = {
-            f: getattr(buffer, f)[idx]
-            for f in ("obs", "action", "reward", "next_obs", "terminated")
-        }
+        batch = buffer.gather(buffer.sample_indices(k_idx, config.batch_size))
         loss, grads = jax.value_and_grad(loss_fn)(lp, batch, k_drop)
         updates, os = opt.update(grads, os, lp)
         return (optax.apply_updates(lp, updates), os), loss
@@ -233,6 +260,25 @@ def train_lambda(
     return lam_params, losses
 
 
+class Evaluation(NamedTuple):
+    """Result of :func:`evaluate` (also readable as ``result["returns"]`` etc.).
+
+    Attributes:
+        returns: ``(num_episodes,)`` float32 undiscounted returns.
+        discounted_returns: ``(num_episodes,)`` ``Σ_t γ^t r_t`` (equal to ``returns`` for
+            ``γ = 1``).
+        initial_obs: ``(num_episodes, *obs_shape)`` first observations.
+    """
+
+    returns: jax.Array
+    discounted_returns: jax.Array
+    initial_obs: jax.Array
+
+    def __getitem__(self, key):  # type: ignore[override]
+        # Field names work as keys, as with the dict that ``evaluate(gamma=...)`` used to return.
+        return getattr(self, key) if isinstance(key, str) else tuple.__getitem__(self, key)
+
+
 def evaluate(
     policy: Callable[[jax.Array], jax.Array],
     env: Any,
@@ -241,8 +287,8 @@ def evaluate(
     num_episodes: int,
     *,
     max_steps: int | None = None,
-    gamma: float | None = None,
-) -> jax.Array | dict[str, jax.Array]:
+    gamma: float = 1.0,
+) -> Evaluation:
     """Undiscounted returns of ``num_episodes`` episodes run in parallel (``vmap``, ``lax.scan``).
 
     Each episode runs until its first termination or truncation
@@ -256,17 +302,19 @@ def evaluate(
         num_episodes: parallel episodes (≥ 1).
         max_steps: scan length; defaults to ``env_params.max_steps_in_episode`` (which must then
             be concrete, i.e. ``env_params`` not traced).
-        gamma: if given, also compute discounted returns from the initial states.
+        gamma: discount of ``discounted_returns`` (default 1: undiscounted).
 
     Returns:
-        float32 returns ``(num_episodes,)``; with ``gamma``, a dict with ``"returns"``,
-        ``"discounted_returns"`` (``Σ_t γ^t r_t``) and ``"initial_obs"`` ``(num_episodes, ...)``.
+        An :class:`Evaluation` ``(returns, discounted_returns, initial_obs)``, whatever the
+        arguments.
 
     Raises:
-        ValueError: if ``num_episodes < 1``.
+        ValueError: if ``num_episodes < 1`` or ``gamma`` is outside ``[0, 1]``.
     """
     if not isinstance(num_episodes, int) or num_episodes < 1:
         raise ValueError(f"num_episodes must be a positive int, got {num_episodes!r}")
+    if not (isinstance(gamma, int | float) and 0.0 <= gamma <= 1.0):
+        raise ValueError(f"gamma must be a number in [0, 1], got {gamma!r}")
     k_reset, k_steps = jax.random.split(key)
     obs, state = jax.vmap(env.reset, in_axes=(0, None))(
         jax.random.split(k_reset, num_episodes), env_params
@@ -274,7 +322,7 @@ def evaluate(
     if max_steps is None:
         max_steps = int(env_params.max_steps_in_episode)
 
-    disc_factor = 1.0 if gamma is None else float(gamma)
+    disc_factor = float(gamma)
     initial_obs = obs
 
     def body(carry, k):
@@ -291,6 +339,4 @@ def evaluate(
     zeros = jnp.zeros((num_episodes,), jnp.float32)
     init = (obs, state, jnp.ones((num_episodes,), bool), zeros, zeros, jnp.float32(1.0))
     (_, _, _, returns, disc, _), _ = jax.lax.scan(body, init, jax.random.split(k_steps, max_steps))
-    if gamma is None:
-        return returns
-    return {"returns": returns, "discounted_returns": disc, "initial_obs": initial_obs}
+    return Evaluation(returns, disc, initial_obs)
