@@ -33,9 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from equijax._src.frames import frame_average, sort_frame
-from equijax._src.large_groups import SymmetricGroup
-from equijax._src.sampled import sampled_equitune
+from equijax import SymmetricGroup, frame_average, sampled_equitune
+from equijax.frames import sort_frame
 
 
 def make_mlp(n: int, hidden: int = 128, seed: int = 0):

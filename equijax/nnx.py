@@ -90,7 +90,8 @@ class EquiZero(nnx.Module):
       model: the NNX model.
       group: a finite group.
       loss: ``y -> (B,)`` proxy loss, e.g. :func:`equijax.proxies.neg_max_probability`.
-      in_action, out_action: as for :class:`EquiTune`.
+      in_action: as for :class:`EquiTune`.
+      out_action: as for :class:`EquiTune`.
       straight_through: gradients of the equitune surrogate (for finetuning).
 
     Examples:
@@ -181,7 +182,8 @@ class LambdaEquiTune(nnx.Module):
         ``lambda_net`` reads the features, otherwise ``lambda_net`` reads ``g x``.
       group: a finite group.
       lambda_net: an NNX module mapping a batch to ``(B,)`` logits (e.g. :class:`LambdaNet`).
-      in_action, out_action: as for :class:`EquiTune`.
+      in_action: as for :class:`EquiTune`.
+      out_action: as for :class:`EquiTune`.
       has_aux: see ``model``.
       normalize: ``"softmax"`` or ``"positive"`` (see :func:`equijax.log_weights`).
 

@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 
 import equijax as ej
-from equijax._src.canonicalizers import RotationCanonicalizer, canonicalize, prior_loss
-from equijax._src.image_rotation import (
+from equijax.rotations import (
     ImageRotation,
+    RotationCanonicalizer,
+    canonicalize,
     disk_mask,
     image_rotations,
+    prior_loss,
     rotate_images,
 )
 

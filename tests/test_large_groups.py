@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 
 import equijax as ej
-from equijax._src.frames import average_tied_points, frame_average, image_frame, sort_frame
-from equijax._src.large_groups import SymmetricGroup
-from equijax._src.sampled import sample_elements, sampled_equitune
+from equijax import SymmetricGroup, frame_average, sample_elements, sampled_equitune
+from equijax.frames import average_tied_points, image_frame, sort_frame
 
 
 def _mlp(n, d=2, hidden=16, out=3, seed=0):

@@ -28,7 +28,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from equijax import groups as _groups
+import equijax.groups as _groups
 from equijax.rl.envs import canonical_env_name
 from equijax.rl.gridworld import rotate_cells
 
