@@ -89,7 +89,7 @@ def frame_average(
     inverse: Callable[[Any], Any] | None = None,
     out_action: Callable[[Any, PyTree], PyTree] | None = None,
     chunk_size: int | None = None,
-    batching: orbit.Batching = "vmap",
+    batching: orbit.Batching = None,
     return_frame: bool = False,
 ) -> PyTree:
     r"""Averages ``fn`` exactly over an equivariant frame (Puny et al. 2022).
@@ -114,7 +114,7 @@ def frame_average(
       inverse: batched inverse of elements; needed with ``out_action``.
       out_action: ``(elements (B, ...), y) -> y`` per example; ``None`` for invariant outputs.
       chunk_size: frame slots per chunk.
-      batching: ``"vmap"`` or ``"fold"`` (see :func:`equijax.equitune`).
+      batching: ``None`` (auto), ``"vmap"`` or ``"fold"`` (see :func:`equijax.equitune`).
       return_frame: also return the :class:`Frame`.
 
     Returns:

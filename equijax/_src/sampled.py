@@ -105,7 +105,7 @@ def average_over_elements(
     act: Callable[[Any, PyTree], PyTree],
     untransform: Callable[[Any, PyTree], PyTree],
     chunk_size: int | None = None,
-    batching: orbit.Batching = "vmap",
+    batching: orbit.Batching = None,
 ) -> tuple[jax.Array, PyTree, PyTree]:
     """Mean and sum of squared deviations of ``untransform(g, fn(act(g, x)))`` over ``elements``.
 
@@ -169,7 +169,7 @@ def sampled_equitune(
     in_action: Callable[[Any, PyTree], PyTree] | None = None,
     out_action: Callable[[Any, PyTree], PyTree] | None = None,
     chunk_size: int | None = None,
-    batching: orbit.Batching = "vmap",
+    batching: orbit.Batching = None,
     return_stderr: bool = False,
 ) -> PyTree:
     r"""Monte-Carlo equitune: averages over ``num_samples`` random group elements.
@@ -215,8 +215,9 @@ def sampled_equitune(
       chunk_size: elements evaluated per call of ``fn`` (one call on ``chunk_size * B``
         examples per step of a ``lax.scan``); peak memory ~ ``chunk_size * B`` examples.
         ``None``: all ``k`` at once.
-      batching: ``"vmap"`` or ``"fold"`` for the (single-element) scan over blocks; the
-        elements of a block are always folded into the batch.
+      batching: ``None`` (auto, as in :func:`equijax.equitune`), ``"vmap"`` or ``"fold"``
+        for the (single-element) scan over blocks; the elements of a block are always folded
+        into the batch.
       return_stderr: also return the estimated standard error of the estimate, per example
         and per output entry (same structure as the output):
         :math:`\sqrt{s^2/k \cdot (1 - k/|G|)}` with the sample variance :math:`s^2` (the
