@@ -22,6 +22,11 @@ settings match (``--no-resume`` starts fresh).
 
 Writes ``<out>/results.json``, ``results.md``, ``curves.png`` and ``lambda_<group>.msgpack``
 (λ parameters, readable by ``experiments.clip_zeroshot --lambda-params <out>``).
+
+"paper setting" = the paper's schedule (stage 1 SGD 0.33 / momentum 0.9, 2,000 × 32 images;
+stage 2 SGD 5e-6, 4,000 steps, λ frozen). The λ net is :class:`equijax.LambdaNet` with its
+default ReLU after the second layer; the reference net (no second ReLU) is
+``LambdaNet(paper_compatible=True)`` (pinned by ``tests/test_paper_rows.py``).
 """
 
 from __future__ import annotations
