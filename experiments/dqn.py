@@ -392,17 +392,19 @@ def main(argv: list[str] | None = None) -> dict:
     n_act = env.num_actions
     lam_cfg = LambdaConfig(steps=lambda_steps)
     t1 = time.perf_counter()
-    lam_params, lam_losses = jax.vmap(
-        lambda qp, buf, k: train_lambda(
-            qp, buf, k, symmetry=sym, num_actions=n_act, dqn_config=config, config=lam_cfg
-        )
-    )(state.params, state.buffer, jnp.stack([jax.random.PRNGKey(1000 + s) for s in seeds]))
-    jax.block_until_ready(lam_losses)
+    lam_params = lam_losses = None  # zero-shot protocol (paper): no λ net is trained
+    if "lambda_equitune" in eval_methods:
+        lam_params, lam_losses = jax.vmap(
+            lambda qp, buf, k: train_lambda(
+                qp, buf, k, symmetry=sym, num_actions=n_act, dqn_config=config, config=lam_cfg
+            )
+        )(state.params, state.buffer, jnp.stack([jax.random.PRNGKey(1000 + s) for s in seeds]))
+        jax.block_until_ready(lam_losses)
     lambda_time = time.perf_counter() - t1
 
     def run_eval(method, qp, lp, key):
         q_fn = lambda o: q_values(qp, o, num_actions=n_act, hidden=config.hidden)
-        lam_fn = lambda_weight_fn(lp, lam_cfg)
+        lam_fn = None if lp is None else lambda_weight_fn(lp, lam_cfg)
         q_method = make_q_fn(method, q_fn, sym, lambda_fn=lam_fn)
         out = evaluate(greedy_policy(q_method), env, env_params, key, episodes, gamma=config.gamma)
         # Diagnostic: predicted value of the start state vs the discounted return obtained.
@@ -470,10 +472,9 @@ def main(argv: list[str] | None = None) -> dict:
         "paper_order_supported": bool(
             "equizero > equitune" in sup and "equitune > pretrained" in sup
         ),
-        "lambda_td_loss_first_last": [
-            float(lam_losses[:, :50].mean()),
-            float(lam_losses[:, -50:].mean()),
-        ],
+        "lambda_td_loss_first_last": None
+        if lam_losses is None
+        else [float(lam_losses[:, :50].mean()), float(lam_losses[:, -50:].mean())],
         "training_history": history,
         "resumed_from_step": resumed_from,
         "timing_s": {"pretrain": train_time, "lambda": lambda_time, "evaluate": eval_time},

@@ -132,3 +132,20 @@ def test_tiny_end_to_end_writes_intervals(tmp_path):
     assert saved["config"]["protocol"] == "default"
     assert "95 % CI" in (tmp_path / "gridworld" / "results.md").read_text()
     assert res["supported_orderings"] == saved["supported_orderings"]
+
+
+@pytest.mark.slow  # jit compilation: ~40 s on a loaded 2-core machine
+def test_tiny_paper_protocol_is_zero_shot_without_lambda(tmp_path, monkeypatch):
+    pytest.importorskip("gymnax")
+    monkeypatch.setitem(exp.PAPER_STEPS, "gridworld", 400)  # tiny budget, paper protocol
+    res = exp.main(["--env", "gridworld", "--protocol", "paper", "--episodes", "3",
+                    "--chunks", "1", "--out", str(tmp_path)])  # fmt: skip
+    assert tuple(res["methods"]) == exp.PAPER_METHODS and res["config"]["seeds"] == 5
+    assert res["lambda_td_loss_first_last"] is None
+    assert [(p["a"], p["b"]) for p in res["pairwise"]] == [
+        ("pretrained", "equitune"),
+        ("pretrained", "equizero"),
+        ("equitune", "equizero"),
+    ]
+    md = (tmp_path / "gridworld" / "results.md").read_text()
+    assert "λ-equitune" not in md and "Equitune − Equizero" in md
