@@ -22,6 +22,11 @@ settings match (``--no-resume`` starts fresh).
 
 Writes ``<out>/results.json``, ``results.md``, ``curves.png`` and ``lambda_<group>.msgpack``
 (λ parameters, readable by ``experiments.clip_zeroshot --lambda-params <out>``).
+
+"paper setting" = the paper's schedule (stage 1 SGD 0.33 / momentum 0.9, 2,000 × 32 images;
+stage 2 SGD 5e-6, 4,000 steps, λ frozen). The λ net is :class:`equijax.LambdaNet` with its
+default ReLU after the second layer; the reference net (no second ReLU) is
+``LambdaNet(paper_compatible=True)`` (pinned by ``tests/test_paper_rows.py``).
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from experiments import clip_zeroshot as zs
+from equijax.models.clip import zoo
+from equijax.models.tiny import write_tiny_random_clip
 from experiments._cli import (
     OFFLINE_CLIP,
     RESUME_HINT,
@@ -56,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__.split("\n")[0],
     )
     p.add_argument("--model", default="ViT-B/32", help="as in experiments.clip_zeroshot")
-    p.add_argument("--dataset", default="cifar100", choices=list(zs.DATASETS))
+    p.add_argument("--dataset", default="cifar100", choices=["cifar100", "imagenet_v2"])
     p.add_argument("--train-split", default="train")
     p.add_argument("--test-split", default="test")
     p.add_argument("--data-dir", default=None)
@@ -96,6 +102,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if min(a.stage1_steps, a.stage2_steps) < 0 or a.eval_every < 1 or a.batch_size < 1:
         p.error("steps must be >= 0, --eval-every and --batch-size >= 1")
     return a
+
+
+def _load_clip(name: str, out: Path) -> tuple[Any, Any, str]:
+    """:func:`equijax.models.clip.zoo.load`, plus ``tiny-random`` and one-line failures."""
+    try:
+        if name == "tiny-random":
+            name = str(write_tiny_random_clip(out / "tiny_clip"))
+        return zoo.load(name)
+    except ImportError as err:
+        raise ScriptError(f"--model {name} needs torch, transformers and open-clip-torch ({err})",
+                          "pip install 'equijax[test]'") from err  # fmt: skip
+    except OSError as err:
+        raise ScriptError(f"cannot load CLIP {name!r}: not a local directory and the Hugging "
+                          "Face hub is unreachable or has no such id",
+                          OFFLINE_CLIP) from err  # fmt: skip
 
 
 def _sources(args: argparse.Namespace, prep: Any) -> tuple[Any, Any]:
@@ -141,8 +162,8 @@ def main(argv: list[str] | None = None) -> dict:
     setup_logging("experiments")
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    model, params, tok_src = zs.load_clip(args.model, args.out)
-    classifier, _ = zs.build_classifier(model, params, tok_src, None, args.dataset)
+    model, params, tok_src = _load_clip(args.model, args.out)
+    classifier, _ = zoo.zero_shot_head(model, params, tok_src, args.dataset)
     size = model.image_size
 
     def to_uint8_square(im: np.ndarray) -> np.ndarray:  # shortest side -> size, centre crop
@@ -160,7 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     group = images.transform_group(args.group)
     lam_net = ej.LambdaNet()
-    d = zs.feature_dim(model, params)
+    d = zoo.feature_dim(model, params)
     frozen = params  # the pretrained tower, for --lambda-features frozen (no copy: immutable)
 
     def forward(state, x, rng, train):

@@ -24,6 +24,10 @@ Offline smoke run on a tiny random CLIP (written with transformers + torch into 
     python -m experiments.clip_zeroshot --model tiny-random --mock-data --limit 64
 
 Writes ``<out>/results.json``, ``results.md`` and ``accuracy.png``.
+
+Reference behaviour (pinned by ``tests/test_paper_rows.py``): the zero-shot head is CLIP's
+(each template embedding L2-normalised, averaged, re-normalised; 18 CIFAR100 / 80 ImageNet
+templates); ``--proxy maxprob`` keeps the *most* confident branch.
 """
 
 from __future__ import annotations

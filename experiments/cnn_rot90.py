@@ -27,6 +27,12 @@ says which).
         --image-size 224                            # paper setting (needs hub + tfds data)
 
 Writes ``<out>/results.json``, ``results.md`` and ``curves.png`` (mean ± std over seeds).
+
+Reference behaviour (pinned by ``tests/test_paper_rows.py``): ``equizero_maxprob`` keeps the
+*most* confident quarter turn (the reference code's argmin of confidence is not reproduced);
+the "paper setting" matches the paper's backbone, data, SGD 1e-3 / momentum 0.9 and 10 epochs,
+but λ is :class:`equijax.LambdaNet` with its default ReLU after the second layer (the
+reference net has none: ``LambdaNet(paper_compatible=True)``).
 """
 
 from __future__ import annotations

@@ -8,6 +8,19 @@ with Q frozen; see :mod:`equijax.rl.policies`). Evaluation episodes use fresh en
 
     python -m experiments.dqn --env cartpole              # paper budget: 100k steps, 5 seeds
     python -m experiments.dqn --env gridworld --quick     # a few minutes on a 2-core CPU
+    python -m experiments.dqn --env gridworld --protocol paper
+
+``--protocol paper`` is the paper's protocol as far as it is documented (Basu et al. 2023, Fig. 2;
+no public code): DQN agents pretrained for 100k / 100k / 70k steps at lr 1e-4, five seeds, then
+the symmetrised agents evaluated **zero-shot** (no finetuning, so no λ-equitune row, which the
+paper does not show in Fig. 2). The paper does not state how many evaluation episodes each point
+averages; this protocol uses :data:`PAPER_EPISODES` = 100 per seed and method (an assumption,
+recorded as such in ``results.json``). ``--protocol default`` (the default) is this repository's
+own protocol: the same budget and seeds, 200 episodes, plus the λ-equitune row.
+
+For every pair of methods the report gives the paired difference of per-seed mean returns (same
+network, same evaluation episodes) with a 95 % Student-t confidence interval over seeds, and says
+which orderings the intervals support (interval excludes 0).
 
 Writes ``<out>/<env>/results.json``, ``results.md`` and ``returns.png`` (mean ± std over seeds);
 ``<out>/summary.png`` gathers every environment found under ``<out>``.
@@ -29,8 +42,18 @@ from experiments._cli import RESUME_HINT, ArgumentParser, ScriptError, cli, setu
 
 PAPER_STEPS = {"gridworld": 100_000, "cartpole": 100_000, "acrobot": 70_000}
 QUICK_STEPS = {"gridworld": 30_000, "cartpole": 30_000, "acrobot": 20_000}
-LABELS = {"pretrained": "Pretrained", "equitune": "Equitune", "equizero": "Equizero",
-          "lambda_equitune": "λ-equitune"}
+#: Evaluation episodes per seed and method under ``--protocol paper``. The paper states neither
+#: episode counts nor evaluation length (facts.md §2 RL: "zero-shot evaluation over 5 seeds");
+#: 100 is our assumption, not the paper's number.
+PAPER_EPISODES = 100
+PAPER_SEEDS = 5
+PAPER_METHODS = ("pretrained", "equitune", "equizero")
+LABELS = {
+    "pretrained": "Pretrained",
+    "equitune": "Equitune",
+    "equizero": "Equizero",
+    "lambda_equitune": "λ-equitune",
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,20 +63,45 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--env", required=True, choices=["gridworld", "cartpole", "acrobot"])
     p.add_argument("--quick", action="store_true", help="short run (a few minutes on CPU)")
+    p.add_argument(
+        "--protocol",
+        choices=["default", "paper"],
+        default="default",
+        help="'paper': the paper's Fig. 2 protocol (paper budget 100k/100k/70k steps, "
+        "lr 1e-4, 5 seeds, zero-shot pretrained/equitune/equizero, "
+        f"{PAPER_EPISODES} episodes: the paper does not state its episode count); "
+        "'default': this repository's protocol (adds λ-equitune, 200 episodes)",
+    )
     p.add_argument("--seeds", type=int, default=5, help="number of seeds (default 5)")
-    p.add_argument("--steps", type=int, default=None,
-                   help="pretraining transitions per seed (default: paper 100k/100k/70k)")
-    p.add_argument("--episodes", type=int, default=None,
-                   help="evaluation episodes per seed and method (default 200; quick 50)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="pretraining transitions per seed (default: paper 100k/100k/70k)",
+    )
+    p.add_argument(
+        "--episodes",
+        type=int,
+        default=None,
+        help="evaluation episodes per seed and method (default 200; quick 50)",
+    )
     p.add_argument("--lr", type=float, default=1e-4, help="DQN learning rate (paper 1e-4)")
     p.add_argument("--num-envs", type=int, default=4, help="parallel environments per seed")
-    p.add_argument("--lambda-steps", type=int, default=None,
-                   help="λ-net finetuning steps (default 2000; quick 500)")
-    p.add_argument("--chunks", type=int, default=20,
-                   help="checkpoint / progress chunks (may change on resume)")
+    p.add_argument(
+        "--lambda-steps",
+        type=int,
+        default=None,
+        help="λ-net finetuning steps (default 2000; quick 500)",
+    )
+    p.add_argument(
+        "--chunks", type=int, default=20, help="checkpoint / progress chunks (may change on resume)"
+    )
     p.add_argument("--out", type=Path, default=Path("runs/dqn"))
-    p.add_argument("--no-resume", action="store_true",
-                   help="start fresh; an existing checkpoint directory is moved aside, not deleted")
+    p.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="start fresh; an existing checkpoint directory is moved aside, not deleted",
+    )
     a = p.parse_args(argv)
     if a.seeds < 1:
         p.error("--seeds must be >= 1")
@@ -63,7 +111,62 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--episodes must be >= 1")
     if a.chunks < 1:
         p.error("--chunks must be >= 1")
+    if a.protocol == "paper":
+        if a.quick or a.steps is not None or a.lr != 1e-4 or a.seeds != PAPER_SEEDS:
+            p.error(
+                "--protocol paper fixes the budget, lr and seeds: drop --quick / --steps / "
+                "--lr / --seeds (or use --protocol default)"
+            )
+        if a.lambda_steps is not None:
+            p.error("--protocol paper has no λ-equitune row: drop --lambda-steps")
     return a
+
+
+def paired_ci(a, b, confidence: float = 0.95) -> dict:
+    """Paired difference ``a − b`` of per-seed means with a Student-t confidence interval.
+
+    ``d_i = a_i − b_i``; mean ``d̄``, half-width ``t_{(1+c)/2, n−1} · s_d / √n`` (``s_d`` with
+    ``ddof=1``). With one seed the interval is undefined (NaN bounds, ``supported`` = None).
+
+    Returns ``{"mean", "low", "high", "n", "supported"}`` where ``supported`` is ``">"`` if the
+    interval lies above 0, ``"<"`` if below, ``"="`` if it contains 0.
+    """
+    from scipy import stats
+
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    if d.ndim != 1 or d.size == 0:
+        raise ValueError(f"a and b must be equal-length 1-D sequences, got shape {d.shape}")
+    n = int(d.size)
+    mean = float(d.mean())
+    if n < 2:
+        return {"mean": mean, "low": float("nan"), "high": float("nan"), "n": n,
+                "supported": None}  # fmt: skip
+    half = float(stats.t.ppf((1 + confidence) / 2, n - 1) * d.std(ddof=1) / math.sqrt(n))
+    low, high = mean - half, mean + half
+    sup = ">" if low > 0 else "<" if high < 0 else "="
+    return {"mean": mean, "low": low, "high": high, "n": n, "supported": sup}
+
+
+def pairwise(methods: dict, confidence: float = 0.95) -> list[dict]:
+    """Every pair ``(a, b)`` of methods (in order given): paired difference ``a − b`` with CI."""
+    names = list(methods)
+    out = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            ci = paired_ci(methods[a]["per_seed"], methods[b]["per_seed"], confidence)
+            out.append({"a": a, "b": b, **ci})
+    return out
+
+
+def supported_orderings(pairs: list[dict]) -> list[str]:
+    """Orderings ``"x > y"`` whose paired CI excludes 0."""
+    res = []
+    for p in pairs:
+        if p["supported"] == ">":
+            res.append(f"{p['a']} > {p['b']}")
+        elif p["supported"] == "<":
+            res.append(f"{p['b']} > {p['a']}")
+    return res
 
 
 def _figure(results: dict, path: Path) -> None:
@@ -79,8 +182,13 @@ def _figure(results: dict, path: Path) -> None:
         names = list(r)
         means = [r[m]["mean"] for m in names]
         stds = [r[m]["std_over_seeds"] for m in names]
-        ax.bar(range(len(names)), means, yerr=stds, capsize=4,
-               color=["#999999", "#4c72b0", "#dd8452", "#55a868"][: len(names)])
+        ax.bar(
+            range(len(names)),
+            means,
+            yerr=stds,
+            capsize=4,
+            color=["#999999", "#4c72b0", "#dd8452", "#55a868"][: len(names)],
+        )
         ax.set_xticks(range(len(names)), [LABELS[m] for m in names], rotation=20)
         ax.set_ylabel("return (mean ± std over seeds)")
         meta = results[env]["config"]
@@ -104,13 +212,48 @@ def _markdown(res: dict) -> str:
     for m, r in res["methods"].items():
         per = ", ".join(f"{v:.3g}" for v in r["per_seed"])
         gain = f"{r['gain_over_pretrained']:+.2f} ± {r['gain_std_over_seeds']:.2f}"
-        lines.append(f"| {LABELS[m]} | {r['mean']:.2f} | {r['std_over_seeds']:.2f} | {gain} | "
-                     f"{r['seeds_better_than_pretrained']}/{n} | "
-                     f"{r['value_overestimation']:+.2f} | {per} |")
-    lines += ["", "V̂(s0) − G0: predicted start-state value max_a Q(s0, a) of the method minus the "
-              "discounted return it then obtains (positive = over-estimation).",
-              "", f"Ordering (best first): {' > '.join(LABELS[m] for m in res['ordering'])}; "
-              f"paper's claim equizero > equitune > pretrained holds: {res['paper_order_holds']}."]
+        lines.append(
+            f"| {LABELS[m]} | {r['mean']:.2f} | {r['std_over_seeds']:.2f} | {gain} | "
+            f"{r['seeds_better_than_pretrained']}/{n} | "
+            f"{r['value_overestimation']:+.2f} | {per} |"
+        )
+    lines += [
+        "",
+        "V̂(s0) − G0: predicted start-state value max_a Q(s0, a) of the method minus the "
+        "discounted return it then obtains (positive = over-estimation).",
+        "",
+        f"Ordering (best first): {' > '.join(LABELS[m] for m in res['ordering'])}; "
+        f"paper's claim equizero > equitune > pretrained holds: {res['paper_order_holds']}.",
+    ]
+    if "pairwise" in res:
+        lines += [
+            "",
+            f"Paired differences over seeds (A − B of per-seed mean returns; "
+            f"{res['confidence']:.0%} t-interval, n = {n}):",
+            "",
+            "| A − B | mean | 95 % CI | supported |",
+            "|---|---:|---|---|",
+        ]
+        for p in res["pairwise"]:
+            sup = {
+                ">": f"{LABELS[p['a']]} > {LABELS[p['b']]}",
+                "<": f"{LABELS[p['b']]} > {LABELS[p['a']]}",
+                "=": "neither (CI contains 0)",
+                None: "n/a (1 seed)",
+            }[p["supported"]]
+            lines.append(
+                f"| {LABELS[p['a']]} − {LABELS[p['b']]} | {p['mean']:+.3f} | "
+                f"[{p['low']:+.3f}, {p['high']:+.3f}] | {sup} |"
+            )
+        sup = res["supported_orderings"]
+        lines += [
+            "",
+            "Orderings supported (CI excludes 0): "
+            + (", ".join(sup) if sup else "none")
+            + "; paper's full claim "
+            f"(equizero > equitune > pretrained, each with CI) supported: "
+            f"{res['paper_order_supported']}.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -128,8 +271,18 @@ def _chunk_runner(env, config):
     )  # fmt: skip
 
 
-def pretrain(env, env_params, config, seeds: list[int], *, num_chunks: int, directory: Path,
-             resume: bool, settings: dict, desc: str):
+def pretrain(
+    env,
+    env_params,
+    config,
+    seeds: list[int],
+    *,
+    num_chunks: int,
+    directory: Path,
+    resume: bool,
+    settings: dict,
+    desc: str,
+):
     """Pretrains one DQN per seed in resumable chunks; returns ``(state, history, resumed_from)``.
 
     The batched train state and the per-chunk history are checkpointed after every chunk
@@ -204,7 +357,9 @@ def main(argv: list[str] | None = None) -> dict:
     )
 
     steps = args.steps or (QUICK_STEPS if args.quick else PAPER_STEPS)[args.env]
-    episodes = args.episodes or (50 if args.quick else 200)
+    paper = args.protocol == "paper"
+    episodes = args.episodes or (PAPER_EPISODES if paper else 50 if args.quick else 200)
+    eval_methods = PAPER_METHODS if paper else METHODS
     lambda_steps = args.lambda_steps or (500 if args.quick else 2000)
     try:
         env, env_params = make_env(args.env)
@@ -213,8 +368,12 @@ def main(argv: list[str] | None = None) -> dict:
                           "pip install 'equijax[rl]', or use --env gridworld") from err  # fmt: skip
     sym = get_symmetry(args.env)
     sym.check_env(env)
-    config = DQNConfig(total_steps=steps, learning_rate=args.lr, num_envs=args.num_envs,
-                       buffer_size=max(steps, 1000))
+    config = DQNConfig(
+        total_steps=steps,
+        learning_rate=args.lr,
+        num_envs=args.num_envs,
+        buffer_size=max(steps, 1000),
+    )
     out = args.out / args.env
     out.mkdir(parents=True, exist_ok=True)
     seeds = list(range(args.seeds))
@@ -233,19 +392,21 @@ def main(argv: list[str] | None = None) -> dict:
     n_act = env.num_actions
     lam_cfg = LambdaConfig(steps=lambda_steps)
     t1 = time.perf_counter()
-    lam_params, lam_losses = jax.vmap(
-        lambda qp, buf, k: train_lambda(qp, buf, k, symmetry=sym, num_actions=n_act,
-                                        dqn_config=config, config=lam_cfg)
-    )(state.params, state.buffer, jnp.stack([jax.random.PRNGKey(1000 + s) for s in seeds]))
-    jax.block_until_ready(lam_losses)
+    lam_params = lam_losses = None  # zero-shot protocol (paper): no λ net is trained
+    if "lambda_equitune" in eval_methods:
+        lam_params, lam_losses = jax.vmap(
+            lambda qp, buf, k: train_lambda(
+                qp, buf, k, symmetry=sym, num_actions=n_act, dqn_config=config, config=lam_cfg
+            )
+        )(state.params, state.buffer, jnp.stack([jax.random.PRNGKey(1000 + s) for s in seeds]))
+        jax.block_until_ready(lam_losses)
     lambda_time = time.perf_counter() - t1
 
     def run_eval(method, qp, lp, key):
         q_fn = lambda o: q_values(qp, o, num_actions=n_act, hidden=config.hidden)
-        lam_fn = lambda_weight_fn(lp, lam_cfg)
+        lam_fn = None if lp is None else lambda_weight_fn(lp, lam_cfg)
         q_method = make_q_fn(method, q_fn, sym, lambda_fn=lam_fn)
-        out = evaluate(greedy_policy(q_method), env, env_params, key, episodes,
-                       gamma=config.gamma)
+        out = evaluate(greedy_policy(q_method), env, env_params, key, episodes, gamma=config.gamma)
         # Diagnostic: predicted value of the start state vs the discounted return obtained.
         v_hat = q_method(out["initial_obs"]).max(axis=-1)
         return out["returns"], v_hat - out["discounted_returns"]
@@ -256,7 +417,7 @@ def main(argv: list[str] | None = None) -> dict:
     t2 = time.perf_counter()
     from tqdm.auto import tqdm
 
-    for method in tqdm(METHODS, desc="evaluate"):
+    for method in tqdm(eval_methods, desc="evaluate"):
         fn = jax.jit(jax.vmap(lambda qp, lp, k, m=method: run_eval(m, qp, lp, k)))
         rets, over = fn(state.params, lam_params, eval_keys)  # (seeds, episodes) each
         rets, over = np.asarray(rets), np.asarray(over)
@@ -279,16 +440,41 @@ def main(argv: list[str] | None = None) -> dict:
         r["seeds_better_than_pretrained"] = int((diff > 0).sum())
     ordering = sorted(methods, key=lambda m: -methods[m]["mean"])
     m = {k: v["mean"] for k, v in methods.items()}
+    confidence = 0.95
+    pairs = pairwise(methods, confidence)
+    sup = supported_orderings(pairs)
     res = {
-        "config": {"env": args.env, "steps": steps, "seeds": len(seeds), "episodes": episodes,
-                   "lr": args.lr, "num_envs": args.num_envs, "quick": args.quick,
-                   "dqn": dataclasses.asdict(config), "lambda": dataclasses.asdict(lam_cfg),
-                   "symmetry": sym.name, "group_order": sym.order},
+        "config": {
+            "env": args.env,
+            "protocol": args.protocol,
+            "episodes_source": (
+                "assumed (the paper does not state its episode count)"
+                if paper and args.episodes is None
+                else "chosen"
+            ),
+            "steps": steps,
+            "seeds": len(seeds),
+            "episodes": episodes,
+            "lr": args.lr,
+            "num_envs": args.num_envs,
+            "quick": args.quick,
+            "dqn": dataclasses.asdict(config),
+            "lambda": dataclasses.asdict(lam_cfg),
+            "symmetry": sym.name,
+            "group_order": sym.order,
+        },
         "methods": methods,
         "ordering": ordering,
         "paper_order_holds": bool(m["equizero"] > m["equitune"] > m["pretrained"]),
-        "lambda_td_loss_first_last": [float(lam_losses[:, :50].mean()),
-                                      float(lam_losses[:, -50:].mean())],
+        "confidence": confidence,
+        "pairwise": pairs,
+        "supported_orderings": sup,
+        "paper_order_supported": bool(
+            "equizero > equitune" in sup and "equitune > pretrained" in sup
+        ),
+        "lambda_td_loss_first_last": None
+        if lam_losses is None
+        else [float(lam_losses[:, :50].mean()), float(lam_losses[:, -50:].mean())],
         "training_history": history,
         "resumed_from_step": resumed_from,
         "timing_s": {"pretrain": train_time, "lambda": lambda_time, "evaluate": eval_time},
@@ -298,12 +484,15 @@ def main(argv: list[str] | None = None) -> dict:
     md = _markdown(res)
     (out / "results.md").write_text(md)
     _figure({args.env: res}, out / "returns.png")
-    every = {p.parent.name: json.loads(p.read_text())
-             for p in sorted(args.out.glob("*/results.json"))}
+    every = {
+        p.parent.name: json.loads(p.read_text()) for p in sorted(args.out.glob("*/results.json"))
+    }
     _figure(every, args.out / "summary.png")
     print(md)
-    print(f"pretrain {train_time:.1f}s, λ {lambda_time:.1f}s, evaluate {eval_time:.1f}s; "
-          f"wrote {out}/results.json, results.md, returns.png")
+    print(
+        f"pretrain {train_time:.1f}s, λ {lambda_time:.1f}s, evaluate {eval_time:.1f}s; "
+        f"wrote {out}/results.json, results.md, returns.png"
+    )
     return res
 
 

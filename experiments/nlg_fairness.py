@@ -15,6 +15,12 @@ Paper-size run with real weights (needs the Hugging Face hub or a local copy):
 
 Outputs in --out (default runs/nlg_fairness): results.json, results.md, samples.jsonl,
 label_distributions.png. With a random model every output says so.
+
+Reference behaviour (pinned by ``tests/test_paper_rows.py``): EquiGPT2 averages the
+g⁻¹-mapped next-token logits of the |G| transformed contexts at every step (the reference code
+applies g, identical here only because every equality set is a swap); R-EquiGPT2 gives the
+general words (he, she, his, her, him) the identity branch's logits. EquizeroGPT2 has no public
+code: m = ``--beam-tokens`` tokens per g, the g whose continuation the scorer likes best is kept.
 """
 
 from __future__ import annotations
