@@ -92,7 +92,7 @@ def profile_step(model, params, dg, batch: int, prompt_len: int, steps: int, rep
     temp = jnp.float32(1.0)
     pieces = {
         "transformer step, 1 branch (plain)": lambda: model_plain(cache),
-        "transformer step, |G| = 2 branches (EquiLM)": lambda: model_equi(cache_g),
+        "transformer step, 2 branches (EquiLM, G = man ↔ woman)": lambda: model_equi(cache_g),
         "top-k filter (k = 40) over the vocabulary": scan_steps(
             lambda i, k: decoding._filter(logits + i, 40, temp)[:, 0]
         ),

@@ -156,7 +156,7 @@ def canonical_frame(group: PermutationGroup, ids: jax.Array) -> jax.Array:
 def _filter(logits: jax.Array, top_k: int | None, temperature: jax.Array) -> jax.Array:
     logits = logits.astype(jnp.float32) / temperature
     if top_k is not None and top_k < logits.shape[-1]:
-        kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
+        kth = gpt2.top_k_threshold(logits, top_k)[..., None]  # exact, not a vocabulary-wide sort
         logits = jnp.where(logits < kth, -jnp.inf, logits)
     return logits
 

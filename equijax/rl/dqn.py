@@ -511,7 +511,10 @@ def train_chunk(
     """Run ``num_iterations`` training iterations (``num_iterations × num_envs`` transitions).
 
     Pure and jitted (``env``/``config``/``num_iterations`` static); ``vmap`` it over a batch of
-    states for several seeds.
+    states for several seeds. The chunk's random numbers are drawn before the loop (iteration
+    ``i`` from ``fold_in(state.key, i)``, so results do not depend on the chunking); they take
+    about ``num_iterations × (⌈num_envs / train_freq⌉ × batch_size + 6 × num_envs) × 4`` bytes
+    (13 MB for 100,000 single-environment iterations): split very long runs into chunks.
 
     Returns:
         ``(state, metrics)`` with metrics summed over the chunk: ``episodes``, ``return_sum``,
