@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -125,10 +126,23 @@ def test_checkpoint_resume_matches_uninterrupted(short_run, cartpole):
     assert steps == [250, 500]
     shutil.rmtree(ckpt / "500")  # as if the run had been interrupted after the first chunk
     resumed, hist = train(env, params, SMALL, seeds=[0], num_chunks=2, checkpoint_dir=str(ckpt))
-    assert len(hist) == 1  # only the second chunk ran
+    assert len(hist) == 2  # the history covers the whole run: chunk 1 restored, chunk 2 ran
     assert [int(p.name) for p in ckpt.iterdir() if p.name.isdigit()].count(500) == 1
     for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(resumed), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b)[0])
+
+
+def test_checkpoints_refuse_other_settings_and_never_delete(short_run, cartpole):
+    from equijax.training import SettingsMismatchError
+
+    env, params = cartpole
+    _, _, ckpt = short_run
+    other = dataclasses.replace(SMALL, learning_rate=SMALL.learning_rate * 10)
+    with pytest.raises(SettingsMismatchError, match="learning_rate"):
+        train(env, params, other, seeds=[0], num_chunks=2, checkpoint_dir=str(ckpt))
+    train(env, params, other, seeds=[0], num_chunks=2, checkpoint_dir=str(ckpt), resume=False)
+    moved = [p for p in ckpt.parent.iterdir() if p.name.startswith("ckpt.replaced-")]
+    assert len(moved) == 1 and any(p.name.isdigit() for p in moved[0].iterdir())  # kept
 
 
 @pytest.mark.parametrize("env_name", ["cartpole", "acrobot", "gridworld"])

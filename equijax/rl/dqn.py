@@ -21,8 +21,6 @@ import dataclasses
 import functools
 import logging
 import math
-import os
-import shutil
 from collections.abc import Sequence
 from typing import Any
 
@@ -569,8 +567,11 @@ def train(
         config: hyperparameters.
         seeds: an int or a sequence of ints; the returned state has a leading seed axis.
         num_chunks: training is split into this many jitted chunks (checkpoint / log granularity).
-        checkpoint_dir: if given, an orbax checkpoint of the full state is written after each chunk.
-        resume: continue from the latest checkpoint in ``checkpoint_dir`` if there is one.
+        checkpoint_dir: if given, the full state and the history are checkpointed after each chunk
+            through :func:`equijax.training.resume_or_start` (settings fingerprint; the two newest
+            steps kept; an unreadable newest step falls back to the previous one).
+        resume: continue from the latest checkpoint in ``checkpoint_dir`` if there is one;
+            ``False`` moves an existing run directory aside (never deletes it) and starts fresh.
         progress: show a tqdm progress bar.
         desc: progress-bar label.
 
@@ -580,6 +581,8 @@ def train(
 
     Raises:
         ValueError: bad ``seeds`` / ``num_chunks``.
+        equijax.training.SettingsMismatchError: ``checkpoint_dir`` holds a run with other
+            settings.
     """
     seeds = [seeds] if isinstance(seeds, int) else list(seeds)
     if not seeds or not all(isinstance(s, int) for s in seeds):
@@ -592,24 +595,29 @@ def train(
     keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
     state = jax.vmap(lambda k: init_state(k, env, env_params, config))(keys)
     run = _seed_runner(env, config)
-    manager = None
+    run_ckpt = None
     done_iters = 0
-    if checkpoint_dir is not None:
-        import orbax.checkpoint as ocp
-
-        ckpt_path = os.path.abspath(checkpoint_dir)
-        if not resume and os.path.isdir(ckpt_path):
-            shutil.rmtree(ckpt_path)
-        manager = ocp.CheckpointManager(
-            ckpt_path, options=ocp.CheckpointManagerOptions(max_to_keep=2)
-        )
-        latest = manager.latest_step() if resume else None
-        if latest is not None:
-            abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-            state = manager.restore(latest, args=ocp.args.StandardRestore(abstract))
-            done_iters = int(latest)
-            logger.info("resumed DQN from %s at iteration %d", checkpoint_dir, done_iters)
     history: list[dict[str, Any]] = []
+    if checkpoint_dir is not None:
+        from equijax.training import resume_or_start
+
+        settings = {
+            "env": type(env).__name__,
+            "seeds": seeds,
+            "config": dataclasses.asdict(config),
+            "num_chunks": num_chunks,
+        }
+        run_ckpt = resume_or_start(
+            checkpoint_dir,
+            settings,
+            state,
+            resume=resume,
+            hint="pass another checkpoint_dir, or resume=False to start fresh",
+        )
+        if run_ckpt.resumed:
+            state, done_iters = run_ckpt.state, int(run_ckpt.step)
+            history = list(run_ckpt.history)
+            logger.info("resumed DQN from %s at iteration %d", checkpoint_dir, done_iters)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -637,17 +645,16 @@ def train(
             "mean_loss": float(m["loss_sum"].sum() / max(m["updates"].sum(), 1.0)),
         }
         history.append(rec)
-        if manager is not None:
-            manager.save(done_iters, args=ocp.args.StandardSave(state))
+        if run_ckpt is not None:
+            run_ckpt.save(done_iters, state, history)
         if bar is not None:
             finite = [r for r in rec["mean_return"] if r == r]
             bar.set_postfix(
                 ret=f"{sum(finite) / max(len(finite), 1):.1f}", loss=f"{rec['mean_loss']:.3g}"
             )
             bar.update(n * config.num_envs)
-    if manager is not None:
-        manager.wait_until_finished()
-        manager.close()
+    if run_ckpt is not None:
+        run_ckpt.close()
     if bar is not None:
         bar.close()
     return state, history
