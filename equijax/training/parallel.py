@@ -29,6 +29,7 @@ __all__ = [
     "batch_sharding",
     "data_mesh",
     "data_parallel_jit",
+    "gather",
     "host_rows",
     "initialize_distributed",
     "orbit_spec_sharding",
@@ -282,3 +283,24 @@ def data_parallel_jit(fn: Callable[..., Any], mesh: Mesh, **jit_kwargs: Any) -> 
       ([-1.0, -1.0], 8.0, True)
     """
     return jax.jit(fn, out_shardings=replicated_sharding(mesh), **jit_kwargs)
+
+
+def gather(tree: Any) -> Any:
+    """The global value of every leaf as a NumPy array on every process (e.g. sharded outputs).
+
+    One process: ``np.asarray``; several: an all-gather
+    (:func:`jax.experimental.multihost_utils.process_allgather`).
+
+    Examples:
+      >>> import numpy as np
+      >>> from equijax.training import data_mesh, gather, put_global_batch
+      >>> gather(put_global_batch(np.arange(4), data_mesh(1))).tolist()
+      [0, 1, 2, 3]
+    """
+    if jax.process_count() == 1:
+        return jax.tree.map(np.asarray, tree)
+    from jax.experimental import multihost_utils
+
+    return jax.tree.map(
+        lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True)), tree
+    )
