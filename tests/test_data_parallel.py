@@ -112,10 +112,10 @@ def test_scan_pretraining_steps_on_8_devices_equal_one_device(scan_split):
     from experiments import scan as scan_exp
 
     model = s2s.Seq2Seq(len(scan_exp.scan.input_vocab()), len(scan_exp.scan.output_vocab()),
-                        cell="lstm", hidden=16)  # fmt: skip
+                        cell="rnn", hidden=8)  # fmt: skip
     mesh = scan_exp.data_parallel_mesh(8)
     params0 = s2s.init_params(model, jax.random.key(0))
-    batches = _batches(scan_split, 16, 3, buckets=(8,))
+    batches = _batches(scan_split, 8, 2, buckets=(8,))
     out = {}
     for m in (None, mesh):
         opt, step = scan_exp._pretrain_step(model, 3, 3e-3, 0.5, m)
@@ -135,6 +135,7 @@ def test_scan_pretraining_steps_on_8_devices_equal_one_device(scan_split):
     assert not np.allclose(jax.tree.leaves(out[True][0])[0], jax.tree.leaves(params0)[0])
 
 
+@pytest.mark.slow
 def test_scan_finetuning_steps_on_8_devices_equal_one_device(scan_split):
     import optax
 
