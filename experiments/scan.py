@@ -166,7 +166,9 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         eval_batch=a.eval_batch,
         out=a.out,
         resume=not a.no_resume,
-        jobs=a.jobs if a.jobs is not None else (1 if a.devices or a.distributed else _default_jobs()),
+        jobs=a.jobs if a.jobs is not None else (
+            1 if a.devices or a.distributed else _default_jobs()  # no device query before
+        ),  # jax.distributed.initialize
         devices=a.devices,
         distributed=a.distributed,
     )
