@@ -183,7 +183,11 @@ def test_scan_run_ft_and_decoding_on_8_devices_equal_one_device(scan_split):
                         lr=1e-3, seed=0, train_model=True, train_lambda=True, desc="t", mesh=m)
         for m in (None, mesh)
     ]  # fmt: skip
-    allclose_trees(runs[0], runs[1], atol=1e-4)  # Adam: round-off in tiny gradients shows
+    # Adam divides by sqrt(v): for the few parameters whose gradients are ~0, round-off in the
+    # gradient can flip an update's sign (Adam's step is ~lr in size). Nearly all agree tightly.
+    a, b = (np.concatenate([np.ravel(x) for x in jax.tree.leaves(r)]) for r in runs)
+    assert np.mean(np.abs(a - b) <= 1e-5 + 1e-4 * np.abs(b)) > 0.995
+    np.testing.assert_allclose(a, b, atol=3e-3)
     # Evaluation splits the decoded chunks over the devices: same tokens.
     dec = scan_exp.make_decoder(model, scan_split, dict(method="equitune"), lam_net)
     src = scan_split.test[0][:20]
