@@ -19,6 +19,13 @@ settings match (``--no-resume`` starts fresh).
 
     python -m experiments.clip_finetune --model ViT-B/32 --dataset cifar100      # paper setting
     python -m experiments.clip_finetune --model tiny-random --mock-data --quick    # offline smoke
+    python -m experiments.clip_finetune --devices 8 --group-devices 2   # data-parallel, 8 devices
+    python -m experiments.clip_finetune --distributed   # every host of a TPU VM pod / GPU cluster
+
+Data parallelism (``--devices``, ``--group-devices``, ``--distributed``; see
+:mod:`equijax.training.parallel`): the batch is split over the mesh's ``"batch"`` axis, the
+parameters are replicated and the orbit is split over ``--group-devices`` devices; the results
+equal a one-device run to round-off, and checkpoints resume on any device count.
 
 Writes ``<out>/results.json``, ``results.md``, ``curves.png`` and ``lambda_<group>.msgpack``
 (λ parameters, readable by ``experiments.clip_zeroshot --lambda-params <out>``).
@@ -90,6 +97,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-resume", action="store_true",
                    help="start fresh; existing checkpoints are moved aside, not deleted")
     p.add_argument("--out", type=Path, default=Path("runs/clip_finetune"))
+    p.add_argument("--devices", type=int, default=None,
+                   help="train data-parallel on the first N devices (default: one device; "
+                        "with --distributed or --group-devices: all devices)")
+    p.add_argument("--group-devices", type=int, default=None,
+                   help="split the group orbit over this many devices of the mesh")
+    p.add_argument("--distributed", action="store_true",
+                   help="multi-host: jax.distributed.initialize() first (TPU VM pods and SLURM "
+                        "are detected; else set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
+                        "JAX_PROCESS_ID)")
     a = p.parse_args(argv)
     q = a.quick
     a.stage1_steps = a.stage1_steps if a.stage1_steps is not None else (20 if q else 2000)
@@ -101,6 +117,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         a.stage1_steps = 0
     if min(a.stage1_steps, a.stage2_steps) < 0 or a.eval_every < 1 or a.batch_size < 1:
         p.error("steps must be >= 0, --eval-every and --batch-size >= 1")
+    if (a.devices is not None and a.devices < 1) or (
+        a.group_devices is not None and a.group_devices < 1
+    ):
+        p.error("--devices and --group-devices must be >= 1")
     return a
 
 
@@ -159,9 +179,13 @@ def main(argv: list[str] | None = None) -> dict:
     from equijax.training import resume_or_start
 
     args = parse_args(argv)
+    from equijax.training import parallel
+
+    parallel.initialize_distributed(args.distributed)  # before anything touches devices
     setup_logging("experiments")
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
+    mesh = _mesh(args)
     model, params, tok_src = _load_clip(args.model, args.out)
     classifier, _ = zoo.zero_shot_head(model, params, tok_src, args.dataset)
     size = model.image_size
@@ -182,6 +206,9 @@ def main(argv: list[str] | None = None) -> dict:
     group = images.transform_group(args.group)
     lam_net = ej.LambdaNet()
     d = zoo.feature_dim(model, params)
+    orbit = None  # the orbit split over --group-devices devices of the mesh
+    if mesh is not None and args.group_devices:
+        orbit = parallel.orbit_spec_sharding(mesh)
     frozen = params  # the pretrained tower, for --lambda-features frozen (no copy: immutable)
 
     def forward(state, x, rng, train):
@@ -195,16 +222,18 @@ def main(argv: list[str] | None = None) -> dict:
             return logits, feats
 
         if args.method == "equitune":
-            return ej.equitune(lambda z: fn(z)[0], group, x)
+            return ej.equitune(lambda z: fn(z)[0], group, x, orbit_sharding=orbit)
         if args.method == "equizero":
             return ej.equizero(lambda z: fn(z)[0], group, x, straight_through=True,
-                               loss=ej.proxies.neg_max_probability)  # fmt: skip
+                               loss=ej.proxies.neg_max_probability,
+                               orbit_sharding=orbit)  # fmt: skip
 
         def weight_fn(f):
             return lam_net.apply({"params": state["lam"]}, f, deterministic=not train,
                                  rngs={"dropout": rng})  # fmt: skip
 
-        return ej.lambda_equitune(fn, group, x, weight_fn=weight_fn, has_aux=True)
+        return ej.lambda_equitune(fn, group, x, weight_fn=weight_fn, has_aux=True,
+                                  orbit_sharding=orbit)  # fmt: skip
 
     def make_opt(stage: int) -> optax.GradientTransformation:
         lam_lr = args.lr_lambda if stage == 1 else (args.lr_model if args.lambda_trainable else 0)
@@ -220,10 +249,24 @@ def main(argv: list[str] | None = None) -> dict:
     stages = [(1, args.stage1_steps), (2, args.stage2_steps)]
     opts = {s: make_opt(s) for s, _ in stages}
 
+    # One device (default): plain jit, arrays as they come. A mesh: batches split over "batch",
+    # state replicated, outputs replicated (equijax.training.parallel).
+    jit = jax.jit if mesh is None else (lambda f: parallel.data_parallel_jit(f, mesh))
+
+    def put_batch(*arrays):
+        if mesh is None:
+            return arrays
+        if len(arrays[0]) % mesh.shape["batch"]:  # a short last test batch: replicate it
+            return parallel.replicate(arrays, mesh)
+        return parallel.put_global_batch(arrays, mesh)
+
+    def put_state(tree):
+        return tree if mesh is None else parallel.replicate(tree, mesh)
+
     def make_step(stage: int):
         opt = opts[stage]
 
-        @jax.jit
+        @jit
         def step(state, opt_state, x, y, rng):
             r1, r2 = jax.random.split(rng)
             xg, _ = images.random_transform(r1, prep(x), args.group)
@@ -238,7 +281,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         return step
 
-    @jax.jit
+    @jit
     def correct(state, x, y, g):
         xg = images.apply_per_image(group, g, prep(x))
         return jnp.sum(jnp.argmax(forward(state, xg, jax.random.key(0), False), -1) == y)
@@ -249,7 +292,7 @@ def main(argv: list[str] | None = None) -> dict:
     def evaluate(state) -> float:
         ok, start = 0, 0
         for x, y in images.batches(test_src, args.batch_size, preprocess=prep_batch):
-            ok += int(correct(state, x, y, test_g[start : start + len(y)]))
+            ok += int(correct(state, *put_batch(x, y, test_g[start : start + len(y)])))
             start += len(y)
         return 100.0 * ok / n_test
 
@@ -280,8 +323,8 @@ def main(argv: list[str] | None = None) -> dict:
         raise ScriptError(f"{run.directory} holds step {start}, past the {total} steps asked for",
                           f"pass --stage2-steps >= {start - args.stage1_steps}, another --out, "
                           "or --no-resume")  # fmt: skip
-    state = run.state["state"]
-    resumed_opt = run.state["opt_state"] if run.resumed else None
+    state = put_state(run.state["state"])
+    resumed_opt = put_state(run.state["opt_state"]) if run.resumed else None
     curve = [[h["step"], h["value"]] for h in run.history if h["kind"] == "eval"]
     losses = [[h["step"], h["value"]] for h in run.history if h["kind"] == "loss"]
     if not curve:
@@ -307,7 +350,7 @@ def main(argv: list[str] | None = None) -> dict:
             # A checkpoint inside this stage carries its optimiser state; at a stage boundary
             # the next stage starts with a fresh one, as in an uninterrupted run.
             opt_state = resumed_opt if (resumed_opt is not None and first < start) else (
-                opts[stage].init(state))  # fmt: skip
+                put_state(opts[stage].init(state)))  # fmt: skip
             steps_per_epoch = max(1, len(train_src) // args.batch_size)
             s = max(first, start)
             while s < last:
@@ -318,8 +361,8 @@ def main(argv: list[str] | None = None) -> dict:
                 for _ in range(s % steps_per_epoch):  # skip to the resume position
                     next(it, None)
                 for x, y in it:
-                    state, opt_state, loss = train_step(state, opt_state, x, y,
-                                                        jax.random.fold_in(key, s))  # fmt: skip
+                    rng = put_state(jax.random.fold_in(key, s))
+                    state, opt_state, loss = train_step(state, opt_state, *put_batch(x, y), rng)
                     s += 1
                     bar.update(1)
                     if s % 10 == 0 or s == last:
@@ -337,6 +380,26 @@ def main(argv: list[str] | None = None) -> dict:
         flax.serialization.msgpack_serialize(jax.device_get(state["lam"]))
     )
     return _write(args, curve, losses, t0, n_test)
+
+
+def _mesh(args: argparse.Namespace) -> Any:
+    """The ``("group", "batch")`` device mesh, or ``None`` for the default one-device run."""
+    if args.devices is None and args.group_devices is None and not args.distributed:
+        return None
+    import jax
+
+    from equijax.training import parallel
+
+    try:
+        mesh = parallel.data_mesh(args.devices, args.group_devices or 1)
+    except ValueError as e:
+        raise ScriptError(str(e), "pass other --devices / --group-devices") from None
+    if args.batch_size % mesh.shape["batch"]:
+        raise ScriptError(f"--batch-size {args.batch_size} is not divisible by the mesh's "
+                          f"{mesh.shape['batch']} batch devices",
+                          "choose --batch-size, --devices and --group-devices to fit")  # fmt: skip
+    log.info("data-parallel over %s (%d process(es))", dict(mesh.shape), jax.process_count())
+    return mesh
 
 
 def _write(args: argparse.Namespace, curve: list, losses: list, t0: float, n_test: int) -> dict:

@@ -12,6 +12,13 @@ Run from the repository root::
 
     python -m experiments.scan --quick          # LSTM, 1 seed, both splits, < 10 min on 2 CPU cores
     python -m experiments.scan                  # LSTM/GRU/RNN x 3 seeds, paper budget (hours)
+    python -m experiments.scan --devices 8      # data-parallel on 8 devices (same results)
+    python -m experiments.scan --distributed    # every host of a TPU VM pod / GPU cluster
+
+With ``--devices`` / ``--distributed`` (:mod:`equijax.training.parallel`) pretraining, λ training
+and finetuning split each batch over the devices (parameters replicated) and evaluation splits
+the decoded chunks; a batch the device count does not divide (the paper's finetuning batch of 1)
+is replicated instead. Results equal a one-device run to round-off.
 """
 
 from __future__ import annotations
@@ -86,6 +93,8 @@ class Settings:
     out: Path
     resume: bool = True
     jobs: int = 1
+    devices: int | None = None
+    distributed: bool = False
 
 
 def parse_args(argv: list[str] | None = None) -> Settings:
@@ -118,9 +127,18 @@ def parse_args(argv: list[str] | None = None) -> Settings:
     p.add_argument("--jobs", type=int, default=None,
                    help="(split, cell, seed) runs in parallel threads (default: 2 on a CPU "
                         "with >= 2 cores, else 1); results do not depend on it")
+    p.add_argument("--devices", type=int, default=None,
+                   help="train data-parallel on the first N devices (with --distributed: all "
+                        "devices of all hosts unless given)")
+    p.add_argument("--distributed", action="store_true",
+                   help="multi-host: jax.distributed.initialize() first (TPU VM pods and SLURM "
+                        "are detected; else set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
+                        "JAX_PROCESS_ID)")
     a = p.parse_args(argv)
     if a.jobs is not None and a.jobs < 1:
         p.error("--jobs must be >= 1")
+    if a.devices is not None and a.devices < 1:
+        p.error("--devices must be >= 1")
     quick = a.quick
     ft_lr = {"add_jump": 1e-5, "around_right": 2e-5}
     ft_batch = a.finetune_batch or (64 if quick else 1)
@@ -148,8 +166,41 @@ def parse_args(argv: list[str] | None = None) -> Settings:
         eval_batch=a.eval_batch,
         out=a.out,
         resume=not a.no_resume,
-        jobs=a.jobs if a.jobs is not None else _default_jobs(),
+        jobs=a.jobs if a.jobs is not None else (
+            1 if a.devices or a.distributed else _default_jobs()  # no device query before
+        ),  # jax.distributed.initialize
+        devices=a.devices,
+        distributed=a.distributed,
     )
+
+
+@functools.lru_cache(maxsize=4)
+def data_parallel_mesh(devices: int | None, distributed: bool = False):
+    """The data-parallel mesh for ``--devices`` / ``--distributed``, or ``None`` (one device)."""
+    if devices is None and not distributed:
+        return None
+    from equijax.training import parallel
+
+    mesh = parallel.data_mesh(devices)
+    log.info("data-parallel over %s (%d process(es))", dict(mesh.shape), jax.process_count())
+    return mesh
+
+
+def _put(mesh, params=(), batch=()):
+    """``(replicated params, batch split over the mesh)``; unchanged without a mesh.
+
+    A batch the ``"batch"`` axis does not divide is replicated (every device computes it).
+    """
+    if mesh is None:
+        return params, batch
+    from equijax.training import parallel
+
+    params = parallel.replicate(params, mesh)
+    if not jax.tree.leaves(batch):
+        return params, batch
+    if len(jax.tree.leaves(batch)[0]) % mesh.shape["batch"]:
+        return params, parallel.replicate(batch, mesh)
+    return params, parallel.put_global_batch(batch, mesh)
 
 
 def _default_jobs() -> int:
@@ -219,13 +270,22 @@ def pretrain_settings(model, data: SplitData, seed: int, s: Settings) -> dict:
 
 
 @functools.lru_cache(maxsize=8)
-def _pretrain_step(model, steps: int, lr: float, teacher_forcing: float):
-    """``(optimizer, jitted train step)``, built once per setting (reruns reuse the compilation)."""
+def _pretrain_step(model, steps: int, lr: float, teacher_forcing: float, mesh=None):
+    """``(optimizer, jitted train step)``, built once per setting (reruns reuse the compilation).
+
+    With a ``mesh`` the step's outputs (parameters, optimiser state, loss) are replicated over
+    it; the inputs bring their shardings (:func:`_put`).
+    """
     opt = optax.chain(
         optax.clip_by_global_norm(1.0),
         optax.adam(optax.cosine_decay_schedule(lr, steps, alpha=0.05)),
     )
-    return opt, s2s.make_train_step(model, opt, sos_id=1, pad_id=0, teacher_forcing=teacher_forcing)
+    step = s2s.make_train_step(model, opt, sos_id=1, pad_id=0, teacher_forcing=teacher_forcing)
+    if mesh is not None:
+        from equijax.training import parallel
+
+        step = parallel.data_parallel_jit(step, mesh)
+    return opt, step
 
 
 def pretrain(model, data: SplitData, seed: int, s: Settings, ckpt_dir: Path, resume: bool = True):
@@ -238,7 +298,8 @@ def pretrain(model, data: SplitData, seed: int, s: Settings, ckpt_dir: Path, res
     from equijax.training import resume_or_start
 
     steps = math.ceil(s.pretrain_examples / s.batch_size)
-    opt, train_step = _pretrain_step(model, steps, s.lr, s.teacher_forcing)
+    mesh = data_parallel_mesh(s.devices, s.distributed)
+    opt, train_step = _pretrain_step(model, steps, s.lr, s.teacher_forcing, mesh)
 
     @functools.cache
     def init(_step: int) -> dict:  # built only when needed: a refused rerun stops before
@@ -249,7 +310,7 @@ def pretrain(model, data: SplitData, seed: int, s: Settings, ckpt_dir: Path, res
     with resume_or_start(ckpt_dir, pretrain_settings(model, data, seed, s), init,
                          resume=resume, hint=RESUME_HINT) as run:  # fmt: skip
         start, history = run.step, run.history
-        params, opt_state = run.state["params"], run.state["opt_state"]
+        (params, opt_state), _ = _put(mesh, (run.state["params"], run.state["opt_state"]))
         key = jax.random.wrap_key_data(run.state["key"])
         info = {"steps": steps, "resumed": run.resumed,
                 "resumed_from_step": start if run.resumed else None}  # fmt: skip
@@ -266,6 +327,7 @@ def pretrain(model, data: SplitData, seed: int, s: Settings, ckpt_dir: Path, res
         for step in range(start, steps):
             src, tgt = next(it)
             key, sub = jax.random.split(key)
+            sub, (src, tgt) = _put(mesh, sub, (src, tgt))
             params, opt_state, loss = train_step(params, opt_state, src, tgt, sub)
             if bar is not None:
                 bar.update(1)
@@ -330,11 +392,14 @@ def _build_decoder(model, data: SplitData, kwargs: dict | None, lam_net=None):
     return decode
 
 
-def predict(decode, params, lam_params, src: np.ndarray, eval_batch: int) -> np.ndarray:
+def predict(decode, params, lam_params, src: np.ndarray, eval_batch: int, mesh=None) -> np.ndarray:
     """Decodes ``src`` in chunks of ``eval_batch`` rows (the last one padded).
 
     Every split part (val, test) uses the same chunk shape, so each decoder compiles once.
+    With a ``mesh`` every chunk is split over its ``"batch"`` axis.
     """
+    from equijax.training import parallel
+
     n = len(src)
     bs = eval_batch
     outs = []
@@ -343,7 +408,8 @@ def predict(decode, params, lam_params, src: np.ndarray, eval_batch: int) -> np.
         pad = bs - len(chunk)
         if pad:
             chunk = np.concatenate([chunk, np.repeat(chunk[:1], pad, 0)])
-        outs.append(np.asarray(decode(params, lam_params, chunk))[: bs - pad])
+        (p, lp), chunk = _put(mesh, (params, lam_params), chunk)
+        outs.append(parallel.gather(decode(p, lp, chunk))[: bs - pad])
     return np.concatenate(outs)
 
 
@@ -380,7 +446,7 @@ def _method_log_probs(kind, lp, feats, lam_net, lam_params, tgt, rng):
     raise ValueError(kind)
 
 
-def make_ft_step(model, data: SplitData, kind: str, lam_net, opt, train_model: bool):
+def make_ft_step(model, data: SplitData, kind: str, lam_net, opt, train_model: bool, mesh=None):
     def loss_fn(trainable, frozen, src, tgt, rng):
         params = trainable.get("model", frozen.get("model"))
         lam_params = trainable.get("lambda", frozen.get("lambda"))
@@ -394,7 +460,12 @@ def make_ft_step(model, data: SplitData, kind: str, lam_net, opt, train_model: b
         nll = -jnp.take_along_axis(out, tgt[..., None], -1)[..., 0]
         return (nll * mask).sum() / mask.sum()
 
-    @jax.jit
+    def jit(f):  # with a mesh: outputs replicated over it, inputs bring their shardings
+        from equijax.training import parallel
+
+        return jax.jit(f) if mesh is None else parallel.data_parallel_jit(f, mesh)
+
+    @jit
     def step(trainable, frozen, opt_state, src, tgt, rng):
         loss, grads = jax.value_and_grad(loss_fn)(trainable, frozen, src, tgt, rng)
         updates, opt_state = opt.update(grads, opt_state, trainable)
@@ -404,14 +475,15 @@ def make_ft_step(model, data: SplitData, kind: str, lam_net, opt, train_model: b
 
 
 def run_ft(model, data, kind, params, lam_net, lam_params, *, steps, batch, lr, seed,
-           train_model, train_lambda, desc):
+           train_model, train_lambda, desc, mesh=None):
     opt = optax.adam(lr)
     trainable, frozen = {}, {}
     (trainable if train_model else frozen)["model"] = params
     if lam_params is not None:
         (trainable if train_lambda else frozen)["lambda"] = lam_params
     opt_state = opt.init(trainable)
-    step = make_ft_step(model, data, kind, lam_net, opt, train_model)
+    (trainable, frozen, opt_state), _ = _put(mesh, (trainable, frozen, opt_state))
+    step = make_ft_step(model, data, kind, lam_net, opt, train_model, mesh)
     # One padded length (one compilation): finetuning runs are short.
     it = bucketed_batches(*data.train, batch, np.random.default_rng(seed + 17),
                           buckets=(scan.MAX_OUTPUT_LEN,))
@@ -420,6 +492,7 @@ def run_ft(model, data, kind, params, lam_net, lam_params, *, steps, batch, lr, 
     for _ in range(steps):
         src, tgt = next(it)
         key, sub = jax.random.split(key)
+        sub, (src, tgt) = _put(mesh, sub, (src, tgt))
         trainable, opt_state, _loss = step(trainable, frozen, opt_state, src, tgt, sub)
         if bar is not None:
             bar.update(1)
@@ -438,6 +511,7 @@ def run_one(data: SplitData, cell: str, seed: int, s: Settings) -> dict:
     model = s2s.Seq2Seq(len(scan.input_vocab()), len(scan.output_vocab()), cell=cell)
     ckpt = s.out / "checkpoints" / f"{data.name}-{cell}-s{seed}"
     params, info = pretrain(model, data, seed, s, ckpt, resume=s.resume)
+    mesh = data_parallel_mesh(s.devices, s.distributed)
     res: dict[str, Any] = {"pretrain": info, "zero_shot": {}, "finetune": {}}
     lam_net = LambdaNet()
     lam_params = lam_net.init(jax.random.key(seed + 5), jnp.ones((1, model.hidden)))
@@ -447,7 +521,7 @@ def run_one(data: SplitData, cell: str, seed: int, s: Settings) -> dict:
         dec = make_decoder(model, data, kwargs, lam_net)
         n_val = len(data.val[0])  # val and test decoded together: fewer padded rows
         pred = predict(dec, params, lam_params, np.concatenate([data.val[0], data.test[0]]),
-                       s.eval_batch)  # fmt: skip
+                       s.eval_batch, mesh)  # fmt: skip
         accs = {"val": accuracy(pred[:n_val], data.val[1]),
                 "test": accuracy(pred[n_val:], data.test[1])}  # fmt: skip
         accs["seconds"] = time.time() - t0
@@ -460,7 +534,7 @@ def run_one(data: SplitData, cell: str, seed: int, s: Settings) -> dict:
             lam_trained = run_ft(
                 model, data, "lambda", params, lam_net, lam_params, steps=s.lambda_steps,
                 batch=s.batch_size, lr=s.lambda_lr, seed=seed, train_model=False,
-                train_lambda=True, desc=f"λ {data.name}/{cell}/s{seed}",
+                train_lambda=True, desc=f"λ {data.name}/{cell}/s{seed}", mesh=mesh,
             )[1]
             evaluate(key, kwargs, params, lam_trained, res["zero_shot"])
         else:
@@ -472,6 +546,7 @@ def run_one(data: SplitData, cell: str, seed: int, s: Settings) -> dict:
                 model, data, kind, params, lam_net, start_lam, steps=s.finetune_steps,
                 batch=s.finetune_batch, lr=s.finetune_lr[data.name], seed=seed,
                 train_model=True, train_lambda=True, desc=f"ft {kind} {data.name}/{cell}/s{seed}",
+                mesh=mesh,
             )
             evaluate(key, kwargs, p_ft, l_ft if l_ft is not None else lam_params, res["finetune"])
     return res
@@ -553,6 +628,10 @@ def write_figure(results: dict, s: Settings, path: Path) -> None:
 @cli("python -m experiments.scan")
 def main(argv: list[str] | None = None) -> dict:
     s = parse_args(argv)
+    if s.distributed:  # before anything touches devices
+        from equijax.training import parallel
+
+        parallel.initialize_distributed()
     setup_logging("experiments")
     s.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()

@@ -4,6 +4,9 @@
   refuse when they differ, start fresh (moving the old run aside) when asked.
 * :class:`Run` — the open run: ``step``, ``state``, ``history``, :meth:`Run.save`.
 * :func:`settings_fingerprint` / :func:`canonical_json` — the settings' identity.
+* :mod:`equijax.training.parallel` — data-parallel training over a device mesh, one host or
+  several: :func:`data_mesh`, :func:`replicate`, :func:`put_global_batch`,
+  :func:`data_parallel_jit`, :func:`initialize_distributed`, ...
 """
 
 from equijax.training.checkpoint import (
@@ -14,12 +17,36 @@ from equijax.training.checkpoint import (
     resume_or_start,
     settings_fingerprint,
 )
+from equijax.training.parallel import (
+    batch_sharding,
+    data_mesh,
+    data_parallel_jit,
+    gather,
+    host_rows,
+    initialize_distributed,
+    orbit_spec_sharding,
+    put_global_batch,
+    replicate,
+    replicated_sharding,
+    shard_batch,
+)
 
 __all__ = [
     "CheckpointError",
     "Run",
     "SettingsMismatchError",
+    "batch_sharding",
     "canonical_json",
+    "data_mesh",
+    "data_parallel_jit",
+    "gather",
+    "host_rows",
+    "initialize_distributed",
+    "orbit_spec_sharding",
+    "put_global_batch",
+    "replicate",
+    "replicated_sharding",
     "resume_or_start",
     "settings_fingerprint",
+    "shard_batch",
 ]

@@ -1,0 +1,306 @@
+"""Data-parallel training over a device mesh, on one host or several.
+
+The experiments train data-parallel: the batch is split over the ``"batch"`` axis of a
+``("group", "batch")`` device mesh, parameters and optimiser state are replicated, and the orbit
+of the group methods may be split over the ``"group"`` axis (the mesh's
+:func:`orbit_spec_sharding` is what :func:`equijax.equitune` and friends take as
+``orbit_sharding=``). Gradients are averaged over the batch by the compiler (the loss is a mean
+over the global batch), so a step on ``n`` devices computes the same update as on one device, up
+to the order of floating-point sums.
+
+Several hosts (TPU VM pods, multi-node GPU): call :func:`initialize_distributed` before anything
+touches devices. Every host then reads the same global batch stream (same seed) and keeps only
+the rows its devices hold (:func:`host_rows`); :func:`put_global_batch` (or
+:func:`shard_batch` with per-host data) assembles the global :class:`jax.Array` with
+:func:`jax.make_array_from_process_local_data`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+__all__ = [
+    "batch_sharding",
+    "data_mesh",
+    "data_parallel_jit",
+    "gather",
+    "host_rows",
+    "initialize_distributed",
+    "orbit_spec_sharding",
+    "put_global_batch",
+    "replicate",
+    "replicated_sharding",
+    "shard_batch",
+]
+
+
+def initialize_distributed(enabled: bool = True, **kwargs: Any) -> None:
+    """Starts :mod:`jax.distributed` for a multi-host run (no-op when ``enabled`` is false).
+
+    Must run before anything else touches devices (``jax.devices()``, the first array). On a
+    Cloud TPU VM pod slice and under SLURM / Open MPI, :func:`jax.distributed.initialize` finds
+    the coordinator, the process count and this process's index by itself; elsewhere set
+    ``JAX_COORDINATOR_ADDRESS`` (``host:port`` of process 0), ``JAX_NUM_PROCESSES`` and
+    ``JAX_PROCESS_ID`` in every process's environment, or pass ``coordinator_address=``,
+    ``num_processes=``, ``process_id=`` here (forwarded as keyword arguments).
+
+    Args:
+      enabled: whether to initialise (the scripts pass their ``--distributed`` flag).
+      **kwargs: forwarded to :func:`jax.distributed.initialize`.
+
+    Examples:
+      >>> from equijax.training import initialize_distributed
+      >>> initialize_distributed(False)  # single process: nothing to do
+    """
+    if enabled:
+        jax.distributed.initialize(**kwargs)
+
+
+def data_mesh(
+    devices: int | Sequence[jax.Device] | None = None,
+    group_devices: int = 1,
+) -> Mesh:
+    """A ``("group", "batch")`` mesh of ``devices`` with Auto axis types.
+
+    ``group_devices`` devices along ``"group"`` (the orbit), the rest along ``"batch"``;
+    ``group_devices=1`` is pure data parallelism. Devices keep :func:`jax.devices` order, so on
+    several hosts each host's devices are contiguous along ``"batch"``.
+
+    Args:
+      devices: the first ``devices`` of :func:`jax.devices` (an int), an explicit device list,
+        or ``None`` for all devices (of all hosts).
+      group_devices: devices along the group axis; must divide the device count.
+
+    Returns:
+      A :class:`jax.sharding.Mesh` of shape ``(group_devices, n // group_devices)``.
+
+    Raises:
+      ValueError: if ``devices`` asks for more devices than exist or ``group_devices`` does
+        not divide the device count.
+
+    Examples:
+      >>> import jax
+      >>> from equijax.training import data_mesh
+      >>> mesh = data_mesh(1)
+      >>> mesh.axis_names, dict(mesh.shape)
+      (('group', 'batch'), {'group': 1, 'batch': 1})
+    """
+    all_devices = jax.devices()
+    if devices is None:
+        devs = list(all_devices)
+    elif isinstance(devices, int):
+        if not 1 <= devices <= len(all_devices):
+            raise ValueError(
+                f"devices={devices} must be between 1 and the {len(all_devices)} available "
+                "devices (on CPU, XLA_FLAGS=--xla_force_host_platform_device_count=N gives N)."
+            )
+        devs = list(all_devices[:devices])
+    else:
+        devs = list(devices)
+        if not devs:
+            raise ValueError("devices must not be empty")
+    n = len(devs)
+    if not isinstance(group_devices, int) or group_devices < 1 or n % group_devices:
+        raise ValueError(
+            f"group_devices={group_devices} must divide the number of devices ({n}); "
+            f"choose one of {[d for d in range(1, n + 1) if n % d == 0]}."
+        )
+    grid = np.asarray(devs, dtype=object).reshape(group_devices, n // group_devices)
+    return Mesh(grid, ("group", "batch"), axis_types=(AxisType.Auto, AxisType.Auto))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading (batch) axis split over ``"batch"``, replicated over ``"group"``: ``P("batch")``.
+
+    Examples:
+      >>> from equijax.training import batch_sharding, data_mesh
+      >>> tuple(batch_sharding(data_mesh(1)).spec)
+      ('batch',)
+    """
+    return NamedSharding(mesh, P("batch"))
+
+
+def replicated_sharding(mesh: Mesh) -> NamedSharding:
+    """Every device holds the whole array: ``P()`` (parameters, optimiser state, scalars).
+
+    Examples:
+      >>> from equijax.training import data_mesh, replicated_sharding
+      >>> replicated_sharding(data_mesh(1)).is_fully_replicated
+      True
+    """
+    return NamedSharding(mesh, P())
+
+
+def orbit_spec_sharding(mesh: Mesh) -> NamedSharding:
+    """The ``orbit_sharding=`` for the group methods on this mesh: ``P("group", "batch")``.
+
+    Stacked orbit inputs ``(elements, B, ...)`` are split over ``"group"`` along the elements
+    and over ``"batch"`` along the batch, consistently with :func:`batch_sharding`.
+
+    Examples:
+      >>> from equijax.training import data_mesh, orbit_spec_sharding
+      >>> tuple(orbit_spec_sharding(data_mesh(1)).spec)
+      ('group', 'batch')
+    """
+    return NamedSharding(mesh, P("group", "batch"))
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+    """Places every leaf of ``tree`` on all devices of ``mesh`` (same value on every host).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from equijax.training import data_mesh, replicate
+      >>> replicate({"w": jnp.ones(3)}, data_mesh(1))["w"].sharding.is_fully_replicated
+      True
+    """
+    return jax.device_put(tree, replicated_sharding(mesh))
+
+
+def _batch_size(tree: Any) -> int:
+    sizes = {np.shape(x)[0] if np.ndim(x) else None for x in jax.tree.leaves(tree)}
+    if len(sizes) != 1 or None in sizes:
+        raise ValueError(
+            f"every leaf of the batch needs the same leading (batch) dimension; got {sizes}"
+        )
+    return sizes.pop()
+
+
+def _check_divisible(global_batch: int, mesh: Mesh) -> None:
+    n = mesh.shape["batch"]
+    if global_batch % n:
+        raise ValueError(
+            f"the global batch size {global_batch} must be divisible by the {n} devices of the "
+            "mesh's 'batch' axis; change the batch size or the device count."
+        )
+
+
+def host_rows(global_batch: int, mesh: Mesh) -> slice:
+    """The rows ``[start, stop)`` of a global batch that this process's devices hold.
+
+    Every host reads the same global batch stream and keeps ``batch[host_rows(B, mesh)]``;
+    on one host this is ``slice(0, B)``.
+
+    Args:
+      global_batch: ``B``, divisible by the size of the mesh's ``"batch"`` axis.
+      mesh: from :func:`data_mesh`.
+
+    Raises:
+      ValueError: if ``B`` is not divisible, or this process's rows are not contiguous (a mesh
+        not built in :func:`jax.devices` order).
+
+    Examples:
+      >>> from equijax.training import data_mesh, host_rows
+      >>> host_rows(8, data_mesh(1))
+      slice(0, 8, None)
+    """
+    _check_divisible(global_batch, mesh)
+    index_map = batch_sharding(mesh).addressable_devices_indices_map((global_batch,))
+    rows = sorted({(ix[0].start or 0, global_batch if ix[0].stop is None else ix[0].stop)
+                   for ix in index_map.values()})  # fmt: skip
+    start, stop = rows[0][0], rows[-1][1]
+    if sum(b - a for a, b in rows) != stop - start:
+        raise ValueError("this process's batch rows are not contiguous; build the mesh with "
+                         "data_mesh() (jax.devices() order)")  # fmt: skip
+    return slice(start, stop)
+
+
+def shard_batch(local: Any, mesh: Mesh, global_batch: int | None = None) -> Any:
+    """Builds global batch arrays from this process's rows (per-host input).
+
+    ``jax.make_array_from_process_local_data(batch_sharding(mesh), leaf, global_shape)`` for
+    every leaf: process ``p`` passes rows ``host_rows(B, mesh)`` of the global batch.
+
+    Args:
+      local: a pytree of arrays ``(B_local, ...)`` — this process's rows.
+      mesh: from :func:`data_mesh`.
+      global_batch: ``B`` (default: ``B_local`` × :func:`jax.process_count`).
+
+    Returns:
+      The pytree of global :class:`jax.Array`\\ s ``(B, ...)`` sharded by
+      :func:`batch_sharding`.
+
+    Raises:
+      ValueError: if the leaves disagree on ``B_local`` or ``B`` is not divisible by the
+        ``"batch"`` axis.
+
+    Examples:
+      >>> import numpy as np
+      >>> from equijax.training import data_mesh, shard_batch
+      >>> x = shard_batch(np.arange(6.0).reshape(3, 2), data_mesh(1))
+      >>> x.shape, tuple(x.sharding.spec)
+      ((3, 2), ('batch',))
+    """
+    b_local = _batch_size(local)
+    b = b_local * jax.process_count() if global_batch is None else int(global_batch)
+    _check_divisible(b, mesh)
+    sharding = batch_sharding(mesh)
+    return jax.tree.map(
+        lambda x: jax.make_array_from_process_local_data(
+            sharding, np.asarray(x), (b, *np.shape(x)[1:])
+        ),
+        local,
+    )
+
+
+def put_global_batch(batch: Any, mesh: Mesh) -> Any:
+    """Shards a global batch that every process holds in full: keeps this host's rows only.
+
+    ``shard_batch(batch[host_rows(B, mesh)], mesh, B)`` for every leaf — what the experiments
+    call with the batches of their (identically seeded) input streams.
+
+    Examples:
+      >>> import numpy as np
+      >>> from equijax.training import data_mesh, put_global_batch
+      >>> put_global_batch({"x": np.zeros((4, 3))}, data_mesh(1))["x"].shape
+      (4, 3)
+    """
+    b = _batch_size(batch)
+    rows = host_rows(b, mesh)
+    return shard_batch(jax.tree.map(lambda x: np.asarray(x)[rows], batch), mesh, b)
+
+
+def data_parallel_jit(fn: Callable[..., Any], mesh: Mesh, **jit_kwargs: Any) -> Callable[..., Any]:
+    """``jax.jit(fn)`` whose outputs are all replicated over ``mesh`` (a training step).
+
+    Inputs keep the shardings they come with (parameters :func:`replicate`\\ d, the batch from
+    :func:`put_global_batch`); the compiler then all-reduces the gradients. ``fn`` may itself be
+    jitted (it is inlined).
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from equijax.training import data_mesh, data_parallel_jit
+      >>> mesh = data_mesh(1)
+      >>> f = data_parallel_jit(lambda w, x: (w - x.mean(0), (x**2).sum()), mesh)
+      >>> w, s = f(jnp.zeros(2), jnp.ones((4, 2)))
+      >>> w.tolist(), float(s), w.sharding.is_fully_replicated
+      ([-1.0, -1.0], 8.0, True)
+    """
+    return jax.jit(fn, out_shardings=replicated_sharding(mesh), **jit_kwargs)
+
+
+def gather(tree: Any) -> Any:
+    """The global value of every leaf as a NumPy array on every process (e.g. sharded outputs).
+
+    One process: ``np.asarray``; several: an all-gather
+    (:func:`jax.experimental.multihost_utils.process_allgather`).
+
+    Examples:
+      >>> import numpy as np
+      >>> from equijax.training import data_mesh, gather, put_global_batch
+      >>> gather(put_global_batch(np.arange(4), data_mesh(1))).tolist()
+      [0, 1, 2, 3]
+    """
+    if jax.process_count() == 1:
+        return jax.tree.map(np.asarray, tree)
+    from jax.experimental import multihost_utils
+
+    return jax.tree.map(
+        lambda x: np.asarray(multihost_utils.process_allgather(x, tiled=True)), tree
+    )
