@@ -8,6 +8,7 @@ import pytest
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
+@pytest.mark.slow  # end-to-end: tens of seconds on 2 cores
 @pytest.mark.parametrize("page", ["large_groups.md", "nnx.md", "continuous_rotations.md"])
 def test_docs_page_examples_run(page):
     src = (DOCS / page).read_text()

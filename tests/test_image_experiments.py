@@ -49,6 +49,7 @@ def test_clip_zeroshot_end_to_end_on_tiny_random_clip(tiny_clip_dir, tmp_path):
     assert "lambda_equitune" in (out / "results.md").read_text()
 
 
+@pytest.mark.slow  # end-to-end: tens of seconds on 2 cores
 def test_clip_zeroshot_sharded_over_devices_matches_one_device(tiny_clip_dir, tmp_path, capsys):
     from experiments import clip_zeroshot
 
@@ -161,6 +162,7 @@ def test_cnn_rot90_rejects_bad_arguments():
         cnn_rot90.parse_args(["--backbone", "microsoft/resnet-18", "--dataset", "mnist"])
 
 
+@pytest.mark.slow  # end-to-end: tens of seconds on 2 cores
 def test_table1_benchmark_reports_ratios_on_tiny_clip(capsys):
     from benchmarks import table1
 

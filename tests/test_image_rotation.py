@@ -136,6 +136,7 @@ def test_canonical_lambda_equitune_on_images_is_invariant(keys):
     assert plain > 5 * rel
 
 
+@pytest.mark.slow  # end-to-end: tens of seconds on 2 cores
 def test_experiment_main_runs_end_to_end(tmp_path, shared_data, monkeypatch):
     from experiments import continuous_rotations as cr
 

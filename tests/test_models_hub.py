@@ -268,6 +268,7 @@ def test_shared_converter_layouts_collections_and_unknown_names():
     }
 
 
+@pytest.mark.slow  # end-to-end: tens of seconds on 2 cores
 def test_every_family_follows_one_from_pretrained_contract(tmp_path):
     """(model, variables) and dtype=None -> float32, dtype=bfloat16 -> bfloat16, for every port."""
     pytest.importorskip("torch")

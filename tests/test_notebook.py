@@ -32,6 +32,7 @@ def test_install_cell_installs_only_from_the_users_repository():
     assert not any("github.com/equijax" in c.source for c in nb.cells)
 
 
+@pytest.mark.slow  # end-to-end: tens of seconds on 2 cores
 def test_colab_quickstart_notebook_executes_offline(monkeypatch, tmp_path):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), (
