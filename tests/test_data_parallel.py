@@ -107,6 +107,7 @@ def _batches(data, batch, n, buckets=None):
     return [next(it) for _ in range(n)]
 
 
+@pytest.mark.slow  # end-to-end: tens of seconds on 2 cores
 def test_scan_pretraining_steps_on_8_devices_equal_one_device(scan_split):
     from equijax.models import seq2seq as s2s
     from experiments import scan as scan_exp

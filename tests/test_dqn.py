@@ -99,6 +99,7 @@ def test_replay_buffer_stores_pre_reset_observation(short_run):
     np.testing.assert_allclose(nxt[:-4][cont], buf.obs[4:][cont], atol=1e-6)
 
 
+@pytest.mark.slow  # end-to-end: tens of seconds on 2 cores
 def test_train_learns_small_gridworld():
     env = Gridworld(size=3, n_walls=0)
     params = env.default_params.replace(max_steps_in_episode=20)

@@ -25,6 +25,7 @@ def tiny_clip_dir(tmp_path_factory):
     return write_tiny_random_clip(tmp_path_factory.mktemp("tiny_clip"))
 
 
+@pytest.mark.slow  # end-to-end: tens of seconds on 2 cores
 def test_clip_zeroshot_end_to_end_on_tiny_random_clip(tiny_clip_dir, tmp_path):
     from experiments import clip_zeroshot
 
@@ -67,6 +68,7 @@ def test_clip_zeroshot_sharded_over_devices_matches_one_device(tiny_clip_dir, tm
     assert "divisible by the 4 devices" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # end-to-end: tens of seconds on 2 cores
 def test_clip_zeroshot_methods_are_rot90_invariant():
     from experiments import clip_zeroshot
 
