@@ -33,6 +33,7 @@ import math
 import os
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -46,81 +47,173 @@ from equijax.data import scan
 from equijax.models import seq2seq as s2s
 from equijax.nn import LambdaNet
 from experiments._cli import RESUME_HINT, ArgumentParser, cli, setup_logging
+from experiments._config import add_config_args, config_from_args
 
 log = logging.getLogger("experiments.scan")
 
 SPLIT_TITLES = {"add_jump": "Add Jump", "around_right": "Around Right"}
 CELL_TITLES = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN"}
+# Row labels (tables, figure legends), keyed by the method names of every script.
+LABELS = {
+    "pretrained": "{cell}",
+    "equitune": "Equi{cell} (step-wise)",
+    "equitune_sequence": "Equi{cell} (whole-seq., paper)",
+    "equitune_sequence_prob": "Equi{cell} (whole-seq., prob. mixture)",
+    "equizero": "Equizero{cell}",
+    "equizero_entropy": "Equizero{cell} (entropy)",
+    "lambda_equitune": "λ-Equi{cell} (λ trained, model frozen)",
+    "finetuned_equitune": "Equi{cell} finetuned",
+    "finetuned_equizero": "Equizero{cell} finetuned (ST)",
+    "finetuned_lambda_equitune": "λ-Equi{cell} finetuned",
+}
 # (key, label, decode kwargs) of every evaluated decoder.
 ZERO_SHOT = (
-    ("base", "{cell}", None),
-    ("equitune", "Equi{cell} (step-wise)", dict(method="equitune")),
+    ("pretrained", LABELS["pretrained"], None),
+    ("equitune", LABELS["equitune"], dict(method="equitune")),
     # The authors' semantics: mean of the branches' log-softmax rows, zero rows after a
     # branch's own EOS (their zero-initialised buffer).
-    ("equitune_seq", "Equi{cell} (whole-seq., paper)",
+    ("equitune_sequence", LABELS["equitune_sequence"],
      dict(method="equitune_sequence", average="logprob", after_eos="zero")),
-    ("equitune_seq_prob", "Equi{cell} (whole-seq., prob. mixture)",
+    ("equitune_sequence_prob", LABELS["equitune_sequence_prob"],
      dict(method="equitune_sequence", average="prob")),
-    ("equizero", "Equizero{cell}", dict(method="equizero", proxy="max_prob")),
-    ("equizero_entropy", "Equizero{cell} (entropy)", dict(method="equizero", proxy="entropy")),
-    ("lambda", "λ-Equi{cell} (λ trained, model frozen)", dict(method="lambda")),
-)
+    ("equizero", LABELS["equizero"], dict(method="equizero", proxy="neg_max_probability")),
+    ("equizero_entropy", LABELS["equizero_entropy"], dict(method="equizero", proxy="entropy")),
+    ("lambda_equitune", LABELS["lambda_equitune"], dict(method="lambda_equitune")),
+)  # fmt: skip
+# (key, label, finetuning objective, decode kwargs) of every finetuned row.
 FINETUNE = (
-    ("ft_equitune", "Equi{cell} finetuned", "equitune", dict(method="equitune")),
-    ("ft_equizero", "Equizero{cell} finetuned (ST)", "equizero", dict(method="equizero")),
-    ("ft_lambda", "λ-Equi{cell} finetuned", "lambda", dict(method="lambda")),
-)
+    ("finetuned_equitune", LABELS["finetuned_equitune"], "equitune", dict(method="equitune")),
+    ("finetuned_equizero", LABELS["finetuned_equizero"], "equizero", dict(method="equizero")),
+    ("finetuned_lambda_equitune", LABELS["finetuned_lambda_equitune"], "lambda_equitune",
+     dict(method="lambda_equitune")),
+)  # fmt: skip
 # Bucket boundaries for the padded target length during training (fewer wasted decoder steps).
 BUCKETS = (16, 32, scan.MAX_OUTPUT_LEN)
+# The paper's finetuning learning rates (10k steps of batch 1).
+PAPER_FINETUNE_LR = {"add_jump": 1e-5, "around_right": 2e-5}
+# Fields of Config that do not shape results: plain flags, not presets.
+RUNTIME_FIELDS = ("out", "resume", "jobs", "devices", "distributed")
+
+
+def _help(text: str) -> dict:
+    return {"help": text}
 
 
 @dataclasses.dataclass(frozen=True)
-class Settings:
-    splits: tuple[str, ...]
-    cells: tuple[str, ...]
-    seeds: tuple[int, ...]
-    pretrain_examples: int
-    batch_size: int
-    lr: float
-    teacher_forcing: float
-    lambda_steps: int
-    lambda_lr: float
-    finetune_steps: int
-    finetune_batch: int
-    finetune_lr: dict[str, float]
-    val_fraction: float
-    eval_batch: int
-    out: Path
+class Config:
+    """One SCAN run. Presets: :meth:`paper` (the paper's budgets) and :meth:`quick` (CPU).
+
+    The last five fields (``out`` .. ``distributed``) choose where and how the run executes,
+    not what it computes; they are plain command-line flags.
+    """
+
+    splits: tuple[str, ...] = dataclasses.field(
+        default=scan.SPLITS, metadata=_help(f"SCAN splits, any of {' '.join(scan.SPLITS)}"))
+    cells: tuple[str, ...] = dataclasses.field(
+        default=("lstm", "gru", "rnn"), metadata=_help("recurrent cells, any of lstm gru rnn"))
+    seeds: tuple[int, ...] = dataclasses.field(default=(0, 1, 2), metadata=_help("seeds"))
+    pretrain_examples: int = dataclasses.field(
+        default=200_000, metadata=_help("pretraining budget in examples"))
+    batch_size: int = dataclasses.field(default=64, metadata=_help("pretraining batch"))
+    lr: float = dataclasses.field(
+        default=3e-3,
+        metadata=_help("peak Adam lr for batched pretraining (cosine decay, clip 1.0)"))
+    teacher_forcing: float = dataclasses.field(
+        default=0.5, metadata=_help("teacher-forcing probability in pretraining"))
+    lambda_steps: int = dataclasses.field(
+        default=1000, metadata=_help("λ-network training steps (model frozen, pretraining batch)"))
+    lambda_lr: float = dataclasses.field(default=1e-3, metadata=_help("λ-network Adam lr"))
+    finetune_steps: int = dataclasses.field(
+        default=10_000, metadata=_help("finetuning iterations (paper: 10,000 of batch 1)"))
+    finetune_batch: int = dataclasses.field(default=1, metadata=_help("finetuning batch"))
+    finetune_lr: float | None = dataclasses.field(
+        default=None, metadata=_help(
+            "one finetuning lr for both splits (None: the paper's 1e-5 Add Jump, 2e-5 Around "
+            "Right, times the batch with --finetune-lr-batch-scaling)"))
+    finetune_lr_batch_scaling: bool = dataclasses.field(
+        default=False, metadata=_help(
+            "scale the paper's finetuning lr linearly by the finetuning batch (ignored with "
+            "--finetune-lr)"))
+    val_fraction: float = dataclasses.field(
+        default=0.1, metadata=_help("held-out validation fraction of train"))
+    eval_batch: int = dataclasses.field(
+        default=512,
+        metadata=_help("decoding chunk (every part padded to it: one compilation per decoder)"))
+    ablation_pretrain_examples: int = dataclasses.field(
+        default=400_000, metadata=_help(
+            "--ablation: the larger pretraining budget compared with --pretrain-examples"))
+    out: Path = Path("runs/scan")
     resume: bool = True
     jobs: int = 1
     devices: int | None = None
     distributed: bool = False
 
+    def __post_init__(self):
+        for name in ("pretrain_examples", "batch_size", "eval_batch", "finetune_batch",
+                     "ablation_pretrain_examples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        for name in ("lambda_steps", "finetune_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        bad = [sp for sp in self.splits if sp not in scan.SPLITS]
+        if bad or not self.splits:
+            raise ValueError(f"splits must be a non-empty subset of {scan.SPLITS}, got {bad}.")
+        bad = [c for c in self.cells if c not in CELL_TITLES]
+        if bad or not self.cells:
+            raise ValueError(f"cells must be a non-empty subset of {tuple(CELL_TITLES)}, "
+                             f"got {bad}.")  # fmt: skip
+        if not self.seeds:
+            raise ValueError("seeds must name at least one seed.")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}.")
+        if self.jobs < 1:
+            raise ValueError(f"jobs must be >= 1, got {self.jobs}.")
+        if self.devices is not None and self.devices < 1:
+            raise ValueError(f"devices must be >= 1, got {self.devices}.")
 
-def parse_args(argv: list[str] | None = None) -> Settings:
+    @classmethod
+    def paper(cls, **overrides: Any) -> Config:
+        """The paper's budgets: LSTM/GRU/RNN x 3 seeds, 200k examples, 10k finetuning steps."""
+        return cls(**overrides)
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> Config:
+        """LSTM, 1 seed, short budgets (< 10 min on 2 CPU cores).
+
+        A quick run cannot match the paper's 10k single-example finetuning steps; it takes a
+        few batch-64 steps with the paper's lr scaled linearly by the batch size instead.
+        """
+        kw: dict[str, Any] = dict(
+            cells=("lstm",), seeds=(0,), pretrain_examples=160_000, lambda_steps=60,
+            finetune_steps=40, finetune_batch=64, finetune_lr_batch_scaling=True,
+            ablation_pretrain_examples=320_000,
+        )  # fmt: skip
+        return cls(**{**kw, **overrides})
+
+    @property
+    def finetune_lrs(self) -> dict[str, float]:
+        """Finetuning lr per split."""
+        if self.finetune_lr is not None:
+            return {sp: self.finetune_lr for sp in PAPER_FINETUNE_LR}
+        scale = self.finetune_batch if self.finetune_lr_batch_scaling else 1
+        return {sp: lr * scale for sp, lr in PAPER_FINETUNE_LR.items()}
+
+    def results_settings(self) -> dict:
+        """The fields that shape results (written to results.json)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in RUNTIME_FIELDS}
+
+
+def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(
         prog="python -m experiments.scan",
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter,
-    )
-    p.add_argument("--quick", action="store_true", help="LSTM, 1 seed, short budgets (< 10 min).")
-    p.add_argument("--splits", nargs="+", default=list(scan.SPLITS), choices=scan.SPLITS)
-    p.add_argument("--cells", nargs="+", default=None, choices=["lstm", "gru", "rnn"])
-    p.add_argument("--seeds", nargs="+", type=int, default=None)
-    p.add_argument("--pretrain-examples", type=int, default=None,
-                   help="pretraining budget in examples (paper: 200,000).")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=3e-3,
-                   help="peak Adam lr for batched pretraining (cosine decay, clip 1.0).")
-    p.add_argument("--teacher-forcing", type=float, default=0.5)
-    p.add_argument("--lambda-steps", type=int, default=None)
-    p.add_argument("--finetune-steps", type=int, default=None,
-                   help="finetuning iterations (paper: 10,000 of batch 1).")
-    p.add_argument("--finetune-batch", type=int, default=None)
-    p.add_argument("--finetune-lr", type=float, default=None,
-                   help="override the paper's finetuning lr (1e-5 Add Jump, 2e-5 Around Right).")
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--eval-batch", type=int, default=512,
-                   help="decoding chunk (every part padded to it: one compilation per decoder)")
+    )  # fmt: skip
+    add_config_args(p, Config, skip=RUNTIME_FIELDS)
+    p.add_argument("--ablation", action="store_true",
+                   help="also run the ablation of the paper row (equitune_sequence): after-EOS "
+                        "rows, log-prob vs prob mean, decode length, pretraining budget; writes "
+                        "ablation.json / ablation.md")  # fmt: skip
     p.add_argument("--out", type=Path, default=Path("runs/scan"))
     p.add_argument("--no-resume", action="store_true",
                    help="pretrain afresh; existing checkpoints are moved aside, not deleted")
@@ -134,44 +227,30 @@ def parse_args(argv: list[str] | None = None) -> Settings:
                    help="multi-host: jax.distributed.initialize() first (TPU VM pods and SLURM "
                         "are detected; else set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
                         "JAX_PROCESS_ID)")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> Config:
+    """The :class:`Config` of a command line (preset, overrides and the runtime flags)."""
+    return _parse(argv)[0]
+
+
+def _parse(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
+    p = build_parser()
     a = p.parse_args(argv)
     if a.jobs is not None and a.jobs < 1:
         p.error("--jobs must be >= 1")
     if a.devices is not None and a.devices < 1:
         p.error("--devices must be >= 1")
-    quick = a.quick
-    ft_lr = {"add_jump": 1e-5, "around_right": 2e-5}
-    ft_batch = a.finetune_batch or (64 if quick else 1)
-    if a.finetune_lr is not None:
-        ft_lr = {k: a.finetune_lr for k in ft_lr}
-    elif quick:
-        # A quick run cannot match the paper's 10k single-example steps; it takes a few
-        # batch-64 steps with the paper's lr scaled linearly by the batch size instead.
-        ft_lr = {k: v * ft_batch for k, v in ft_lr.items()}
-    return Settings(
-        splits=tuple(a.splits),
-        cells=tuple(a.cells or (["lstm"] if quick else ["lstm", "gru", "rnn"])),
-        seeds=tuple(a.seeds if a.seeds is not None else ([0] if quick else [0, 1, 2])),
-        pretrain_examples=a.pretrain_examples or (160_000 if quick else 200_000),
-        batch_size=a.batch_size,
-        lr=a.lr,
-        teacher_forcing=a.teacher_forcing,
-        lambda_steps=a.lambda_steps if a.lambda_steps is not None else (60 if quick else 1000),
-        lambda_lr=1e-3,
-        finetune_steps=(a.finetune_steps if a.finetune_steps is not None
-                        else (40 if quick else 10_000)),
-        finetune_batch=ft_batch,
-        finetune_lr=ft_lr,
-        val_fraction=a.val_fraction,
-        eval_batch=a.eval_batch,
-        out=a.out,
-        resume=not a.no_resume,
-        jobs=a.jobs if a.jobs is not None else (
-            1 if a.devices or a.distributed else _default_jobs()  # no device query before
-        ),  # jax.distributed.initialize
-        devices=a.devices,
-        distributed=a.distributed,
-    )
+    jobs = a.jobs if a.jobs is not None else (
+        1 if a.devices or a.distributed else _default_jobs()  # no device query before
+    )  # jax.distributed.initialize
+    try:
+        cfg = config_from_args(a, Config, skip=RUNTIME_FIELDS, out=a.out, resume=not a.no_resume,
+                               jobs=jobs, devices=a.devices, distributed=a.distributed)  # fmt: skip
+    except ValueError as err:
+        p.error(str(err))
+    return cfg, a
 
 
 @functools.lru_cache(maxsize=4)
@@ -260,7 +339,7 @@ def _progress(total: int, desc: str):
         return None
 
 
-def pretrain_settings(model, data: SplitData, seed: int, s: Settings) -> dict:
+def pretrain_settings(model, data: SplitData, seed: int, s: Config) -> dict:
     """What shapes a pretrained model (its checkpoint's fingerprint): not finetuning or eval."""
     return {"experiment": "scan/pretrain", "split": data.name, "val_fraction": s.val_fraction,
             "model": {"cell": model.cell, "hidden": model.hidden,
@@ -288,7 +367,7 @@ def _pretrain_step(model, steps: int, lr: float, teacher_forcing: float, mesh=No
     return opt, step
 
 
-def pretrain(model, data: SplitData, seed: int, s: Settings, ckpt_dir: Path, resume: bool = True):
+def pretrain(model, data: SplitData, seed: int, s: Config, ckpt_dir: Path, resume: bool = True):
     """Pretrains (or resumes) one model; checkpoints keep the 2 newest of 5 saves + the history.
 
     A resumed run replays the same batches and PRNG keys as an uninterrupted one (the batch
@@ -383,10 +462,11 @@ def _build_decoder(model, data: SplitData, kwargs: dict | None, lam_net=None):
         if kwargs is None:
             return s2s.greedy_decode(model, params, src, max_len=scan.MAX_OUTPUT_LEN)
         kw = dict(kwargs)
-        if kw["method"] == "lambda":
+        max_len = kw.pop("max_len", scan.MAX_OUTPUT_LEN)
+        if kw["method"] == "lambda_equitune":
             kw["weight_fn"] = lambda f: lam_net.apply(lam_params, f)
         return s2s.equivariant_decode(
-            model, params, src, data.in_group, data.out_group, max_len=scan.MAX_OUTPUT_LEN, **kw
+            model, params, src, data.in_group, data.out_group, max_len=max_len, **kw
         ).tokens
 
     return decode
@@ -422,12 +502,21 @@ def accuracy(pred: np.ndarray, tgt: np.ndarray) -> float:
 # ------------------------------------------------------------------------------------------
 
 
+def _canonical_kind(kind: str) -> str:
+    if kind == "lambda":
+        warnings.warn("kind='lambda' is renamed kind='lambda_equitune'; the old spelling will be "
+                      "removed.", FutureWarning, stacklevel=3)  # fmt: skip
+        return "lambda_equitune"
+    return kind
+
+
 def _method_log_probs(kind, lp, feats, lam_net, lam_params, tgt, rng):
     """Combined log-probs (B, T, V) of the finetuned model for ``kind``.
 
     Only the proxy (mean top-1 probability over the target tokens) is SCAN's own; the mixture,
     λ normalisation, argmin rules and straight-through estimator are the engine's.
     """
+    kind = _canonical_kind(kind)
     n = lp.shape[0]
     log_mean = decoding.log_mixture(lp)  # log of the equitune mean of probabilities
     if kind == "equitune":
@@ -438,7 +527,7 @@ def _method_log_probs(kind, lp, feats, lam_net, lam_params, tgt, rng):
         conf = (jnp.exp(lp.max(-1)) * valid).sum(-1) / jnp.maximum(valid.sum(-1), 1.0)  # (G, B)
         sel, _ = decoding.select_branch(lp, -conf)
         return decoding.straight_through(sel, log_mean)
-    if kind == "lambda":
+    if kind == "lambda_equitune":
         logits = jax.vmap(
             lambda f, r: lam_net.apply(lam_params, f, deterministic=False, rngs={"dropout": r})
         )(feats, jax.random.split(rng, n))  # (G, B)
@@ -476,6 +565,7 @@ def make_ft_step(model, data: SplitData, kind: str, lam_net, opt, train_model: b
 
 def run_ft(model, data, kind, params, lam_net, lam_params, *, steps, batch, lr, seed,
            train_model, train_lambda, desc, mesh=None):
+    kind = _canonical_kind(kind)
     opt = optax.adam(lr)
     trainable, frozen = {}, {}
     (trainable if train_model else frozen)["model"] = params
@@ -507,14 +597,8 @@ def run_ft(model, data, kind, params, lam_net, lam_params, *, steps, batch, lr, 
 # ------------------------------------------------------------------------------------------
 
 
-def run_one(data: SplitData, cell: str, seed: int, s: Settings) -> dict:
-    model = s2s.Seq2Seq(len(scan.input_vocab()), len(scan.output_vocab()), cell=cell)
-    ckpt = s.out / "checkpoints" / f"{data.name}-{cell}-s{seed}"
-    params, info = pretrain(model, data, seed, s, ckpt, resume=s.resume)
-    mesh = data_parallel_mesh(s.devices, s.distributed)
-    res: dict[str, Any] = {"pretrain": info, "zero_shot": {}, "finetune": {}}
-    lam_net = LambdaNet()
-    lam_params = lam_net.init(jax.random.key(seed + 5), jnp.ones((1, model.hidden)))
+def _evaluate(model, data: SplitData, cell: str, seed: int, s: Config, mesh, lam_net):
+    """``evaluate(key, kwargs, params, lam_params, into)``: val and test exact match."""
 
     def evaluate(key, kwargs, params, lam_params, into):
         t0 = time.time()
@@ -529,27 +613,95 @@ def run_one(data: SplitData, cell: str, seed: int, s: Settings) -> dict:
         log.info("%s %s s%d %s: val %.4f test %.4f (%.1fs)", data.name, cell, seed, key,
                  accs["val"], accs["test"], accs["seconds"])
 
+    return evaluate
+
+
+def run_one(data: SplitData, cell: str, seed: int, s: Config) -> dict:
+    model = s2s.Seq2Seq(len(scan.input_vocab()), len(scan.output_vocab()), cell=cell)
+    ckpt = s.out / "checkpoints" / f"{data.name}-{cell}-s{seed}"
+    params, info = pretrain(model, data, seed, s, ckpt, resume=s.resume)
+    mesh = data_parallel_mesh(s.devices, s.distributed)
+    res: dict[str, Any] = {"pretrain": info, "zero_shot": {}, "finetune": {}}
+    lam_net = LambdaNet()
+    lam_params = lam_net.init(jax.random.key(seed + 5), jnp.ones((1, model.hidden)))
+    evaluate = _evaluate(model, data, cell, seed, s, mesh, lam_net)
+
     for key, _label, kwargs in ZERO_SHOT:
-        if key == "lambda":
+        if key == "lambda_equitune":
             lam_trained = run_ft(
-                model, data, "lambda", params, lam_net, lam_params, steps=s.lambda_steps,
-                batch=s.batch_size, lr=s.lambda_lr, seed=seed, train_model=False,
-                train_lambda=True, desc=f"λ {data.name}/{cell}/s{seed}", mesh=mesh,
-            )[1]
+                model, data, "lambda_equitune", params, lam_net, lam_params,
+                steps=s.lambda_steps, batch=s.batch_size, lr=s.lambda_lr, seed=seed,
+                train_model=False, train_lambda=True, desc=f"λ {data.name}/{cell}/s{seed}",
+                mesh=mesh,
+            )[1]  # fmt: skip
             evaluate(key, kwargs, params, lam_trained, res["zero_shot"])
         else:
             evaluate(key, kwargs, params, lam_params, res["zero_shot"])
     if s.finetune_steps > 0:
         for key, _label, kind, kwargs in FINETUNE:
-            start_lam = lam_trained if kind == "lambda" else None
+            start_lam = lam_trained if kind == "lambda_equitune" else None
             p_ft, l_ft = run_ft(
                 model, data, kind, params, lam_net, start_lam, steps=s.finetune_steps,
-                batch=s.finetune_batch, lr=s.finetune_lr[data.name], seed=seed,
+                batch=s.finetune_batch, lr=s.finetune_lrs[data.name], seed=seed,
                 train_model=True, train_lambda=True, desc=f"ft {kind} {data.name}/{cell}/s{seed}",
                 mesh=mesh,
             )
             evaluate(key, kwargs, p_ft, l_ft if l_ft is not None else lam_params, res["finetune"])
     return res
+
+
+# ------------------------------------------------------------------------------------------
+# Ablation of the paper row (issue #16).
+# ------------------------------------------------------------------------------------------
+
+_PAPER_ROW = dict(method="equitune_sequence", average="logprob", after_eos="zero")
+# (key, label, decode kwargs): the paper row and one change at a time.
+ABLATION = (
+    ("pretrained", "pretrained model (no symmetrisation)", None),
+    ("equitune_sequence", "paper row: log-prob mean, zero rows after EOS, length 50",
+     _PAPER_ROW),
+    ("after_eos_model", "rows after a branch's EOS from the model (not 0)",
+     {**_PAPER_ROW, "after_eos": "model"}),
+    ("prob_zero", "probability mean (not log-prob), zero rows after EOS",
+     {**_PAPER_ROW, "average": "prob"}),
+    ("prob_model", "probability mean, model rows after EOS (= equitune_sequence_prob)",
+     {**_PAPER_ROW, "average": "prob", "after_eos": "model"}),
+    ("max_len_75", "decode length 75 (1.5 x the dataset's 50)",
+     {**_PAPER_ROW, "max_len": 75}),
+    ("stepwise_logprob", "step-wise log-prob mean (branches fed the combined tokens)",
+     dict(method="equitune", average="logprob")),
+    ("equizero", "equizero (neg_max_probability), for reference",
+     dict(method="equizero", proxy="neg_max_probability")),
+)  # fmt: skip
+
+
+def run_ablation(data: SplitData, cell: str, seed: int, s: Config) -> dict:
+    """The :data:`ABLATION` decoders on the model pretrained with ``s`` and with the larger
+    budget ``s.ablation_pretrain_examples``.
+
+    Both models come from :func:`pretrain`, which resumes a finished checkpoint of the same
+    settings (the main run's ``<out>/checkpoints/<split>-<cell>-s<seed>``; the larger budget
+    under ``...-examples<N>``) instead of training again: the decode-only variants never
+    retrain.
+    """
+    model = s2s.Seq2Seq(len(scan.input_vocab()), len(scan.output_vocab()), cell=cell)
+    mesh = data_parallel_mesh(s.devices, s.distributed)
+    lam_net = LambdaNet()
+    evaluate = _evaluate(model, data, cell, seed, s, mesh, lam_net)
+    out: dict[str, dict] = {}
+    for n in dict.fromkeys((s.pretrain_examples, s.ablation_pretrain_examples)):
+        ckpt = s.out / "checkpoints" / f"{data.name}-{cell}-s{seed}"
+        if n != s.pretrain_examples:
+            ckpt = ckpt.with_name(f"{ckpt.name}-examples{n}")
+        s_n = dataclasses.replace(s, pretrain_examples=n)
+        p_n, info = pretrain(model, data, seed, s_n, ckpt, resume=s.resume)
+        lam_params = None
+        res: dict[str, Any] = {"pretrain": {k: v for k, v in info.items() if k != "history"}}
+        for key, _label, kwargs in ABLATION:
+            evaluate(f"ablation/{n}/{key}", kwargs, p_n, lam_params, res)
+            res[key] = res.pop(f"ablation/{n}/{key}")
+        out[str(n)] = res
+    return out
 
 
 # ------------------------------------------------------------------------------------------
@@ -562,7 +714,7 @@ def _fmt(vals: list[float]) -> str:
     return f"{v.mean():.1f} ± {v.std():.1f}" if len(v) > 1 else f"{v.mean():.1f}"
 
 
-def write_report(results: dict, s: Settings, wall: float) -> str:
+def write_report(results: dict, s: Config, wall: float) -> str:
     rows = [(k, lab, "zero_shot") for k, lab, _ in ZERO_SHOT]
     rows += [(k, lab, "finetune") for k, lab, _, _ in FINETUNE] if s.finetune_steps > 0 else []
     head = "| Model | " + " | ".join(
@@ -583,7 +735,7 @@ def write_report(results: dict, s: Settings, wall: float) -> str:
         f"train (in-distribution), test = the full published test split. Pretraining: "
         f"{s.pretrain_examples:,} examples (batch {s.batch_size}, Adam {s.lr:g}, teacher forcing "
         f"{s.teacher_forcing}). λ: {s.lambda_steps} steps with the model frozen. Finetuning: "
-        f"{s.finetune_steps} steps of batch {s.finetune_batch}, lr {s.finetune_lr}.",
+        f"{s.finetune_steps} steps of batch {s.finetune_batch}, lr {s.finetune_lrs}.",
         f"Wall time {wall / 60:.1f} min on {os.cpu_count()} CPU core(s).",
         "",
         *lines,
@@ -595,7 +747,7 @@ def write_report(results: dict, s: Settings, wall: float) -> str:
     return "\n".join(md) + "\n"
 
 
-def write_figure(results: dict, s: Settings, path: Path) -> None:
+def write_figure(results: dict, s: Config, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -625,9 +777,37 @@ def write_figure(results: dict, s: Settings, path: Path) -> None:
     plt.close(fig)
 
 
+def write_ablation(results: dict, s: Config) -> str:
+    """``ablation.md``: the paper row under one change at a time, per pretraining budget."""
+    budgets = list(dict.fromkeys((s.pretrain_examples, s.ablation_pretrain_examples)))
+    head = "| Variant | " + " | ".join(
+        f"{SPLIT_TITLES[sp]} {n // 1000}k val | {SPLIT_TITLES[sp]} {n // 1000}k test"
+        for sp in s.splits for n in budgets
+    ) + " |"
+    lines = [head, "|" + " --- |" * (1 + 2 * len(s.splits) * len(budgets))]
+    for cell in s.cells:
+        for key, label, _ in ABLATION:
+            cells = []
+            for sp in s.splits:
+                for n in budgets:
+                    runs = [results[sp][cell][str(seed)][str(n)][key] for seed in s.seeds]
+                    cells += [_fmt([r["val"] for r in runs]), _fmt([r["test"] for r in runs])]
+            lines.append(f"| {CELL_TITLES[cell]}: `{key}` {label} | " + " | ".join(cells) + " |")
+    md = [
+        "# SCAN ablation of the paper row (`equitune_sequence`): exact match (%)",
+        "",
+        f"Seeds {list(s.seeds)} (mean ± std over seeds); pretraining budgets {budgets} examples "
+        f"(batch {s.batch_size}, Adam {s.lr:g}); every other row changes one thing of the paper "
+        "row. Paper Table 2, EquiLSTM test: Add Jump 7.1 ± 1.3, Around Right 28.2 ± 12.9.",
+        "",
+        *lines,
+    ]
+    return "\n".join(md) + "\n"
+
+
 @cli("python -m experiments.scan")
 def main(argv: list[str] | None = None) -> dict:
-    s = parse_args(argv)
+    s, args = _parse(argv)
     if s.distributed:  # before anything touches devices
         from equijax.training import parallel
 
@@ -636,6 +816,7 @@ def main(argv: list[str] | None = None) -> dict:
     s.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     results: dict = {sp: {cell: {} for cell in s.cells} for sp in s.splits}
+    ablation: dict = {sp: {cell: {} for cell in s.cells} for sp in s.splits}
     data = {sp: load_split(sp, s.val_fraction) for sp in s.splits}
     jobs = [(sp, cell, seed) for sp in s.splits for cell in s.cells for seed in s.seeds]
     lock = threading.Lock()
@@ -645,6 +826,11 @@ def main(argv: list[str] | None = None) -> dict:
         with lock:
             results[sp][cell][str(seed)] = res
             (s.out / "results.json").write_text(json.dumps(results, indent=1))
+        if args.ablation:  # after the main rows are stored; resumes the pretrained model
+            abl = run_ablation(data[sp], cell, seed, s)
+            with lock:
+                ablation[sp][cell][str(seed)] = abl
+                (s.out / "ablation.json").write_text(json.dumps(ablation, indent=1))
 
     # Independent runs in parallel threads: most of a run (compilation, small LSTM steps) keeps
     # one core busy, so two runs fill a 2-core machine. Every run is deterministic on its own,
@@ -655,13 +841,20 @@ def main(argv: list[str] | None = None) -> dict:
             f.result()
     wall = time.time() - t0
     md = write_report(results, s, wall)
+    settings = {k: str(v) for k, v in s.results_settings().items()}
     (s.out / "results.json").write_text(
-        json.dumps({"settings": {k: str(v) for k, v in dataclasses.asdict(s).items()},
-                    "wall_seconds": wall, "results": results}, indent=1)
+        json.dumps({"settings": settings, "wall_seconds": wall, "results": results}, indent=1)
     )
     (s.out / "results.md").write_text(md)
     write_figure(results, s, s.out / "results.png")
     print(md)
+    if args.ablation:
+        amd = write_ablation(ablation, s)
+        (s.out / "ablation.json").write_text(
+            json.dumps({"settings": settings, "wall_seconds": wall, "results": ablation}, indent=1)
+        )
+        (s.out / "ablation.md").write_text(amd)
+        print(amd)
     return results
 
 

@@ -22,13 +22,14 @@ distribution of branch ``g``, which is fed its own transformed history ``g·y_{<
   ``after_eos="zero"``: the mean of the branches' log-softmax rows, where a branch's rows after
   its own EOS are 0 (the reference code's zero-initialised buffer). ``after_eos="model"`` keeps
   the rows the model produces after EOS instead; ``average="prob"`` is the probability mixture.
-* ``"lambda"``: step-wise like ``"equitune"`` but weighted: ``Σ_g λ_g [g⁻¹ p_g] / Σ_g λ_g``
+* ``"lambda_equitune"``: step-wise like ``"equitune"`` but weighted: ``Σ_g λ_g [g⁻¹ p_g] / Σ_g λ_g``
   with given positive per-branch weights ``λ`` (e.g. ``softmax_g`` of a λ network's logits on
   the branch encodings, which makes the weights move with the input).
 * ``"equizero"``: one ``g`` per sequence: every branch decodes greedily on its own, a proxy loss
-  of the decoded branch is computed (``"max_prob"``: minus the mean top-1 probability over the
-  emitted tokens incl. EOS; ``"entropy"``: the mean entropy of the step distributions, computed
-  from probabilities), ``g* = argmin_g`` and the output is ``g*⁻¹ · y^{(g*)}``.
+  of the decoded branch is computed (``"neg_max_probability"``: minus the mean top-1
+  probability over the emitted tokens incl. EOS; ``"entropy"``: the mean entropy of the step
+  distributions, computed from probabilities), ``g* = argmin_g`` and the output is
+  ``g*⁻¹ · y^{(g*)}``.
 
 Exact equivariance (``decode(g·x) == g·decode(x)``, token for token) needs the reduction over the
 group to give bit-identical results when its terms are permuted. Floating-point addition is not
@@ -67,6 +68,7 @@ Examples:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
@@ -88,8 +90,35 @@ __all__ = [
 ]
 
 StepFn = Callable[[Any, Any, jax.Array], tuple[Any, jax.Array]]
-Method = Literal["equitune", "equitune_sequence", "lambda", "equizero"]
-METHODS = ("equitune", "equitune_sequence", "lambda", "equizero")
+Method = Literal["equitune", "equitune_sequence", "lambda_equitune", "equizero"]
+METHODS = ("equitune", "equitune_sequence", "lambda_equitune", "equizero")
+PROXIES = ("neg_max_probability", "entropy")
+# Old spellings still accepted (with a FutureWarning naming the new one).
+_OLD_METHODS = {"lambda": "lambda_equitune"}
+_OLD_PROXIES = {"max_prob": "neg_max_probability"}
+
+
+def _renamed(value: Any, old: dict[str, str], what: str) -> Any:
+    if isinstance(value, str) and value in old:
+        warnings.warn(
+            f"{what}={value!r} is renamed {what}={old[value]!r}; the old spelling will be removed.",
+            FutureWarning,
+            stacklevel=4,
+        )
+        return old[value]
+    return value
+
+
+def canonical_method(method: str) -> str:
+    """``method`` in this round's spelling (``"lambda"`` -> ``"lambda_equitune"``, warned)."""
+    return _renamed(method, _OLD_METHODS, "method")
+
+
+def canonical_proxy(proxy: Any) -> Any:
+    """``proxy`` in this round's spelling (``"max_prob"`` -> ``"neg_max_probability"``, warned)."""
+    return _renamed(proxy, _OLD_PROXIES, "proxy")
+
+
 AfterEos = Literal["model", "zero"]
 
 
@@ -305,12 +334,14 @@ def _proxy_loss(proxy: str | Callable, probs: jax.Array, valid: jax.Array) -> ja
         return proxy(probs, valid)
     v = valid.astype(probs.dtype)
     denom = jnp.maximum(v.sum(-1), 1.0)
-    if proxy == "max_prob":
+    if proxy == "neg_max_probability":
         return -(probs.max(-1) * v).sum(-1) / denom
     if proxy == "entropy":
         ent = -jnp.sum(jnp.where(probs > 0, probs * jnp.log(probs), 0.0), -1)
         return (ent * v).sum(-1) / denom
-    raise ValueError(f"proxy must be 'max_prob', 'entropy' or a callable, got {proxy!r}.")
+    raise ValueError(
+        f"proxy must be 'neg_max_probability', 'entropy' or a callable, got {proxy!r}."
+    )
 
 
 def _cut_at_eos(toks: jax.Array, scores: jax.Array, eos_id: int, pad_id: int):
@@ -334,7 +365,7 @@ def equivariant_greedy_decode(
     pad_id: int = 0,
     weights: jax.Array | None = None,
     average: Literal["prob", "logprob"] = "prob",
-    proxy: str | Callable[[jax.Array, jax.Array], jax.Array] = "max_prob",
+    proxy: str | Callable[[jax.Array, jax.Array], jax.Array] = "neg_max_probability",
     batch_size: int | None = None,
     after_eos: AfterEos = "model",
 ) -> DecodeOutput:
@@ -347,15 +378,17 @@ def equivariant_greedy_decode(
         ``g·x`` (see :func:`branch_states`).
       group: acts on output ids (``act``) and on the vocabulary axis (``act_axis``); element
         ``g`` must be the same abstract element that produced ``states[g]``.
-      method: ``"equitune"``, ``"equitune_sequence"``, ``"lambda"`` or ``"equizero"``.
+      method: ``"equitune"``, ``"equitune_sequence"``, ``"lambda_equitune"`` or ``"equizero"``
+        (the old ``"lambda"`` is accepted with a ``FutureWarning``).
       max_len: output length (EOS included).
       start_id: the start token, fixed by the group.
       eos_id: the end-of-sequence token, fixed by the group.
       pad_id: the padding token, fixed by the group.
-      weights: ``(B, |G|)`` positive weights λ(g·x) for ``"lambda"``.
+      weights: ``(B, |G|)`` positive weights λ(g·x) for ``"lambda_equitune"``.
       average: ``"prob"`` or ``"logprob"``: what the step-wise methods average.
-      proxy: equizero proxy loss: ``"max_prob"``, ``"entropy"`` or
-        ``fn(probs (B, T, V), valid (B, T)) -> (B,)``; the branch with the lowest loss wins.
+      proxy: equizero proxy loss: ``"neg_max_probability"``, ``"entropy"`` or
+        ``fn(probs (B, T, V), valid (B, T)) -> (B,)``; the branch with the lowest loss wins
+        (the old ``"max_prob"`` is accepted with a ``FutureWarning``).
       batch_size: ``B`` (default from the state).
       after_eos: ``"equitune_sequence"`` only: what a branch contributes after its own EOS:
         ``"model"`` (default) the model's own per-step values (it keeps decoding pad tokens);
@@ -369,6 +402,8 @@ def equivariant_greedy_decode(
       ValueError: for an unknown method/average/after_eos, missing or misshapen weights, or
         special tokens moved by the group.
     """
+    method = canonical_method(method)
+    proxy = canonical_proxy(proxy)
     if method not in METHODS:
         raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}.")
     if average not in ("prob", "logprob"):
@@ -392,17 +427,19 @@ def equivariant_greedy_decode(
         )
     b = batch_size or lead[1]
     gs = jnp.arange(n, dtype=jnp.int32)
-    if method == "lambda":
+    if method == "lambda_equitune":
         if weights is None:
-            raise ValueError("method='lambda' needs weights=(B, |G|) positive per-branch weights.")
+            raise ValueError(
+                "method='lambda_equitune' needs weights=(B, |G|) positive per-branch weights."
+            )
         weights = jnp.asarray(weights)
         if weights.shape != (b, n):
             raise ValueError(f"weights must have shape (B, |G|) = {(b, n)}, got {weights.shape}.")
     elif weights is not None:
-        raise ValueError(f"weights are only used by method='lambda', not {method!r}.")
+        raise ValueError(f"weights are only used by method='lambda_equitune', not {method!r}.")
 
-    if method in ("equitune", "lambda"):
-        w = weights if method == "lambda" else None
+    if method in ("equitune", "lambda_equitune"):
+        w = weights if method == "lambda_equitune" else None
 
         def body(carry, _):
             states, prev, done = carry

@@ -289,7 +289,7 @@ def equivariant_decode(
     pad_id: int = 0,
     weight_fn: Callable[[jax.Array], jax.Array] | None = None,
     average: Literal["prob", "logprob"] = "prob",
-    proxy: str | Callable = "max_prob",
+    proxy: str | Callable = "neg_max_probability",
     after_eos: decoding.AfterEos = "model",
 ) -> decoding.DecodeOutput:
     """Group-equivariant greedy decoding of a batch with a seq2seq model.
@@ -297,8 +297,9 @@ def equivariant_decode(
     Branch ``g`` encodes ``in_group.act(g, src)`` and decodes in the output vocabulary acted on
     by ``out_group`` (same element indexing); see
     :func:`equijax.decoding.equivariant_greedy_decode` for the methods. For
-    ``method="lambda"``, ``weight_fn(features (B, H)) -> (B,)`` gives λ logits from the encoder
-    features of each branch. ``after_eos`` (``"equitune_sequence"`` only): ``"zero"`` for the
+    ``method="lambda_equitune"``, ``weight_fn(features (B, H)) -> (B,)`` gives λ logits from the
+    encoder features of each branch (the old ``method="lambda"`` still works, with a
+    ``FutureWarning``). ``after_eos`` (``"equitune_sequence"`` only): ``"zero"`` for the
     authors' zero rows after a branch's EOS (the paper's row is ``average="logprob",
     after_eos="zero"``).
 
@@ -310,11 +311,12 @@ def equivariant_decode(
             "in_group and out_group must be the same abstract group (equal Cayley tables), so "
             "that element g means the same thing on inputs and outputs."
         )
+    method = decoding.canonical_method(method)
     states = decoding.branch_states(encoder(model), params, src, in_group)
     weights = None
-    if method == "lambda":
+    if method == "lambda_equitune":
         if weight_fn is None:
-            raise ValueError("method='lambda' needs weight_fn(features) -> (B,) λ logits.")
+            raise ValueError("method='lambda_equitune' needs weight_fn(features) -> (B,) λ logits.")
         weights = lambda_weights(weight_fn, states)
     return decoding.equivariant_greedy_decode(
         step_fn(model),
