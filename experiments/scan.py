@@ -6,11 +6,22 @@ and whole-sequence), equizero (max-probability and entropy proxies) and λ-equit
 encoder features, trained with the model frozen) on the held-out validation part of train and on
 the full test split, then finetunes (equitune, equizero with the straight-through estimator,
 λ-equitune) and evaluates again. Writes ``results.json``, ``results.md`` (Table-2-shaped,
-mean ± std over seeds) and ``results.png``.
+mean ± std over seeds) and ``results.png``; rows are keyed by the method names ``pretrained``,
+``equitune``, ``equitune_sequence`` (the paper's row), ``equitune_sequence_prob``, ``equizero``,
+``equizero_entropy``, ``lambda_equitune``, ``finetuned_equitune``, ``finetuned_equizero``,
+``finetuned_lambda_equitune``.
+
+One run is a frozen :class:`Config` with the presets ``paper()`` (default) and ``quick()``;
+every field can be overridden by its flag (``--help`` shows each field under both presets).
+``--ablation`` also decodes the paper row under one change at a time (rows after EOS, log-prob
+vs probability mean, decode length) on the trained model and on a model pretrained with
+``--ablation-pretrain-examples`` (2x the budget by default), into ``ablation.json`` /
+``ablation.md``.
 
 Run from the repository root::
 
     python -m experiments.scan --quick          # LSTM, 1 seed, both splits, < 10 min on 2 CPU cores
+    python -m experiments.scan --quick --ablation   # + the ablation of the paper row
     python -m experiments.scan                  # LSTM/GRU/RNN x 3 seeds, paper budget (hours)
     python -m experiments.scan --devices 8      # data-parallel on 8 devices (same results)
     python -m experiments.scan --distributed    # every host of a TPU VM pod / GPU cluster

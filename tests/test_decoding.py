@@ -74,7 +74,7 @@ CASES = [
     dict(method="equitune_sequence", average="logprob", after_eos="zero"),
     dict(method="equizero"),
     dict(method="equizero", proxy="entropy"),
-    dict(method="lambda"),
+    dict(method="lambda_equitune"),
 ]
 
 
@@ -89,7 +89,7 @@ def test_equivariant_decode_is_exact_for_every_element_and_method(group):
         outs = []
         for kw in CASES:
             extra = dict(kw)
-            if kw["method"] == "lambda":
+            if kw["method"] == "lambda_equitune":
                 # λ(g·x): a function of the transformed input, so the weights permute with g.
                 states = dec.branch_states(_init, params, x, group.act_axis, order=group.order)
                 extra["weights"] = jax.vmap(lambda s: jnp.exp(s["x"] @ lam / 4.0))(states).T
@@ -169,11 +169,11 @@ def test_lambda_with_indicator_weights_is_that_branch_and_uniform_is_equitune():
     x = _inputs(4, b=64)
     for g in range(4):
         w = jnp.zeros((64, 4)).at[:, g].set(1.0)
-        out = _decode_j(params, x, G4, method="lambda", weights=w)
+        out = _decode_j(params, x, G4, method="lambda_equitune", weights=w)
         o = _greedy_j(params, G4.act_axis(g, x))
         np.testing.assert_array_equal(np.asarray(out.tokens),
                                       np.asarray(G4.act(G4.inverse(g), o.tokens)))
-    uni = _decode_j(params, x, G4, method="lambda", weights=jnp.full((64, 4), 2.5))
+    uni = _decode_j(params, x, G4, method="lambda_equitune", weights=jnp.full((64, 4), 2.5))
     np.testing.assert_array_equal(np.asarray(uni.tokens),
                                   np.asarray(_decode_j(params, x, G4, method="equitune").tokens))
 
@@ -200,9 +200,9 @@ def test_combine_branches_maps_back_with_inverse():
     ("kw", "match"),
     [
         (dict(method="beam"), "method must be one of"),
-        (dict(method="lambda"), "needs weights"),
-        (dict(method="lambda", weights=jnp.ones((3, 4))), "weights must have shape"),
-        (dict(method="equitune", weights=jnp.ones((16, 4))), "only used by method='lambda'"),
+        (dict(method="lambda_equitune"), "needs weights"),
+        (dict(method="lambda_equitune", weights=jnp.ones((3, 4))), "weights must have shape"),
+        (dict(method="equitune", weights=jnp.ones((16, 4))), "only used by method='lambda_eq"),
         (dict(method="equitune", average="median"), "average must be"),
         (dict(method="equizero", proxy="confidence"), "proxy must be"),
     ],

@@ -19,7 +19,7 @@ METHODS = [
     dict(method="equitune_sequence"),
     dict(method="equizero"),
     dict(method="equizero", proxy="entropy"),
-    dict(method="lambda"),
+    dict(method="lambda_equitune"),
 ]
 
 
@@ -73,7 +73,7 @@ def test_equivariant_decode_rejects_mismatched_groups():
     with pytest.raises(ValueError, match="needs weight_fn"):
         g_in, g_out = scan.groups("verb")
         s2s.equivariant_decode(model, params, jnp.ones((2, 10), jnp.int32), g_in, g_out,
-                               method="lambda")
+                               method="lambda_equitune")
 
 
 def _trained(add_jump, cell="lstm", steps=60, seed=0):
@@ -108,8 +108,8 @@ def _check_exact(model, params, src, name, methods=METHODS):
         return [
             s2s.equivariant_decode(
                 model, params, src, g_in, g_out,
-                weight_fn=(lambda f: lam_net.apply(lam_params, f)) if kw["method"] == "lambda"
-                else None, **kw,
+                weight_fn=(lambda f: lam_net.apply(lam_params, f))
+                if kw["method"] == "lambda_equitune" else None, **kw,
             ).tokens
             for kw in methods
         ]
@@ -172,7 +172,7 @@ def test_experiment_runs_end_to_end_and_resumes(tmp_path):
     # second run resumes from the orbax checkpoint instead of pretraining again
     res2 = exp.main([*args, "--finetune-steps", "0"])
     assert res2["around_right"]["lstm"]["0"]["pretrain"]["resumed"]
-    for key in ("base", "equizero"):
+    for key in ("pretrained", "equizero"):
         for part in ("val", "test"):
             again = res2["around_right"]["lstm"]["0"]["zero_shot"][key][part]
             assert again == run["zero_shot"][key][part]
@@ -184,10 +184,10 @@ def test_scan_paper_row_uses_the_authors_semantics():
     from experiments import scan as exp
 
     rows = {k: (label, kw) for k, label, kw in exp.ZERO_SHOT}
-    label, kw = rows["equitune_seq"]
+    label, kw = rows["equitune_sequence"]
     assert "paper" in label
     assert kw == dict(method="equitune_sequence", average="logprob", after_eos="zero")
-    label, kw = rows["equitune_seq_prob"]
+    label, kw = rows["equitune_sequence_prob"]
     assert "paper" not in label and kw == dict(method="equitune_sequence", average="prob")
 
 
@@ -214,7 +214,7 @@ def test_scan_finetuning_reductions_come_from_the_engine():
     lam = LambdaNet(hidden=4, dropout=0.0)
     feats = jax.random.normal(k[2], (2, 4, 6))
     lam_params = lam.init(jax.random.key(1), feats[0])
-    out = exp._method_log_probs("lambda", lp, feats, lam, lam_params, tgt, k[1])
+    out = exp._method_log_probs("lambda_equitune", lp, feats, lam, lam_params, tgt, k[1])
     logw = jax.nn.log_softmax(jax.vmap(lambda f: lam.apply(lam_params, f))(feats), 0)
     want = jax.scipy.special.logsumexp(lp + logw[:, :, None, None], 0)
     np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
