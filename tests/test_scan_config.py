@@ -112,7 +112,7 @@ def test_ablation_report_has_one_row_per_variant_and_budget_columns():
     assert md.count("| 50.0 | 25.0 | 50.0 | 25.0 |") == len(exp.ABLATION)
 
 
-@pytest.mark.slow  # seq2seq decoder compilations: ~1 min on a loaded 2-core machine
+@pytest.mark.slow  # 8 seq2seq decoder compilations: 7.5 min on a 2-core machine at load ~15
 def test_ablation_decodes_resume_the_trained_models(tmp_path):
     full = exp.load_split("around_right", 0.1)
     data = dataclasses.replace(
