@@ -115,3 +115,78 @@ def require_tfds(name: str, data_dir: Any, offline_fix: str) -> None:
             f"prepare it once with network access (tfds build {name} --data_dir DIR) and pass "
             f"--data-dir DIR, or {offline_fix}",
         )
+
+
+# ----------------------------------------------------------------------------- shared by scripts
+# (names, the CLIP loader and tfds sources of the image scripts: clip_zeroshot, clip_finetune,
+# cnn_rot90)
+
+
+def split_commas(values: Any) -> tuple[str, ...] | None:
+    """``["a,b", "c"]`` -> ``("a", "b", "c")``: a tuple flag accepts ``a b`` and ``a,b`` alike."""
+    if values is None:
+        return None
+    if isinstance(values, str):
+        values = [values]
+    return tuple(v.strip() for item in values for v in str(item).split(",") if v.strip())
+
+
+def new_spelling(value: str, renames: dict[str, str], flag: str) -> str:
+    """``value`` in this round's spelling; an old one warns (``FutureWarning``) naming the new."""
+    import warnings
+
+    if value in renames:
+        warnings.warn(f"{flag} {value} is now spelled {renames[value]}; the old spelling will "
+                      "be removed", FutureWarning, stacklevel=2)  # fmt: skip
+        return renames[value]
+    return value
+
+
+def load_clip(name: str, out: Any) -> tuple[Any, Any, str]:
+    """:func:`equijax.models.clip.zoo.load` for ``--model``, plus ``tiny-random`` (a tiny random
+    CLIP written into ``<out>/tiny_clip``), with one-line failures naming the fix.
+
+    Returns ``(model, variables, tokenizer source)``.
+    """
+    from pathlib import Path
+
+    from equijax.models.clip import zoo
+
+    try:
+        if name == "tiny-random":
+            from equijax.models.tiny import write_tiny_random_clip
+
+            return zoo.load(write_tiny_random_clip(Path(out) / "tiny_clip"))
+        return zoo.load(name)
+    except ImportError as err:
+        raise ScriptError(f"--model {name} needs torch and transformers ({err})",
+                          "pip install 'equijax[test]'") from err  # fmt: skip
+    except OSError as err:
+        ident = zoo.PAPER_MODELS.get(name, name)
+        raise ScriptError(f"cannot load CLIP {name!r} ({ident}): not a local directory and the "
+                          "Hugging Face hub is unreachable or has no such id",
+                          OFFLINE_CLIP) from err  # fmt: skip
+
+
+def tfds_splits(
+    name: str,
+    read: Callable[[str], Any],
+    splits: tuple[str, ...],
+    *,
+    data_dir: Any,
+    offline_fix: str,
+    mock_examples: int | None = None,
+) -> list[Any]:
+    """``[read(split) for split in splits]`` of tfds dataset ``name``, real or mock.
+
+    Real data (``mock_examples=None``) is checked to be prepared first (:func:`require_tfds`,
+    so nothing is downloaded); otherwise ``tfds.testing.mock_data`` with ``mock_examples``
+    random examples per split, read inside the mock's context (so ``read`` must materialise what
+    it returns, e.g. with :func:`equijax.data.images.subset`).
+    """
+    if mock_examples is None:
+        require_tfds(name, data_dir, offline_fix)
+        return [read(split) for split in splits]
+    tfds = require("tensorflow_datasets", "pip install 'equijax[data]'", "--mock-data")
+    with tfds.testing.mock_data(num_examples=mock_examples):
+        return [read(split) for split in splits]
