@@ -170,23 +170,26 @@ def load_clip(name: str, out: Any) -> tuple[Any, Any, str]:
 
 def tfds_splits(
     name: str,
-    read: Callable[[str], Any],
-    splits: tuple[str, ...],
+    read: Callable[..., Any],
+    splits: tuple[Any, ...],
     *,
     data_dir: Any,
     offline_fix: str,
     mock_examples: int | None = None,
 ) -> list[Any]:
-    """``[read(split) for split in splits]`` of tfds dataset ``name``, real or mock.
+    """``[read(*split) for split in splits]`` from tfds dataset ``name``, real or mock.
 
-    Real data (``mock_examples=None``) is checked to be prepared first (:func:`require_tfds`,
-    so nothing is downloaded); otherwise ``tfds.testing.mock_data`` with ``mock_examples``
-    random examples per split, read inside the mock's context (so ``read`` must materialise what
-    it returns, e.g. with :func:`equijax.data.images.subset`).
+    ``splits`` holds one tuple of ``read``'s arguments per split, e.g.
+    ``(("train", 256), ("test", 64))`` for ``read(split, limit)``. Real data
+    (``mock_examples=None``) is checked to be prepared first (:func:`require_tfds`: nothing is
+    downloaded, a missing dataset is one line naming ``--data-dir`` and ``offline_fix``);
+    otherwise ``tfds.testing.mock_data`` with ``mock_examples`` random examples per split, read
+    inside the mock's context (so ``read`` must materialise what it returns, e.g. with
+    :func:`equijax.data.images.subset`).
     """
     if mock_examples is None:
         require_tfds(name, data_dir, offline_fix)
-        return [read(split) for split in splits]
+        return [read(*split) for split in splits]
     tfds = require("tensorflow_datasets", "pip install 'equijax[data]'", "--mock-data")
     with tfds.testing.mock_data(num_examples=mock_examples):
-        return [read(split) for split in splits]
+        return [read(*split) for split in splits]

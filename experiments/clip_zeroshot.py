@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> dict:
         return images.subset(src, range(len(src))) if opts.mock_data else src
 
     mock = (cfg.limit or 64) if opts.mock_data else None
-    (source,) = tfds_splits(cfg.dataset, read, ("test",), data_dir=opts.data_dir,
+    (source,) = tfds_splits(cfg.dataset, read, (("test",),), data_dir=opts.data_dir,
                             offline_fix=OFFLINE_CLIP, mock_examples=mock)  # fmt: skip
     opts.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
