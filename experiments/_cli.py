@@ -193,3 +193,22 @@ def tfds_splits(
     tfds = require("tensorflow_datasets", "pip install 'equijax[data]'", "--mock-data")
     with tfds.testing.mock_data(num_examples=mock_examples):
         return [read(*split) for split in splits]
+
+
+def setting(default: Any, help: str) -> Any:
+    """A ``Config`` field with its ``--help`` text (:mod:`experiments._config` shows it)."""
+    import dataclasses
+
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+def check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    """``ValueError`` naming the field, its flag and the choices unless ``value`` is allowed.
+
+    ``value`` may be a tuple (a tuple field): then every element must be allowed, and one at least.
+    """
+    values = value if isinstance(value, tuple) else (value,)
+    bad = [v for v in values if v not in allowed]
+    if bad or not values:
+        raise ValueError(f"unknown {name} {bad or value!r} (--{name.replace('_', '-')}); choose "
+                         f"from {list(allowed)}")  # fmt: skip

@@ -60,9 +60,11 @@ from experiments._cli import (
     RESUME_HINT,
     ArgumentParser,
     ScriptError,
+    check_choice,
     cli,
     load_clip,
     new_spelling,
+    setting,
     setup_logging,
     tfds_splits,
 )
@@ -84,10 +86,6 @@ NOT_FINGERPRINTED = ("stage2_steps", "eval_every")
 log = logging.getLogger("experiments.clip_finetune")
 
 
-def _help(text: str) -> dict:
-    return {"help": text}
-
-
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Settings that shape the results of one run (frozen; presets :meth:`paper`, :meth:`quick`).
@@ -96,40 +94,30 @@ class Config:
     has a λ stage).
     """
 
-    model: str = dataclasses.field(default="ViT-B/32", metadata=_help(
-        "as in experiments.clip_zeroshot (a paper name, hub id, directory or tiny-random)"))
-    dataset: str = dataclasses.field(default="cifar100", metadata=_help(f"one of {DATASETS}"))
-    train_split: str = dataclasses.field(default="train", metadata=_help("tfds training split"))
-    test_split: str = dataclasses.field(default="test", metadata=_help("tfds test split"))
-    group: str = dataclasses.field(default="rot90", metadata=_help(f"one of {GROUPS}"))
-    method: str = dataclasses.field(default="finetuned_lambda_equitune", metadata=_help(
-        f"one of {METHODS}"))
-    lambda_features: str = dataclasses.field(default="own", metadata=_help(
-        "λ reads the finetuned tower's own features, or a frozen pretrained copy's"))
-    lambda_trainable: bool = dataclasses.field(default=False, metadata=_help(
-        "train λ in stage 2 too"))
-    stage1_steps: int = dataclasses.field(default=2000, metadata=_help(
-        "stage 1 steps (λ only, CLIP frozen)"))
-    stage2_steps: int = dataclasses.field(default=4000, metadata=_help(
-        "stage 2 steps (CLIP image tower)"))
-    lr_lambda: float = dataclasses.field(default=0.33, metadata=_help("stage 1 SGD lr"))
-    lr_model: float = dataclasses.field(default=5e-6, metadata=_help("stage 2 SGD lr"))
-    batch_size: int = dataclasses.field(default=32, metadata=_help("images per step"))
-    eval_every: int = dataclasses.field(default=500, metadata=_help(
-        "steps between test evaluations"))
-    eval_limit: int | None = dataclasses.field(default=None, metadata=_help(
-        "test images per evaluation (None: all)"))
-    train_limit: int | None = dataclasses.field(default=None, metadata=_help(
-        "use the first N train images (None: all)"))
-    seed: int = dataclasses.field(default=0, metadata=_help(
-        "seed of λ's init, data order, transformations"))  # fmt: skip
+    model: str = setting("ViT-B/32",
+        "as in experiments.clip_zeroshot (a paper name, hub id, directory or tiny-random)")
+    dataset: str = setting("cifar100", f"one of {DATASETS}")
+    train_split: str = setting("train", "tfds training split")
+    test_split: str = setting("test", "tfds test split")
+    group: str = setting("rot90", f"one of {GROUPS}")
+    method: str = setting("finetuned_lambda_equitune", f"one of {METHODS}")
+    lambda_features: str = setting("own",
+        "λ reads the finetuned tower's own features, or a frozen pretrained copy's")
+    lambda_trainable: bool = setting(False, "train λ in stage 2 too")
+    stage1_steps: int = setting(2000, "stage 1 steps (λ only, CLIP frozen)")
+    stage2_steps: int = setting(4000, "stage 2 steps (CLIP image tower)")
+    lr_lambda: float = setting(0.33, "stage 1 SGD lr")
+    lr_model: float = setting(5e-6, "stage 2 SGD lr")
+    batch_size: int = setting(32, "images per step")
+    eval_every: int = setting(500, "steps between test evaluations")
+    eval_limit: int | None = setting(None, "test images per evaluation (None: all)")
+    train_limit: int | None = setting(None, "use the first N train images (None: all)")
+    seed: int = setting(0, "seed of λ's init, data order, transformations")
 
     def __post_init__(self) -> None:
         for name, allowed in (("dataset", DATASETS), ("group", GROUPS), ("method", METHODS),
                               ("lambda_features", LAMBDA_FEATURES)):  # fmt: skip
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"unknown {name} {getattr(self, name)!r} "
-                                 f"(--{name.replace('_', '-')}); choose from {list(allowed)}")
+            check_choice(name, getattr(self, name), allowed)
         if self.method != "finetuned_lambda_equitune":
             object.__setattr__(self, "stage1_steps", 0)
         if min(self.stage1_steps, self.stage2_steps) < 0 or self.eval_every < 1 or (

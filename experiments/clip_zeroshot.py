@@ -53,9 +53,11 @@ from experiments._cli import (
     OFFLINE_CLIP,
     ArgumentParser,
     ScriptError,
+    check_choice,
     cli,
     load_clip,
     new_spelling,
+    setting,
     setup_logging,
     split_commas,
     tfds_splits,
@@ -76,47 +78,32 @@ OLD_PROXIES = {"maxprob": "neg_max_probability", "maxscore": "neg_max_score"}
 log = logging.getLogger("experiments.clip_zeroshot")
 
 
-def _help(text: str) -> dict:
-    return {"help": text}
-
-
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Settings that shape the results of one run (frozen; presets :meth:`paper`, :meth:`quick`)."""
 
-    model: str = dataclasses.field(default="ViT-B/32", metadata=_help(
-        "ViT-B/32, ViT-B/16, RN50, RN101, a HF/OpenCLIP hub id or directory, or tiny-random"))
-    dataset: str = dataclasses.field(default="cifar100", metadata=_help(f"one of {DATASETS}"))
-    templates: str | None = dataclasses.field(default=None, metadata=_help(
-        f"template set {TEMPLATE_SETS} (None: the dataset's own)"))
-    groups: tuple[str, ...] = dataclasses.field(default=("rot90", "flip"), metadata=_help(
-        f"test-time transformation groups, from {GROUPS} (space or comma separated)"))
-    methods: tuple[str, ...] = dataclasses.field(default=METHODS, metadata=_help(
-        f"methods, from {METHODS} (lambda_equitune needs --lambda-params)"))
-    proxy: str = dataclasses.field(default="neg_max_probability", metadata=_help(
-        f"equizero proxy loss (equijax.proxies), one of {PROXIES}"))
-    batch_size: int = dataclasses.field(default=32, metadata=_help("images per batch"))
-    limit: int | None = dataclasses.field(default=None, metadata=_help(
-        "evaluate the first N test images (None: all)"))
-    seed: int = dataclasses.field(default=0, metadata=_help(
-        "seed of the per-image transformations"))  # fmt: skip
+    model: str = setting("ViT-B/32",
+        "ViT-B/32, ViT-B/16, RN50, RN101, a HF/OpenCLIP hub id or directory, or tiny-random")
+    dataset: str = setting("cifar100", f"one of {DATASETS}")
+    templates: str | None = setting(None, f"template set {TEMPLATE_SETS} (None: the dataset's own)")
+    groups: tuple[str, ...] = setting(("rot90", "flip"),
+        f"test-time transformation groups, from {GROUPS} (space or comma separated)")
+    methods: tuple[str, ...] = setting(METHODS,
+        f"methods, from {METHODS} (lambda_equitune needs --lambda-params)")
+    proxy: str = setting("neg_max_probability",
+        f"equizero proxy loss (equijax.proxies), one of {PROXIES}")
+    batch_size: int = setting(32, "images per batch")
+    limit: int | None = setting(None, "evaluate the first N test images (None: all)")
+    seed: int = setting(0, "seed of the per-image transformations")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dataset", self.dataset.lower().replace("-", "_"))
-        if self.dataset not in DATASETS:
-            raise ValueError(f"unknown dataset {self.dataset!r} (--dataset); choose from "
-                             f"{list(DATASETS)}")  # fmt: skip
-        if self.templates is not None and self.templates not in TEMPLATE_SETS:
-            raise ValueError(f"unknown templates {self.templates!r} (--templates); choose from "
-                             f"{list(TEMPLATE_SETS)}")  # fmt: skip
-        for name, values, allowed in (("groups", self.groups, GROUPS),
-                                      ("methods", self.methods, METHODS)):  # fmt: skip
-            bad = [v for v in values if v not in allowed]
-            if bad or not values:
-                raise ValueError(f"unknown or no {name} {bad} (--{name}); choose from "
-                                 f"{list(allowed)}")  # fmt: skip
-        if self.proxy not in PROXIES:
-            raise ValueError(f"unknown proxy {self.proxy!r} (--proxy); choose from {list(PROXIES)}")
+        check_choice("dataset", self.dataset, DATASETS)
+        if self.templates is not None:
+            check_choice("templates", self.templates, TEMPLATE_SETS)
+        check_choice("groups", self.groups, GROUPS)
+        check_choice("methods", self.methods, METHODS)
+        check_choice("proxy", self.proxy, PROXIES)
         if self.batch_size < 1:
             raise ValueError("batch_size (--batch-size) must be >= 1")
 

