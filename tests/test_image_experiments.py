@@ -166,6 +166,33 @@ def test_clip_finetune_fingerprint_covers_every_result_shaping_setting():
     assert clip_finetune.fingerprint_settings(base, None, False) != ref
 
 
+def test_no_experiment_imports_another_and_clip_helpers_live_in_the_library():
+    import ast
+    import pathlib
+
+    from experiments import _cli, clip_finetune, clip_zeroshot
+
+    root = pathlib.Path(__file__).resolve().parents[1] / "experiments"
+    for path in root.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                parts = name.split(".")
+                if parts[0] == "experiments" and len(parts) > 1:
+                    assert parts[1].startswith("_"), f"{path.name} imports {name}"
+    # the CLIP scripts load and classify through equijax.models.clip.zoo (as the tests do)
+    for script in (clip_zeroshot, clip_finetune):
+        assert not hasattr(script, "build_classifier") and not hasattr(script, "MODELS")
+        assert script.load_clip is _cli.load_clip
+    with pytest.raises(_cli.ScriptError, match="cannot load CLIP 'ViT-B/32'"):
+        _cli.load_clip("ViT-B/32", "unused")  # the test session is offline (HF_HUB_OFFLINE=1)
+
+
 @pytest.mark.slow
 def test_clip_finetune_trains_resumes_and_rejects_other_checkpoints(
     tiny_clip_dir, tmp_path, capsys
