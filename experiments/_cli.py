@@ -212,3 +212,13 @@ def check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
     if bad or not values:
         raise ValueError(f"unknown {name} {bad or value!r} (--{name.replace('_', '-')}); choose "
                          f"from {list(allowed)}")  # fmt: skip
+
+
+def shared_data_dir(name: str) -> Any:
+    """``$EQUIJAX_SHARED_DATA/<name>``, else ``<repository>/../shared/data/<name>``."""
+    import os
+    from pathlib import Path
+
+    root = os.environ.get("EQUIJAX_SHARED_DATA")
+    base = Path(root) if root else Path(__file__).resolve().parents[2] / "shared" / "data"
+    return base / name

@@ -56,7 +56,13 @@ from typing import Any
 import numpy as np
 
 from experiments import _config
-from experiments._cli import ArgumentParser, new_spelling, setting, split_commas
+from experiments._cli import (
+    ArgumentParser,
+    new_spelling,
+    setting,
+    shared_data_dir,
+    split_commas,
+)
 
 METHODS = (
     "pretrained", "equitune_c4", "equitune_c8", "equizero_c8", "lambda_equitune_c8",
@@ -123,12 +129,6 @@ class Config:
         return cls(**{**base, **kw})
 
 
-def default_mnist_dir() -> Path:
-    root = os.environ.get("EQUIJAX_SHARED_DATA")
-    base = Path(root) if root else Path(__file__).resolve().parents[2] / "shared" / "data"
-    return base / "mnist"
-
-
 # ----------------------------------------------------------------------------- data
 
 
@@ -143,7 +143,7 @@ def load_data(cfg: Config) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
     x = x[order].reshape(-1, 28, 28, 1).astype(np.uint8)
     y = y[order].astype(np.int32)
     try:
-        test = images.mnist_source(cfg.mnist_dir or default_mnist_dir(), "t10k")
+        test = images.mnist_source(cfg.mnist_dir or shared_data_dir("mnist"), "t10k")
         xt, yt = test.images, np.asarray(test.labels, np.int32)
         desc = "official MNIST test set (10,000 digits)"
     except FileNotFoundError:
