@@ -181,22 +181,22 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
         p.error(str(err))
 
 
-def _sources(cfg: Config, opts: argparse.Namespace, prep: Any) -> tuple[Any, Any]:
+def _sources(cfg: Config, flags: argparse.Namespace, prep: Any) -> tuple[Any, Any]:
     from equijax.data import images
 
     def load(split: str, limit: int | None) -> Any:
-        src = images.tfds_source(cfg.dataset, split, data_dir=opts.data_dir)
+        src = images.tfds_source(cfg.dataset, split, data_dir=flags.data_dir)
         n = min(len(src), limit or len(src))
-        if opts.mock_data or n < len(src):  # materialise (mock data must be read in context)
+        if flags.mock_data or n < len(src):  # materialise (mock data must be read in context)
             return images.ArraySource(
                 *_materialise(src, n, prep), getattr(src, "class_names", None)
             )
         return src
 
-    mock = max(cfg.train_limit or 64, 64) if opts.mock_data else None
+    mock = max(cfg.train_limit or 64, 64) if flags.mock_data else None
     splits = ((cfg.train_split, cfg.train_limit), (cfg.test_split, cfg.eval_limit))
     train, test = tfds_splits(cfg.dataset, load, splits,
-                              data_dir=opts.data_dir, offline_fix=OFFLINE_CLIP,
+                              data_dir=flags.data_dir, offline_fix=OFFLINE_CLIP,
                               mock_examples=mock)  # fmt: skip
     return train, test
 
@@ -221,22 +221,22 @@ def main(argv: list[str] | None = None) -> dict:
     from equijax.models.clip import zoo
     from equijax.training import resume_or_start
 
-    cfg, opts = parse_args(argv)
+    cfg, flags = parse_args(argv)
     from equijax.training import parallel
 
-    parallel.initialize_distributed(opts.distributed)  # before anything touches devices
+    parallel.initialize_distributed(flags.distributed)  # before anything touches devices
     setup_logging("experiments")
-    opts.out.mkdir(parents=True, exist_ok=True)
+    flags.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    mesh = _mesh(cfg, opts)
-    model, params, tok_src = load_clip(cfg.model, opts.out)
+    mesh = _mesh(cfg, flags)
+    model, params, tok_src = load_clip(cfg.model, flags.out)
     classifier, _ = zoo.zero_shot_head(model, params, tok_src, cfg.dataset)
     size = model.image_size
 
     def to_uint8_square(im: np.ndarray) -> np.ndarray:  # shortest side -> size, centre crop
         return preprocess.center_crop(preprocess.resize_shortest_edge(im, size), size)
 
-    train_src, test_src = _sources(cfg, opts, to_uint8_square)
+    train_src, test_src = _sources(cfg, flags, to_uint8_square)
     mean = jnp.asarray(preprocess.CLIP_MEAN)
     std = jnp.asarray(preprocess.CLIP_STD)
 
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> dict:
     lam_net = ej.LambdaNet()
     d = zoo.feature_dim(model, params)
     orbit = None  # the orbit split over --group-devices devices of the mesh
-    if mesh is not None and opts.group_devices:
+    if mesh is not None and flags.group_devices:
         orbit = parallel.orbit_spec_sharding(mesh)
     frozen = params  # the pretrained tower, for --lambda-features frozen (no copy: immutable)
 
@@ -341,7 +341,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     # ---- checkpoints (equijax.training: settings fingerprint, history, fallback), resume
     total = sum(n for _, n in stages)
-    settings = fingerprint_settings(cfg, opts.data_dir, opts.mock_data)
+    settings = fingerprint_settings(cfg, flags.data_dir, flags.mock_data)
 
     def stage_of(step: int) -> int:  # the stage whose optimiser state a checkpoint holds
         return 1 if 0 < step <= cfg.stage1_steps else 2
@@ -349,8 +349,8 @@ def main(argv: list[str] | None = None) -> dict:
     def target(step: int) -> dict:
         return {"state": state, "opt_state": opts[stage_of(step) if step else 1].init(state)}
 
-    run = resume_or_start(opts.out / "checkpoints", settings, target,
-                          resume=not opts.no_resume, hint=RESUME_HINT)  # fmt: skip
+    run = resume_or_start(flags.out / "checkpoints", settings, target,
+                          resume=not flags.no_resume, hint=RESUME_HINT)  # fmt: skip
     start = run.step
     if start > total:
         run.close()
@@ -405,27 +405,27 @@ def main(argv: list[str] | None = None) -> dict:
                         curve.append([s, evaluate(state)])
                         log.info("step %d (stage %d): test top-1 %.2f%%", s, stage, curve[-1][1])
                         run.save(s, {"state": state, "opt_state": opt_state}, history())
-                        _write(cfg, opts.out, curve, losses, t0, n_test)
+                        _write(cfg, flags.out, curve, losses, t0, n_test)
                     if s >= last:
                         break
             resumed_opt = None
     bar.close()
-    (opts.out / f"lambda_{cfg.group}.msgpack").write_bytes(
+    (flags.out / f"lambda_{cfg.group}.msgpack").write_bytes(
         flax.serialization.msgpack_serialize(jax.device_get(state["lam"]))
     )
-    return _write(cfg, opts.out, curve, losses, t0, n_test)
+    return _write(cfg, flags.out, curve, losses, t0, n_test)
 
 
-def _mesh(cfg: Config, opts: argparse.Namespace) -> Any:
+def _mesh(cfg: Config, flags: argparse.Namespace) -> Any:
     """The ``("group", "batch")`` device mesh, or ``None`` for the default one-device run."""
-    if opts.devices is None and opts.group_devices is None and not opts.distributed:
+    if flags.devices is None and flags.group_devices is None and not flags.distributed:
         return None
     import jax
 
     from equijax.training import parallel
 
     try:
-        mesh = parallel.data_mesh(opts.devices, opts.group_devices or 1)
+        mesh = parallel.data_mesh(flags.devices, flags.group_devices or 1)
     except ValueError as e:
         raise ScriptError(str(e), "pass other --devices / --group-devices") from None
     if cfg.batch_size % mesh.shape["batch"]:

@@ -252,19 +252,19 @@ def main(argv: list[str] | None = None) -> dict:
     from equijax.data import images
     from equijax.models.clip import zoo
 
-    cfg, opts = parse_args(argv)
+    cfg, flags = parse_args(argv)
     setup_logging("experiments")
 
     def read(split: str) -> Any:  # mock data must be materialised inside its context
-        src = images.tfds_source(cfg.dataset, split, data_dir=opts.data_dir)
-        return images.subset(src, range(len(src))) if opts.mock_data else src
+        src = images.tfds_source(cfg.dataset, split, data_dir=flags.data_dir)
+        return images.subset(src, range(len(src))) if flags.mock_data else src
 
-    mock = (cfg.limit or 64) if opts.mock_data else None
-    (source,) = tfds_splits(cfg.dataset, read, (("test",),), data_dir=opts.data_dir,
+    mock = (cfg.limit or 64) if flags.mock_data else None
+    (source,) = tfds_splits(cfg.dataset, read, (("test",),), data_dir=flags.data_dir,
                             offline_fix=OFFLINE_CLIP, mock_examples=mock)  # fmt: skip
-    opts.out.mkdir(parents=True, exist_ok=True)
+    flags.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    model, params, tok_src = load_clip(cfg.model, opts.out)
+    model, params, tok_src = load_clip(cfg.model, flags.out)
     classifier, n_templates = zoo.zero_shot_head(model, params, tok_src, cfg.dataset,
                                                  templates=cfg.templates)  # fmt: skip
     n = min(len(source), cfg.limit or len(source))
@@ -273,11 +273,11 @@ def main(argv: list[str] | None = None) -> dict:
     log.info("%s on %s: %d test images, %d templates", cfg.model, cfg.dataset, n, n_templates)
 
     sharding = None
-    if opts.group_devices is not None:
+    if flags.group_devices is not None:
         import equijax as ej
 
-        sharding = ej.orbit_sharding(group_devices=opts.group_devices)
-        batch_devices = len(jax.devices()) // opts.group_devices
+        sharding = ej.orbit_sharding(group_devices=flags.group_devices)
+        batch_devices = len(jax.devices()) // flags.group_devices
         if cfg.batch_size % batch_devices:
             raise ScriptError(
                 f"--batch-size {cfg.batch_size} must be divisible by the {batch_devices} devices "
@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> dict:
         group = images.transform_group(gname)
         fns = logits_fns(model, group, cfg.proxy, sharding)
         try:
-            lam_params[gname] = load_lambda(opts.lambda_params, gname)
+            lam_params[gname] = load_lambda(flags.lambda_params, gname)
         except FileNotFoundError as err:
             raise ScriptError(str(err), "train λ first with python -m experiments.clip_finetune "
                               "--group " + gname + ", or leave out --lambda-params") from err
@@ -323,9 +323,9 @@ def main(argv: list[str] | None = None) -> dict:
     res = {"model": cfg.model, "dataset": cfg.dataset, "n_images": n, "templates": n_templates,
            "proxy": cfg.proxy, "feature_dim": d, "seed": cfg.seed, "accuracy": acc,
            "config": dataclasses.asdict(cfg), "devices": len(jax.devices()),
-           "group_devices": opts.group_devices,
+           "group_devices": flags.group_devices,
            "wall_seconds": round(time.time() - t0, 1)}  # fmt: skip
-    (opts.out / "results.json").write_text(json.dumps(res, indent=1))
+    (flags.out / "results.json").write_text(json.dumps(res, indent=1))
     lines = [f"# CLIP zero-shot: {cfg.model} on {cfg.dataset} ({n} images, {n_templates} "
              "templates)", "", "| transform | method | top-1 % | top-5 % |",
              "| --- | --- | ---: | ---: |"]  # fmt: skip
@@ -333,10 +333,10 @@ def main(argv: list[str] | None = None) -> dict:
         for m, v in r.items():
             lines.append(f"| {g} | {LABELS[m]} | {v['top1']:.2f} | {v['top5']:.2f} |")
     md = "\n".join(lines) + "\n"
-    (opts.out / "results.md").write_text(md)
-    _figure(res, opts.out / "accuracy.png")
+    (flags.out / "results.md").write_text(md)
+    _figure(res, flags.out / "accuracy.png")
     print(md)
-    print(f"wrote {opts.out}/results.json, results.md, accuracy.png ({res['wall_seconds']} s)")
+    print(f"wrote {flags.out}/results.json, results.md, accuracy.png ({res['wall_seconds']} s)")
     return res
 
 
