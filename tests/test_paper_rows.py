@@ -72,7 +72,7 @@ def test_equilm_averages_inverse_mapped_next_token_logits():
 
 
 def test_equizero_maxprob_proxy_picks_the_most_confident_branch():
-    # clip_zeroshot --proxy maxprob (default) and cnn_rot90 equizero_maxprob: the branch with
+    # clip_zeroshot --proxy neg_max_probability (default) and cnn_rot90 equizero: the branch with
     # the *highest* max probability (argmin of −max p), not argmin of confidence (reference bug).
     G = ej.groups.rot90()
     x = jnp.zeros((1, 2, 2, 1)).at[0, 0, 0, 0].set(1.0)
