@@ -84,7 +84,8 @@ def bench_gpt2(torch, transformers, batch, seq, new_tokens, repeats, tmp):
     pt = transformers.GPT2LMHeadModel(cfg).eval()
     path = pathlib.Path(tmp) / "gpt2"
     pt.save_pretrained(path)
-    model, params = gpt2.from_pretrained(path)
+    model, variables = gpt2.from_pretrained(path)
+    params = variables["params"]
     rows = []
     ids = np.random.default_rng(0).integers(0, cfg.vocab_size, size=(batch, seq))
     ids_t = torch.from_numpy(ids)
