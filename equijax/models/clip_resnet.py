@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from equijax.models import _convert
+from equijax.models._attention import attend
 from equijax.models.clip import CLIPBase, CLIPTextConfig, CLIPTextTransformer, check_images
 
 __all__ = [
@@ -204,10 +205,7 @@ class _AttentionPool2d(nn.Module):
             return y.reshape(b, inputs.shape[1], self.num_heads, d)
 
         q = proj("q_proj", x[:, :1])  # only the mean token's output is used
-        k, v = proj("k_proj", x), proj("v_proj", x)
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q * (d**-0.5), k).astype(jnp.float32)
-        weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-        out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, self.embed_dim)
+        out = attend(q, proj("k_proj", x), proj("v_proj", x)).reshape(b, self.embed_dim)
         return nn.Dense(self.output_dim, dtype=self.dtype, name="c_proj")(out)
 
 

@@ -60,4 +60,4 @@ from equijax.models.gpt2.generation import *  # noqa: F403
 from equijax.models.gpt2.model import *  # noqa: F403
 from equijax.models.gpt2.tokenizer import *  # noqa: F403
 
-__all__ = sorted([*model.__all__, *generation.__all__, *convert.__all__, *tokenizer.__all__])
+__all__ = [*model.__all__, *generation.__all__, *convert.__all__, *tokenizer.__all__]

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from equijax.models._activations import ACTIVATIONS, check_activation
+from equijax.models._ids import check_id_range
 
 __all__ = ["GPT2Config", "GPT2LMHeadModel", "KVCache", "init_cache"]
 
@@ -282,14 +283,10 @@ def _check_ids(input_ids: Any, cfg: GPT2Config, *, extra: int) -> None:
             f"{what} exceeds the position table (n_positions={cfg.n_positions}); shorten the "
             "prompt or generate fewer tokens"
         )
-    if _is_concrete(input_ids) and shape[0] * shape[1] > 0:
-        arr = np.asarray(input_ids)
-        lo, hi = int(arr.min()), int(arr.max())
-        if lo < 0 or hi >= cfg.vocab_size:
-            raise ValueError(
-                f"input_ids must lie in [0, vocab_size={cfg.vocab_size}), got values in "
-                f"[{lo}, {hi}]; was the prompt tokenised with a different vocabulary?"
-            )
+    check_id_range(
+        input_ids, cfg.vocab_size, name="input_ids",
+        hint="was the prompt tokenised with a different vocabulary?",
+    )  # fmt: skip
 
 
 def init_cache(
