@@ -99,6 +99,7 @@ def step_fn(model: GPT2LMHeadModel):
     (:mod:`equijax._src.decoding`); vmap it over a group axis of caches for EquiLM-style decoding.
 
     Examples:
+        >>> from equijax.models.gpt2 import GPT2Config
         >>> m = GPT2LMHeadModel(GPT2Config(vocab_size=10, n_positions=8, n_embd=4, n_layer=1,
         ...                                n_head=2))
         >>> params = jax.jit(m.init)(jax.random.key(0), jnp.zeros((1, 1), jnp.int32))["params"]
