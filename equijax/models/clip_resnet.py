@@ -40,7 +40,8 @@ import numpy as np
 
 from equijax.models import _convert
 from equijax.models._attention import attend
-from equijax.models.clip import CLIPBase, CLIPTextConfig, CLIPTextTransformer, check_images
+from equijax.models.clip import CLIPBase, CLIPTextConfig, check_images
+from equijax.models.clip.model import _CLIPShell
 
 __all__ = [
     "CLIPResNet",
@@ -236,7 +237,10 @@ class ModifiedResNet(nn.Module):
         )(x)
 
 
-class CLIPResNetModule(nn.Module):
+_LOGIT_SCALE_INIT = float(np.log(1 / 0.07))  # OpenAI's initial temperature 0.07
+
+
+class CLIPResNetModule(_CLIPShell):
     """Flax linen shell: ``visual`` (ModifiedResNet), ``text_model``, ``text_projection``,
     ``logit_scale``. Prefer the functional wrapper :class:`CLIPResNet`."""
 
@@ -246,18 +250,10 @@ class CLIPResNetModule(nn.Module):
     def setup(self):
         c = self.config
         self.visual = ModifiedResNet(c, self.dtype)
-        self.text_model = CLIPTextTransformer(c.text, self.dtype)
-        self.text_projection = nn.Dense(c.embed_dim, use_bias=False, dtype=self.dtype)
-        self.logit_scale = self.param("logit_scale", nn.initializers.constant(np.log(1 / 0.07)), ())
+        self._setup_text(c.text, c.embed_dim, _LOGIT_SCALE_INIT)
 
     def encode_image(self, images: jax.Array) -> jax.Array:
         return self.visual(images)
-
-    def encode_text(self, ids: jax.Array) -> jax.Array:
-        return self.text_projection(self.text_model(ids))
-
-    def __call__(self, images: jax.Array, ids: jax.Array) -> tuple[jax.Array, jax.Array]:
-        return self.encode_image(images), self.encode_text(ids)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -273,7 +269,7 @@ class CLIPResNet(CLIPBase):
     dtype: Any = None
     module_class: ClassVar[type[nn.Module]] = CLIPResNetModule
     num_channels: ClassVar[int] = 3
-    logit_scale_init: ClassVar[float] = float(np.log(1 / 0.07))
+    logit_scale_init: ClassVar[float] = _LOGIT_SCALE_INIT
 
     @property
     def image_size(self) -> int:

@@ -355,7 +355,24 @@ class _VisionEmbeddings(nn.Module):
         return x + pos(jnp.arange(c.num_positions))[None]
 
 
-class CLIPModule(nn.Module):
+class _CLIPShell(nn.Module):
+    """What the linen shells of both CLIP families share: the text tower ``text_model``, its
+    projection ``text_projection`` and ``logit_scale``. A subclass's ``setup`` builds the image
+    side, calls :meth:`_setup_text` and defines ``encode_image``."""
+
+    def _setup_text(self, text: CLIPTextConfig, embed_dim: int, logit_scale_init: float) -> None:
+        self.text_model = CLIPTextTransformer(text, self.dtype)
+        self.text_projection = nn.Dense(embed_dim, use_bias=False, dtype=self.dtype)
+        self.logit_scale = self.param("logit_scale", nn.initializers.constant(logit_scale_init), ())
+
+    def encode_text(self, ids: jax.Array) -> jax.Array:
+        return self.text_projection(self.text_model(ids))
+
+    def __call__(self, images: jax.Array, ids: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return self.encode_image(images), self.encode_text(ids)
+
+
+class CLIPModule(_CLIPShell):
     """Flax linen shell holding both towers, the projections and ``logit_scale``.
 
     Prefer the functional wrapper :class:`CLIP`; this module is what it applies.
@@ -366,25 +383,15 @@ class CLIPModule(nn.Module):
 
     def setup(self):
         c = self.config
-        self.text_model = CLIPTextTransformer(c.text, self.dtype)
         self.vision_model = CLIPVisionTransformer(c.vision, self.dtype)
         self.visual_projection = nn.Dense(c.projection_dim, use_bias=False, dtype=self.dtype)
-        self.text_projection = nn.Dense(c.projection_dim, use_bias=False, dtype=self.dtype)
-        self.logit_scale = self.param(
-            "logit_scale", nn.initializers.constant(c.logit_scale_init_value), ()
-        )
+        self._setup_text(c.text, c.projection_dim, c.logit_scale_init_value)
 
     def encode_image(self, images: jax.Array) -> jax.Array:
         return self.visual_projection(self.vision_model(images))
 
-    def encode_text(self, ids: jax.Array) -> jax.Array:
-        return self.text_projection(self.text_model(ids))
-
     def get_logit_scale(self) -> jax.Array:
         return self.logit_scale
-
-    def __call__(self, images: jax.Array, ids: jax.Array) -> tuple[jax.Array, jax.Array]:
-        return self.encode_image(images), self.encode_text(ids)
 
 
 # ----------------------------------------------------------------------------- functional API
