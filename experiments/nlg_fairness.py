@@ -66,7 +66,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         model_ref = args.model
         model_dir = pathlib.Path(args.model) if pathlib.Path(args.model).is_dir() else None
     try:
-        model, params = gpt2.from_pretrained(model_ref)
+        model, variables = gpt2.from_pretrained(model_ref)
+        params = variables["params"]
         tokenizer = gpt2.load_tokenizer(model_ref)
     except OSError as err:
         raise ScriptError(

@@ -251,7 +251,8 @@ def test_tiny_random_gpt2_with_real_tokenizer_works_offline(tmp_path, shared_dat
 
     directory = save_random_gpt2(tmp_path / "tiny", n_embd=16, n_layer=1, n_positions=32)
     assert is_random_model(directory)
-    model, params = gpt2.from_pretrained(directory)
+    model, variables = gpt2.from_pretrained(directory)
+    params = variables["params"]
     tok = gpt2.load_tokenizer(directory)
     words = groups.load_word_lists(shared_data / "nlg_fairness")
     dg = groups.demographic_group(tok, words["equality_word_sets"]["gender"],
