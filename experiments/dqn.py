@@ -152,6 +152,13 @@ class Config:
         return DQNConfig(total_steps=self.steps, learning_rate=self.lr, num_envs=self.num_envs,
                          buffer_size=max(self.steps, 1000))  # fmt: skip
 
+    def checkpoint_settings(self) -> dict:
+        """The fingerprint of the pretraining checkpoints: what shapes the pretrained networks
+        (environment, seeds, every :class:`~equijax.rl.DQNConfig` field), not the evaluation
+        settings (``episodes``, ``lambda_steps``, ``protocol``) nor ``--chunks`` / ``--out``."""
+        return {"experiment": "dqn", "env": self.env, "seeds": list(range(self.seeds)),
+                "dqn": dataclasses.asdict(self.dqn_config())}  # fmt: skip
+
 
 PRESETS = ("default", "paper", "quick")
 
@@ -169,7 +176,7 @@ def _plain_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--chunks", type=int, default=20, help="checkpoint / progress chunks (may change on resume)"
     )
-    p.add_argument("--out", type=Path, default=Path("runs/dqn"))
+    p.add_argument("--out", type=Path, default=Path("runs/dqn"), help="default runs/dqn")
     p.add_argument(
         "--no-resume",
         action="store_true",
@@ -447,9 +454,7 @@ def run(cfg: Config, *, out: Path = Path("runs/dqn"), resume: bool = True, chunk
     out = root / cfg.env
     out.mkdir(parents=True, exist_ok=True)
     seeds = list(range(cfg.seeds))
-    # What shapes the pretrained networks (not --chunks / --out / evaluation settings).
-    settings = {"experiment": "dqn", "env": cfg.env, "seeds": seeds,
-                "dqn": dataclasses.asdict(config)}  # fmt: skip
+    settings = cfg.checkpoint_settings()
 
     t0 = time.perf_counter()
     state, history, resumed_from = pretrain(

@@ -258,6 +258,25 @@ def test_cnn_rot90_rejects_bad_arguments():
         cnn_rot90.parse_args(["--backbone", "microsoft/resnet-18", "--dataset", "mnist"])
 
 
+def test_cnn_rot90_presets_and_old_method_names():
+    from experiments import cnn_rot90
+
+    cfg, args = cnn_rot90.parse_args([])
+    assert (cfg.backbone, cfg.dataset, cfg.seeds, cfg.epochs, cfg.n_test) == ("small", "mnist", 3,
+                                                                              10, None)  # fmt: skip
+    assert cfg.methods == cnn_rot90.METHODS and args.preset == "default"
+    quick, _ = cnn_rot90.parse_args(["--quick", "--seeds", "1"])
+    assert (quick.seeds, quick.epochs, quick.n_test, quick.pretrain_epochs) == (1, 3, 2000, 8)
+    paper, _ = cnn_rot90.parse_args(["--preset", "paper"])
+    flags, _ = cnn_rot90.parse_args(["--backbone", "microsoft/resnet-18", "--dataset", "cifar10",
+                                     "--image-size", "224", "--head-init", "random"])  # fmt: skip
+    assert paper == flags
+    with pytest.warns(FutureWarning, match="is now spelled"):
+        old, _ = cnn_rot90.parse_args(["--methods", "vanilla,equizero_maxprob", "lambda_equitune"])
+    assert old.methods == ("pretrained", "equizero", "lambda_equitune")
+    assert set(cnn_rot90.LABELS) == set(cnn_rot90.METHODS)
+
+
 @pytest.mark.slow  # end-to-end: tens of seconds on 2 cores
 def test_table1_benchmark_reports_ratios_on_tiny_clip(capsys):
     from benchmarks import table1

@@ -309,3 +309,22 @@ def test_experiment_quick_runs_end_to_end_offline(tmp_path, shared_data):
     assert (tmp_path / "label_distributions.png").stat().st_size > 0
     counts = res["counts"]["gender/respect/pretrained"]
     assert sum(counts["man"].values()) == sum(counts["woman"].values()) == 3
+
+
+def test_experiment_presets_and_old_method_names_on_the_command_line():
+    from experiments import nlg_fairness
+
+    cfg, _ = nlg_fairness.parse_args([])
+    assert (cfg.model, cfg.n_samples, cfg.scorer, cfg.batch) == ("gpt2", 500, "vader", 50)
+    assert cfg.methods == decoding.METHODS and set(nlg_fairness.LABELS) == set(decoding.METHODS)
+    quick, _ = nlg_fairness.parse_args(["--quick", "--n-samples", "3"])
+    assert (quick.model, quick.n_samples, quick.batch) == ("random", 3, 3)
+    paper, _ = nlg_fairness.parse_args(["--preset", "paper"])
+    assert paper == nlg_fairness.parse_args(["--model", "gpt2", "--n-samples", "500",
+                                             "--scorer", "regard"])[0]  # fmt: skip
+    with pytest.warns(FutureWarning, match="is now spelled"):
+        old, _ = nlg_fairness.parse_args(["--methods", "gpt2", "equilm", "r-equilm", "equizero",
+                                          "r-equizero"])  # fmt: skip
+    assert old.methods == decoding.METHODS
+    with pytest.raises(SystemExit):
+        nlg_fairness.parse_args(["--methods", "median"])

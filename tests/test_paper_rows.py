@@ -103,6 +103,6 @@ def test_dqn_paper_protocol_constants():
     from experiments import dqn
 
     assert dqn.PAPER_STEPS == {"gridworld": 100_000, "cartpole": 100_000, "acrobot": 70_000}
-    a = dqn.parse_args(["--env", "acrobot", "--protocol", "paper"])
-    assert a.lr == 1e-4 and a.seeds == 5
+    cfg, _ = dqn.parse_args(["--env", "acrobot", "--protocol", "paper"])
+    assert cfg.lr == 1e-4 and cfg.seeds == 5 and cfg.steps == 70_000
     assert dqn.PAPER_METHODS == ("pretrained", "equitune", "equizero")
