@@ -46,15 +46,26 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from experiments._cli import RESUME_HINT, ScriptError, cli, require, setup_logging
-from experiments._common import parse_config, rename_methods, tfds_split
+from experiments._cli import (
+    RESUME_HINT,
+    ScriptError,
+    check_choice,
+    cli,
+    new_spelling,
+    require,
+    setting,
+    setup_logging,
+    shared_data_dir,
+    split_commas,
+    tfds_splits,
+)
+from experiments._common import parse_config
 
 METHODS = ("pretrained", "equitune", "equizero", "equizero_entropy", "lambda_equitune")
 #: Method names of earlier versions (accepted by ``--methods`` with a FutureWarning).
@@ -68,16 +79,6 @@ MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 log = logging.getLogger("experiments.cnn_rot90")
 
 
-def default_mnist_dir() -> Path:
-    root = os.environ.get("EQUIJAX_SHARED_DATA")
-    base = Path(root) if root else Path(__file__).resolve().parents[2] / "shared" / "data"
-    return base / "mnist"
-
-
-def _help(text: str) -> dict:
-    return {"help": text}
-
-
 @dataclasses.dataclass(frozen=True)
 class Config:
     """One run: backbone, data, methods and the probe's training budget.
@@ -86,36 +87,28 @@ class Config:
     :meth:`paper` (the paper's ResNet-18 on rotated CIFAR-10) and :meth:`quick`.
     """
 
-    backbone: str = dataclasses.field(
-        default="small",
-        metadata=_help("'small' (offline SmallCNN pretrained here) or an HF ResNet id/directory"),
+    backbone: str = setting(
+        "small", "'small' (offline SmallCNN pretrained here) or an HF ResNet id/directory"
     )
-    dataset: str = dataclasses.field(
-        default="mnist",
-        metadata=_help("mnist: offline digits; cifar10: tfds cifar10 (prepared tfds data_dir)"),
+    dataset: str = setting(
+        "mnist", "mnist: offline digits; cifar10: tfds cifar10 (prepared tfds data_dir)"
     )
-    image_size: int | None = dataclasses.field(
-        default=None, metadata=_help("resize images to this size for HF backbones (None: native)")
+    image_size: int | None = setting(
+        None, "resize images to this size for HF backbones (None: native)"
     )
-    methods: tuple[str, ...] = dataclasses.field(
-        default=METHODS, metadata=_help("methods (space- or comma-separated)")
+    methods: tuple[str, ...] = setting(METHODS, "methods (space- or comma-separated)")
+    seeds: int = setting(3, "seeds")
+    epochs: int = setting(10, "probe epochs")
+    n_train: int | None = setting(None, "probe training images (None: all)")
+    n_test: int | None = setting(None, "test images (None: all)")
+    batch_size: int = setting(64, "probe batch size")
+    lr: float = setting(1e-3, "SGD lr, momentum 0.9")
+    pretrain_epochs: int = setting(15, "epochs of SmallCNN pretraining on upright digits")
+    head_init: str = setting(
+        "pretrained",
+        "start the probe from the pretrained head (small backbone) or randomly ('random'; always "
+        "for HF backbones)",
     )
-    seeds: int = dataclasses.field(default=3, metadata=_help("seeds"))
-    epochs: int = dataclasses.field(default=10, metadata=_help("probe epochs"))
-    n_train: int | None = dataclasses.field(
-        default=None, metadata=_help("probe training images (None: all)")
-    )
-    n_test: int | None = dataclasses.field(default=None, metadata=_help("test images (None: all)"))
-    batch_size: int = dataclasses.field(default=64, metadata=_help("probe batch size"))
-    lr: float = dataclasses.field(default=1e-3, metadata=_help("SGD lr, momentum 0.9"))
-    pretrain_epochs: int = dataclasses.field(
-        default=15, metadata=_help("epochs of SmallCNN pretraining on upright digits")
-    )
-    head_init: str = dataclasses.field(
-        default="pretrained",
-        metadata=_help("start the probe from the pretrained head (small backbone) or randomly "
-                       "('random'; always for HF backbones)"),
-    )  # fmt: skip
 
     @classmethod
     def default(cls, **kw) -> Config:
@@ -135,15 +128,9 @@ class Config:
         return cls(**{"seeds": 2, "epochs": 3, "n_test": 2000, "pretrain_epochs": 8, **kw})
 
     def __post_init__(self) -> None:
-        bad = [m for m in self.methods if m not in METHODS]
-        if bad or not self.methods:
-            raise ValueError(f"unknown --methods {bad}; choose from {list(METHODS)}")
-        if self.dataset not in ("mnist", "cifar10"):
-            raise ValueError(f"--dataset must be 'mnist' or 'cifar10', got {self.dataset!r}")
-        if self.head_init not in ("pretrained", "random"):
-            raise ValueError(
-                f"--head-init must be 'pretrained' or 'random', got {self.head_init!r}"
-            )
+        check_choice("methods", self.methods, METHODS)
+        check_choice("dataset", self.dataset, ("mnist", "cifar10"))
+        check_choice("head_init", self.head_init, ("pretrained", "random"))
         if self.seeds < 1 or self.epochs < 0 or self.batch_size < 1:
             raise ValueError("--seeds and --batch-size must be >= 1, --epochs >= 0")
         if self.backbone != "small" and self.dataset == "mnist":
@@ -170,8 +157,7 @@ def _plain_flags(p: argparse.ArgumentParser) -> None:
 def _prepare(a: argparse.Namespace) -> dict:
     """``--methods a,b c``: commas separate too; old method names map to the new ones."""
     if a.methods is not None:
-        names = [m.strip() for v in a.methods for m in v.split(",") if m.strip()]
-        a.methods = list(rename_methods(names, RENAMED))
+        a.methods = tuple(new_spelling(m, RENAMED, "--methods") for m in split_commas(a.methods))
     return {}
 
 
@@ -196,7 +182,7 @@ def load_digits(cfg: Config, mnist_dir: Path | None = None) -> tuple[Any, Any, A
     x, y = mnist_data()
     x = x.reshape(-1, 28, 28).astype(np.uint8)
     order = np.random.default_rng(0).permutation(len(x))
-    mnist_dir = mnist_dir or default_mnist_dir()
+    mnist_dir = mnist_dir or shared_data_dir("mnist")
     try:
         test = images.mnist_source(mnist_dir, "t10k")
         pre, tr = order[:2500], order[2500:]
@@ -218,11 +204,14 @@ def load_cifar10(cfg: Config, data_dir: Any = None) -> tuple[Any, Any, str]:
     from equijax.data import images
 
     def take(split: str, n: int | None) -> Any:
-        src = tfds_split("cifar10", split, data_dir, "run the offline default (--dataset mnist)")
+        src = images.tfds_source("cifar10", split, data_dir=data_dir)
         idx = np.random.default_rng(0).permutation(len(src))[: n or len(src)]
         return images.subset(src, np.sort(idx))
 
-    return take("train", cfg.n_train), take("test", cfg.n_test), "CIFAR-10 test split"
+    train, test = tfds_splits("cifar10", take, (("train", cfg.n_train), ("test", cfg.n_test)),
+                              data_dir=data_dir,
+                              offline_fix="run the offline default (--dataset mnist)")  # fmt: skip
+    return train, test, "CIFAR-10 test split"
 
 
 # ----------------------------------------------------------------------------- backbones

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments._cli import RESUME_HINT, ScriptError, cli, setup_logging
+from experiments._cli import RESUME_HINT, ScriptError, check_choice, cli, setting, setup_logging
 from experiments._common import parse_config
 
 PAPER_STEPS = {"gridworld": 100_000, "cartpole": 100_000, "acrobot": 70_000}
@@ -77,27 +77,19 @@ class Config:
     """
 
     env: str = dataclasses.field(metadata={"help": "environment"})
-    protocol: str = dataclasses.field(
-        default="default",
-        metadata={"help": "'paper' (the paper's Fig. 2 protocol) or 'default' (this repository's)"},
+    protocol: str = setting(
+        "default", "'paper' (the paper's Fig. 2 protocol) or 'default' (this repository's)"
     )
-    steps: int = dataclasses.field(
-        default=PAPER_STEPS["gridworld"],
-        metadata={"help": "pretraining transitions per seed (presets scale with --env: "
-                          "100k/100k/70k, quick 30k/30k/20k for gridworld/cartpole/acrobot; "
-                          "shown: gridworld)"},
-    )  # fmt: skip
-    seeds: int = dataclasses.field(default=PAPER_SEEDS, metadata={"help": "number of seeds"})
-    episodes: int = dataclasses.field(
-        default=200, metadata={"help": "evaluation episodes per seed and method"}
+    steps: int = setting(
+        PAPER_STEPS["gridworld"],
+        "pretraining transitions per seed (presets scale with --env: 100k/100k/70k, quick "
+        "30k/30k/20k for gridworld/cartpole/acrobot; shown: gridworld)",
     )
-    lr: float = dataclasses.field(default=PAPER_LR, metadata={"help": "DQN learning rate"})
-    num_envs: int = dataclasses.field(
-        default=4, metadata={"help": "parallel environments per seed"}
-    )
-    lambda_steps: int = dataclasses.field(
-        default=2000, metadata={"help": "λ-net finetuning steps (default protocol)"}
-    )
+    seeds: int = setting(PAPER_SEEDS, "number of seeds")
+    episodes: int = setting(200, "evaluation episodes per seed and method")
+    lr: float = setting(PAPER_LR, "DQN learning rate")
+    num_envs: int = setting(4, "parallel environments per seed")
+    lambda_steps: int = setting(2000, "λ-net finetuning steps (default protocol)")
 
     @classmethod
     def default(cls, env: str, **kw) -> Config:
@@ -117,10 +109,8 @@ class Config:
         return cls(env=env, **kw)
 
     def __post_init__(self) -> None:
-        if self.env not in PAPER_STEPS:
-            raise ValueError(f"--env must be one of {list(PAPER_STEPS)}, got {self.env!r}")
-        if self.protocol not in ("default", "paper"):
-            raise ValueError(f"--protocol must be 'default' or 'paper', got {self.protocol!r}")
+        check_choice("env", self.env, tuple(PAPER_STEPS))
+        check_choice("protocol", self.protocol, ("default", "paper"))
         if self.seeds < 1:
             raise ValueError("--seeds must be >= 1")
         if self.num_envs < 1:

@@ -47,8 +47,8 @@ from equijax.models import gpt2
 from equijax.models.tiny import is_random_model
 from equijax.models.tiny import write_tiny_random_gpt2 as save_random_gpt2
 from equijax.nlg import decoding, groups, scorers
-from experiments._cli import ScriptError, cli, setup_logging
-from experiments._common import parse_config, rename_methods
+from experiments._cli import ScriptError, check_choice, cli, new_spelling, setting, setup_logging
+from experiments._common import parse_config
 
 #: The paper's model names (tables, figures) of the methods of :data:`equijax.nlg.METHODS`.
 LABELS = {
@@ -61,10 +61,6 @@ LABELS = {
 CONTEXT_TYPES = ("respect", "occupation")
 
 
-def _help(text: str) -> dict:
-    return {"help": text}
-
-
 @dataclasses.dataclass(frozen=True)
 class Config:
     """One run: model, scorer, the demographics and methods, and the sampling settings.
@@ -73,36 +69,23 @@ class Config:
     (the regard scorer of Sheng et al.) and :meth:`quick` (tiny random GPT-2, offline).
     """
 
-    model: str = dataclasses.field(
-        default="gpt2",
-        metadata=_help("hub id or local dir of a GPT-2 checkpoint, or 'random' for a tiny random "
-                       "GPT-2 with the real tokenizer"),
-    )  # fmt: skip
-    n_samples: int = dataclasses.field(
-        default=500, metadata=_help("samples per demographic and context type")
+    model: str = setting(
+        "gpt2",
+        "hub id or local dir of a GPT-2 checkpoint, or 'random' for a tiny random GPT-2 with the "
+        "real tokenizer",
     )
-    attributes: tuple[str, ...] = dataclasses.field(
-        default=groups.ATTRIBUTES, metadata=_help(f"from {' '.join(groups.ATTRIBUTES)}")
+    n_samples: int = setting(500, "samples per demographic and context type")
+    attributes: tuple[str, ...] = setting(groups.ATTRIBUTES, "demographic attributes")
+    context_types: tuple[str, ...] = setting(CONTEXT_TYPES, "context types")
+    methods: tuple[str, ...] = setting(decoding.METHODS, "sampling methods (equijax.nlg.METHODS)")
+    scorer: str = setting(
+        "vader", "'vader' (offline proxy), 'regard' (sasha/regardv3) or a local dir"
     )
-    context_types: tuple[str, ...] = dataclasses.field(
-        default=CONTEXT_TYPES, metadata=_help(f"from {' '.join(CONTEXT_TYPES)}")
-    )
-    methods: tuple[str, ...] = dataclasses.field(
-        default=decoding.METHODS, metadata=_help("sampling methods (equijax.nlg.METHODS)")
-    )
-    scorer: str = dataclasses.field(
-        default="vader",
-        metadata=_help("'vader' (offline proxy), 'regard' (sasha/regardv3) or a local dir"),
-    )
-    max_new_tokens: int = dataclasses.field(default=15, metadata=_help("new tokens per sample"))
-    top_k: int = dataclasses.field(default=40, metadata=_help("top-k sampling"))
-    beam_tokens: int = dataclasses.field(
-        default=5, metadata=_help("equizero: tokens per group element and round")
-    )
-    batch_size: int = dataclasses.field(
-        default=50, metadata=_help("prompts per sampling call (at most --n-samples)")
-    )
-    seed: int = dataclasses.field(default=0, metadata=_help("PRNG seed"))
+    max_new_tokens: int = setting(15, "new tokens per sample")
+    top_k: int = setting(40, "top-k sampling")
+    beam_tokens: int = setting(5, "equizero: tokens per group element and round")
+    batch_size: int = setting(50, "prompts per sampling call (at most --n-samples)")
+    seed: int = setting(0, "PRNG seed")
 
     @classmethod
     def default(cls, **kw: Any) -> Config:
@@ -120,14 +103,9 @@ class Config:
         return cls(**{"model": "random", "n_samples": 10, "batch_size": 10, **kw})
 
     def __post_init__(self) -> None:
-        for flag, values, allowed in (
-            ("--attributes", self.attributes, groups.ATTRIBUTES),
-            ("--context-types", self.context_types, CONTEXT_TYPES),
-            ("--methods", self.methods, decoding.METHODS),
-        ):
-            bad = [v for v in values if v not in allowed]
-            if bad or not values:
-                raise ValueError(f"invalid {flag} {bad}; choose from {list(allowed)}")
+        check_choice("attributes", self.attributes, groups.ATTRIBUTES)
+        check_choice("context_types", self.context_types, CONTEXT_TYPES)
+        check_choice("methods", self.methods, decoding.METHODS)
         if self.n_samples < 1 or self.batch_size < 1:
             raise ValueError("--n-samples and --batch-size must be >= 1")
 
@@ -355,7 +333,7 @@ def _plain_flags(p: argparse.ArgumentParser) -> None:
 def _prepare(a: argparse.Namespace) -> dict[str, Any]:
     """Old method names (``gpt2``, ``equilm`` ...) map to the new ones with a warning."""
     if a.methods is not None:
-        a.methods = list(rename_methods(a.methods, decoding.RENAMED))
+        a.methods = tuple(new_spelling(m, decoding.RENAMED, "--methods") for m in a.methods)
     return {}
 
 
