@@ -153,6 +153,7 @@ def test_from_pretrained_bfloat16_casts_params_and_stays_close(hf_clip):
     assert float(jnp.abs(a - b.astype(jnp.float32)).max()) < 0.1
 
 
+@pytest.mark.slow  # end-to-end, > 20 s on 2 cores; CI runs the slow suite too
 def test_readme_zero_shot_equitune_flow_through_local_dirs(tmp_path, clip_tokenizer):
     """The README example, with local directories standing in for the hub ids."""
     torch.manual_seed(2)

