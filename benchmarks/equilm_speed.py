@@ -133,7 +133,7 @@ def main(argv=None):
     ids = np.tile(np.asarray([prompt], np.int32), (args.batch, 1))
 
     def ours():
-        out = decoding.sample(model, params, ids, method="equilm", group=dg,
+        out = decoding.sample(model, params, ids, method="equitune", group=dg,
                               key=jax.random.key(1), max_new_tokens=n, top_k=k)  # fmt: skip
         return out.tokens.block_until_ready()
 

@@ -43,6 +43,21 @@ def _pair(torch, run_torch, run_jax, repeats: int):
     return smp["torch"].median, smp["jax"].median, ratio
 
 
+def _forward_row(torch, what, run_torch, run_jax, repeats: int) -> dict:
+    """One forward-pass row: JAX compile time (first call), max |JAX - torch| of the outputs,
+    and the interleaved timings of :func:`_pair`."""
+    t0 = time.perf_counter()
+    out = run_jax()
+    compile_s = time.perf_counter() - t0
+    with torch.no_grad():
+        ref = run_torch().numpy()
+    t_torch, t_jax, ratio = _pair(torch, run_torch, run_jax, repeats)
+    return {
+        "what": what, "torch": t_torch, "jax": t_jax, "ratio": ratio, "compile": compile_s,
+        "maxdiff": float(np.max(np.abs(np.asarray(out) - ref))),
+    }  # fmt: skip
+
+
 def bench_resnet(torch, transformers, name, kwargs, batch, repeats, tmp):
     import jax
     import jax.numpy as jnp
@@ -59,19 +74,10 @@ def bench_resnet(torch, transformers, name, kwargs, batch, repeats, tmp):
     x_t = torch.from_numpy(x)
     x_j = jnp.asarray(x.transpose(0, 2, 3, 1))
     fwd = jax.jit(lambda v, x: model.apply(v, x).logits)
-    t0 = time.perf_counter()
-    out = fwd(variables, x_j).block_until_ready()
-    compile_s = time.perf_counter() - t0
-    with torch.no_grad():
-        ref = pt(x_t).logits.numpy()
-    t_torch, t_jax, ratio = _pair(
-        torch, lambda: pt(x_t), lambda: fwd(variables, x_j).block_until_ready(), repeats
-    )
-    err = float(np.max(np.abs(np.asarray(out) - ref)))
-    return {
-        "what": f"{name} forward, batch {batch}x224x224",
-        "torch": t_torch, "jax": t_jax, "ratio": ratio, "compile": compile_s, "maxdiff": err,
-    }  # fmt: skip
+    return _forward_row(
+        torch, f"{name} forward, batch {batch}x224x224", lambda: pt(x_t).logits,
+        lambda: fwd(variables, x_j).block_until_ready(), repeats,
+    )  # fmt: skip
 
 
 def bench_gpt2(torch, transformers, batch, seq, new_tokens, repeats, tmp):
@@ -84,24 +90,15 @@ def bench_gpt2(torch, transformers, batch, seq, new_tokens, repeats, tmp):
     pt = transformers.GPT2LMHeadModel(cfg).eval()
     path = pathlib.Path(tmp) / "gpt2"
     pt.save_pretrained(path)
-    model, params = gpt2.from_pretrained(path)
-    rows = []
+    model, variables = gpt2.from_pretrained(path)
+    params = variables["params"]
     ids = np.random.default_rng(0).integers(0, cfg.vocab_size, size=(batch, seq))
     ids_t = torch.from_numpy(ids)
-    fwd = jax.jit(lambda p, i: model.apply({"params": p}, i)[0])
-    t0 = time.perf_counter()
-    out = fwd(params, ids).block_until_ready()
-    compile_s = time.perf_counter() - t0
-    with torch.no_grad():
-        ref = pt(ids_t).logits.numpy()
-    t_torch, t_jax, ratio = _pair(
-        torch, lambda: pt(ids_t), lambda: fwd(params, ids).block_until_ready(), repeats
-    )
-    rows.append({
-        "what": f"GPT-2 small forward, batch {batch}x{seq} tokens", "torch": t_torch,
-        "jax": t_jax, "ratio": ratio, "compile": compile_s,
-        "maxdiff": float(np.max(np.abs(np.asarray(out) - ref))),
-    })  # fmt: skip
+    fwd = jax.jit(lambda v, i: model.apply(v, i)[0])
+    rows = [_forward_row(
+        torch, f"GPT-2 small forward, batch {batch}x{seq} tokens", lambda: pt(ids_t).logits,
+        lambda: fwd(variables, ids).block_until_ready(), repeats,
+    )]  # fmt: skip
 
     prompt = ids[:, :8]
     prompt_t = torch.from_numpy(prompt)

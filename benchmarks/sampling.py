@@ -1,11 +1,11 @@
 """Cached GPT-2 sampling against the machine's matrix rate: plain, EquiLM and R-EquiLM.
 
 In one process: the dense float32 GEMM rate (a jitted 2048³ matmul, median of ``--repeats``),
-then the tokens/s of ``equijax.nlg.decoding.sample`` with methods ``gpt2`` (plain top-k
-sampling), ``equilm`` and ``r-equilm`` (|G| = 2, man ↔ woman) at batch 32, 64 and 128 (KV cache,
-one jitted program per call; compile excluded by a warm-up call). The three methods are
-interleaved round by round at each batch size (``--repeats`` rounds, default 5); the EquiLM /
-plain ratio is the median of the per-round ratios, with its min–max. It prints
+then the tokens/s of ``equijax.nlg.decoding.sample`` with methods ``pretrained`` (plain top-k
+sampling), ``equitune`` (EquiLM) and ``r_equitune`` (R-EquiLM; |G| = 2, man ↔ woman) at batch 32,
+64 and 128 (KV cache, one jitted program per call; compile excluded by a warm-up call). The
+three methods are interleaved round by round at each batch size (``--repeats`` rounds, default
+5); the EquiLM / plain ratio is the median of the per-round ratios, with its min–max. It prints
 
     FLOP utilisation = tokens/s × forward FLOPs per token ÷ GEMM FLOP/s,
     forward FLOPs per token = 2 × (non-embedding parameters + vocabulary × width),
@@ -33,7 +33,7 @@ from benchmarks.equilm_speed import _toy_group
 from equijax.models import gpt2
 from equijax.nlg import decoding
 
-METHODS = ("gpt2", "equilm", "r-equilm")
+METHODS = ("pretrained", "equitune", "r_equitune")
 
 
 def gemm_rate(repeats: int, n: int = 2048) -> float:
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
         smp = _timing.interleave({m: (lambda m=m: run(m)) for m in METHODS}, a.repeats)
         for m in METHODS:
             tps = b * n / smp[m].median
-            rel = _timing.pair_ratios(smp["gpt2"].wall, smp[m].wall)  # (tok/s) / plain (tok/s)
+            rel = _timing.pair_ratios(smp["pretrained"].wall, smp[m].wall)  # tok/s ÷ plain tok/s
             rows.append((b, m, tps, tps * flops_tok / gemm, rel))
     prof = None
     if a.profile:

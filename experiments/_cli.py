@@ -115,3 +115,110 @@ def require_tfds(name: str, data_dir: Any, offline_fix: str) -> None:
             f"prepare it once with network access (tfds build {name} --data_dir DIR) and pass "
             f"--data-dir DIR, or {offline_fix}",
         )
+
+
+# ----------------------------------------------------------------------------- shared by scripts
+# (names, the CLIP loader and tfds sources of the image scripts: clip_zeroshot, clip_finetune,
+# cnn_rot90)
+
+
+def split_commas(values: Any) -> tuple[str, ...] | None:
+    """``["a,b", "c"]`` -> ``("a", "b", "c")``: a tuple flag accepts ``a b`` and ``a,b`` alike."""
+    if values is None:
+        return None
+    if isinstance(values, str):
+        values = [values]
+    return tuple(v.strip() for item in values for v in str(item).split(",") if v.strip())
+
+
+def new_spelling(value: str, renames: dict[str, str], flag: str) -> str:
+    """``value`` in this round's spelling; an old one warns (``FutureWarning``) naming the new."""
+    import warnings
+
+    if value in renames:
+        warnings.warn(f"{flag} {value} is now spelled {renames[value]}; the old spelling will "
+                      "be removed", FutureWarning, stacklevel=2)  # fmt: skip
+        return renames[value]
+    return value
+
+
+def load_clip(name: str, out: Any) -> tuple[Any, Any, str]:
+    """:func:`equijax.models.clip.zoo.load` for ``--model``, plus ``tiny-random`` (a tiny random
+    CLIP written into ``<out>/tiny_clip``), with one-line failures naming the fix.
+
+    Returns ``(model, variables, tokenizer source)``.
+    """
+    from pathlib import Path
+
+    from equijax.models.clip import zoo
+
+    try:
+        if name == "tiny-random":
+            from equijax.models.tiny import write_tiny_random_clip
+
+            return zoo.load(write_tiny_random_clip(Path(out) / "tiny_clip"))
+        return zoo.load(name)
+    except ImportError as err:
+        raise ScriptError(f"--model {name} needs torch and transformers ({err})",
+                          "pip install 'equijax[test]'") from err  # fmt: skip
+    except OSError as err:
+        ident = zoo.PAPER_MODELS.get(name, name)
+        raise ScriptError(f"cannot load CLIP {name!r} ({ident}): not a local directory and the "
+                          "Hugging Face hub is unreachable or has no such id",
+                          OFFLINE_CLIP) from err  # fmt: skip
+
+
+def tfds_splits(
+    name: str,
+    read: Callable[..., Any],
+    splits: tuple[Any, ...],
+    *,
+    data_dir: Any,
+    offline_fix: str,
+    mock_examples: int | None = None,
+) -> list[Any]:
+    """``[read(*split) for split in splits]`` from tfds dataset ``name``, real or mock.
+
+    ``splits`` holds one tuple of ``read``'s arguments per split, e.g.
+    ``(("train", 256), ("test", 64))`` for ``read(split, limit)``. Real data
+    (``mock_examples=None``) is checked to be prepared first (:func:`require_tfds`: nothing is
+    downloaded, a missing dataset is one line naming ``--data-dir`` and ``offline_fix``);
+    otherwise ``tfds.testing.mock_data`` with ``mock_examples`` random examples per split, read
+    inside the mock's context (so ``read`` must materialise what it returns, e.g. with
+    :func:`equijax.data.images.subset`).
+    """
+    if mock_examples is None:
+        require_tfds(name, data_dir, offline_fix)
+        return [read(*split) for split in splits]
+    tfds = require("tensorflow_datasets", "pip install 'equijax[data]'", "--mock-data")
+    with tfds.testing.mock_data(num_examples=mock_examples):
+        return [read(*split) for split in splits]
+
+
+def setting(default: Any, help: str) -> Any:
+    """A ``Config`` field with its ``--help`` text (:mod:`experiments._config` shows it)."""
+    import dataclasses
+
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+def check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    """``ValueError`` naming the field, its flag and the choices unless ``value`` is allowed.
+
+    ``value`` may be a tuple (a tuple field): then every element must be allowed, and one at least.
+    """
+    values = value if isinstance(value, tuple) else (value,)
+    bad = [v for v in values if v not in allowed]
+    if bad or not values:
+        raise ValueError(f"unknown {name} {bad or value!r} (--{name.replace('_', '-')}); choose "
+                         f"from {list(allowed)}")  # fmt: skip
+
+
+def shared_data_dir(name: str) -> Any:
+    """``$EQUIJAX_SHARED_DATA/<name>``, else ``<repository>/../shared/data/<name>``."""
+    import os
+    from pathlib import Path
+
+    root = os.environ.get("EQUIJAX_SHARED_DATA")
+    base = Path(root) if root else Path(__file__).resolve().parents[2] / "shared" / "data"
+    return base / name

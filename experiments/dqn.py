@@ -18,6 +18,11 @@ averages; this protocol uses :data:`PAPER_EPISODES` = 100 per seed and method (a
 recorded as such in ``results.json``). ``--protocol default`` (the default) is this repository's
 own protocol: the same budget and seeds, 200 episodes, plus the λ-equitune row.
 
+One run is described by a :class:`Config` with presets ``default`` / ``paper`` / ``quick``
+(``--protocol paper`` is ``--preset paper``; ``--quick`` is ``--preset quick``); every field has
+an override flag (``--steps``, ``--seeds``, ``--episodes``, ``--lr``, ``--num-envs``,
+``--lambda-steps``) whose value under each preset ``--help`` shows.
+
 For every pair of methods the report gives the paired difference of per-seed mean returns (same
 network, same evaluation episodes) with a 95 % Student-t confidence interval over seeds, and says
 which orderings the intervals support (interval excludes 0).
@@ -38,7 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments._cli import RESUME_HINT, ArgumentParser, ScriptError, cli, setup_logging
+from experiments._cli import RESUME_HINT, ScriptError, check_choice, cli, setting, setup_logging
+from experiments._common import parse_config
 
 PAPER_STEPS = {"gridworld": 100_000, "cartpole": 100_000, "acrobot": 70_000}
 QUICK_STEPS = {"gridworld": 30_000, "cartpole": 30_000, "acrobot": 20_000}
@@ -47,6 +53,7 @@ QUICK_STEPS = {"gridworld": 30_000, "cartpole": 30_000, "acrobot": 20_000}
 #: 100 is our assumption, not the paper's number.
 PAPER_EPISODES = 100
 PAPER_SEEDS = 5
+PAPER_LR = 1e-4
 PAPER_METHODS = ("pretrained", "equitune", "equizero")
 LABELS = {
     "pretrained": "Pretrained",
@@ -56,70 +63,139 @@ LABELS = {
 }
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = ArgumentParser(
-        prog="python -m experiments.dqn",
-        description=__doc__.split("\n")[0],
+PAPER_FIXES = ("--protocol paper fixes the budget, lr and seeds: drop --quick / --steps / --lr / "
+               "--seeds (or use --protocol default)")  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """One run on one environment: the DQN pretraining budget and the zero-shot evaluation.
+
+    Presets (each takes ``env``): :meth:`default` (the paper's budget, this repository's
+    protocol with the λ-equitune row), :meth:`paper` (the paper's Fig. 2 protocol, zero-shot,
+    no λ-equitune row) and :meth:`quick` (a few minutes on a 2-core CPU).
+    """
+
+    env: str = dataclasses.field(metadata={"help": "environment"})
+    protocol: str = setting(
+        "default", "'paper' (the paper's Fig. 2 protocol) or 'default' (this repository's)"
     )
-    p.add_argument("--env", required=True, choices=["gridworld", "cartpole", "acrobot"])
-    p.add_argument("--quick", action="store_true", help="short run (a few minutes on CPU)")
+    steps: int = setting(
+        PAPER_STEPS["gridworld"],
+        "pretraining transitions per seed (presets scale with --env: 100k/100k/70k, quick "
+        "30k/30k/20k for gridworld/cartpole/acrobot; shown: gridworld)",
+    )
+    seeds: int = setting(PAPER_SEEDS, "number of seeds")
+    episodes: int = setting(200, "evaluation episodes per seed and method")
+    lr: float = setting(PAPER_LR, "DQN learning rate")
+    num_envs: int = setting(4, "parallel environments per seed")
+    lambda_steps: int = setting(2000, "λ-net finetuning steps (default protocol)")
+
+    @classmethod
+    def default(cls, env: str, **kw) -> Config:
+        """The paper's budget (steps, lr, seeds); 200 episodes; adds the λ-equitune row."""
+        return cls(env=env, **{"steps": PAPER_STEPS.get(env, 0), **kw})
+
+    @classmethod
+    def paper(cls, env: str, **kw) -> Config:
+        """The paper's Fig. 2 protocol: paper budget, zero-shot methods, assumed episodes."""
+        kw = {"steps": PAPER_STEPS.get(env, 0), "episodes": PAPER_EPISODES, **kw}
+        return cls(env=env, protocol="paper", **kw)
+
+    @classmethod
+    def quick(cls, env: str, **kw) -> Config:
+        """A short run (a few minutes on a 2-core CPU)."""
+        kw = {"steps": QUICK_STEPS.get(env, 0), "episodes": 50, "lambda_steps": 500, **kw}
+        return cls(env=env, **kw)
+
+    def __post_init__(self) -> None:
+        check_choice("env", self.env, tuple(PAPER_STEPS))
+        check_choice("protocol", self.protocol, ("default", "paper"))
+        if self.seeds < 1:
+            raise ValueError("--seeds must be >= 1")
+        if self.num_envs < 1:
+            raise ValueError("--num-envs must be >= 1")
+        if self.steps < self.num_envs:
+            raise ValueError("--steps must be >= --num-envs")
+        if self.episodes < 1:
+            raise ValueError("--episodes must be >= 1")
+        if self.lambda_steps < 1:
+            raise ValueError("--lambda-steps must be >= 1")
+        if self.protocol == "paper" and (self.steps, self.lr, self.seeds) != (
+            PAPER_STEPS[self.env],
+            PAPER_LR,
+            PAPER_SEEDS,
+        ):
+            raise ValueError(PAPER_FIXES)
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """The evaluated policies: no λ-equitune row under the paper's (zero-shot) protocol."""
+        from equijax.rl import METHODS
+
+        return PAPER_METHODS if self.protocol == "paper" else METHODS
+
+    def dqn_config(self):
+        """The :class:`equijax.rl.DQNConfig` of the pretraining (what the checkpoints hold)."""
+        from equijax.rl import DQNConfig
+
+        return DQNConfig(total_steps=self.steps, learning_rate=self.lr, num_envs=self.num_envs,
+                         buffer_size=max(self.steps, 1000))  # fmt: skip
+
+    def checkpoint_settings(self) -> dict:
+        """The fingerprint of the pretraining checkpoints: what shapes the pretrained networks
+        (environment, seeds, every :class:`~equijax.rl.DQNConfig` field), not the evaluation
+        settings (``episodes``, ``lambda_steps``, ``protocol``) nor ``--chunks`` / ``--out``."""
+        return {"experiment": "dqn", "env": self.env, "seeds": list(range(self.seeds)),
+                "dqn": dataclasses.asdict(self.dqn_config())}  # fmt: skip
+
+
+PRESETS = ("default", "paper", "quick")
+
+
+def _plain_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--env", required=True, choices=list(PAPER_STEPS))
     p.add_argument(
-        "--protocol",
-        choices=["default", "paper"],
-        default="default",
-        help="'paper': the paper's Fig. 2 protocol (paper budget 100k/100k/70k steps, "
-        "lr 1e-4, 5 seeds, zero-shot pretrained/equitune/equizero, "
+        "--protocol", choices=["default", "paper"], default=None,
+        help="'paper': the paper's Fig. 2 protocol, i.e. --preset paper (paper budget "
+        "100k/100k/70k steps, lr 1e-4, 5 seeds, zero-shot pretrained/equitune/equizero, "
         f"{PAPER_EPISODES} episodes: the paper does not state its episode count); "
-        "'default': this repository's protocol (adds λ-equitune, 200 episodes)",
-    )
-    p.add_argument("--seeds", type=int, default=5, help="number of seeds (default 5)")
-    p.add_argument(
-        "--steps",
-        type=int,
-        default=None,
-        help="pretraining transitions per seed (default: paper 100k/100k/70k)",
-    )
-    p.add_argument(
-        "--episodes",
-        type=int,
-        default=None,
-        help="evaluation episodes per seed and method (default 200; quick 50)",
-    )
-    p.add_argument("--lr", type=float, default=1e-4, help="DQN learning rate (paper 1e-4)")
-    p.add_argument("--num-envs", type=int, default=4, help="parallel environments per seed")
-    p.add_argument(
-        "--lambda-steps",
-        type=int,
-        default=None,
-        help="λ-net finetuning steps (default 2000; quick 500)",
-    )
+        "'default': this repository's protocol (adds λ-equitune, 200 episodes; with --quick "
+        "a short run)",
+    )  # fmt: skip
     p.add_argument(
         "--chunks", type=int, default=20, help="checkpoint / progress chunks (may change on resume)"
     )
-    p.add_argument("--out", type=Path, default=Path("runs/dqn"))
+    p.add_argument("--out", type=Path, default=Path("runs/dqn"), help="default runs/dqn")
     p.add_argument(
         "--no-resume",
         action="store_true",
         help="start fresh; an existing checkpoint directory is moved aside, not deleted",
     )
-    a = p.parse_args(argv)
-    if a.seeds < 1:
-        p.error("--seeds must be >= 1")
-    if a.steps is not None and a.steps < a.num_envs:
-        p.error("--steps must be >= --num-envs")
-    if a.episodes is not None and a.episodes < 1:
-        p.error("--episodes must be >= 1")
-    if a.chunks < 1:
-        p.error("--chunks must be >= 1")
+
+
+def _prepare(a: argparse.Namespace) -> dict:
+    """``--protocol`` names a preset (``default`` also allows ``--quick``); checks the rest."""
     if a.protocol == "paper":
-        if a.quick or a.steps is not None or a.lr != 1e-4 or a.seeds != PAPER_SEEDS:
-            p.error(
-                "--protocol paper fixes the budget, lr and seeds: drop --quick / --steps / "
-                "--lr / --seeds (or use --protocol default)"
-            )
-        if a.lambda_steps is not None:
-            p.error("--protocol paper has no λ-equitune row: drop --lambda-steps")
-    return a
+        if a.quick or a.preset not in (None, "paper"):
+            raise ValueError(PAPER_FIXES)
+        a.preset = "paper"
+    elif a.protocol == "default" and a.preset == "paper":
+        raise ValueError("--protocol default contradicts --preset paper: pass one of them")
+    if a.preset == "paper" and a.lambda_steps is not None:
+        raise ValueError("--protocol paper has no λ-equitune row: drop --lambda-steps")
+    if a.chunks < 1:
+        raise ValueError("--chunks must be >= 1")
+    return {"env": a.env}
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
+    """``(config, args)``: the run's :class:`Config` and the plain flags (``--out`` ...)."""
+    return parse_config(
+        Config, argv, prog="python -m experiments.dqn", description=__doc__.split("\n")[0],
+        presets=PRESETS, plain=_plain_flags, skip=("env", "protocol"),
+        required={"env": "gridworld"}, prepare=_prepare,
+    )  # fmt: skip
 
 
 def paired_ci(a, b, confidence: float = 0.95) -> dict:
@@ -335,16 +411,13 @@ def pretrain(
     return state, history, resumed_from
 
 
-@cli("python -m experiments.dqn")
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    setup_logging("experiments")
+def run(cfg: Config, *, out: Path = Path("runs/dqn"), resume: bool = True, chunks: int = 20,
+        preset: str | None = None) -> dict:  # fmt: skip
+    """Pretrains, evaluates and writes ``<out>/<env>/results.json`` (+ table and figures)."""
     import jax
     import jax.numpy as jnp
 
     from equijax.rl import (
-        METHODS,
-        DQNConfig,
         LambdaConfig,
         evaluate,
         get_symmetry,
@@ -356,41 +429,33 @@ def main(argv: list[str] | None = None) -> dict:
         train_lambda,
     )
 
-    steps = args.steps or (QUICK_STEPS if args.quick else PAPER_STEPS)[args.env]
-    paper = args.protocol == "paper"
-    episodes = args.episodes or (PAPER_EPISODES if paper else 50 if args.quick else 200)
-    eval_methods = PAPER_METHODS if paper else METHODS
-    lambda_steps = args.lambda_steps or (500 if args.quick else 2000)
+    paper = cfg.protocol == "paper"
+    episodes = cfg.episodes
+    eval_methods = cfg.methods
     try:
-        env, env_params = make_env(args.env)
+        env, env_params = make_env(cfg.env)
     except ImportError as err:
-        raise ScriptError(f"--env {args.env} needs gymnax ({err})",
+        raise ScriptError(f"--env {cfg.env} needs gymnax ({err})",
                           "pip install 'equijax[rl]', or use --env gridworld") from err  # fmt: skip
-    sym = get_symmetry(args.env)
+    sym = get_symmetry(cfg.env)
     sym.check_env(env)
-    config = DQNConfig(
-        total_steps=steps,
-        learning_rate=args.lr,
-        num_envs=args.num_envs,
-        buffer_size=max(steps, 1000),
-    )
-    out = args.out / args.env
+    config = cfg.dqn_config()
+    root = Path(out)
+    out = root / cfg.env
     out.mkdir(parents=True, exist_ok=True)
-    seeds = list(range(args.seeds))
-    # What shapes the pretrained networks (not --chunks / --out / evaluation settings).
-    settings = {"experiment": "dqn", "env": args.env, "seeds": seeds,
-                "dqn": dataclasses.asdict(config)}  # fmt: skip
+    seeds = list(range(cfg.seeds))
+    settings = cfg.checkpoint_settings()
 
     t0 = time.perf_counter()
     state, history, resumed_from = pretrain(
-        env, env_params, config, seeds, num_chunks=args.chunks, directory=out / "checkpoints",
-        resume=not args.no_resume, settings=settings, desc=f"DQN {args.env} ×{len(seeds)} seeds",
+        env, env_params, config, seeds, num_chunks=chunks, directory=out / "checkpoints",
+        resume=resume, settings=settings, desc=f"DQN {cfg.env} ×{len(seeds)} seeds",
     )  # fmt: skip
     jax.block_until_ready(state.params)
     train_time = time.perf_counter() - t0
 
     n_act = env.num_actions
-    lam_cfg = LambdaConfig(steps=lambda_steps)
+    lam_cfg = LambdaConfig(steps=cfg.lambda_steps)
     t1 = time.perf_counter()
     lam_params = lam_losses = None  # zero-shot protocol (paper): no λ net is trained
     if "lambda_equitune" in eval_methods:
@@ -445,19 +510,20 @@ def main(argv: list[str] | None = None) -> dict:
     sup = supported_orderings(pairs)
     res = {
         "config": {
-            "env": args.env,
-            "protocol": args.protocol,
+            "env": cfg.env,
+            "protocol": cfg.protocol,
             "episodes_source": (
                 "assumed (the paper does not state its episode count)"
-                if paper and args.episodes is None
+                if paper and episodes == PAPER_EPISODES
                 else "chosen"
             ),
-            "steps": steps,
+            "steps": cfg.steps,
             "seeds": len(seeds),
             "episodes": episodes,
-            "lr": args.lr,
-            "num_envs": args.num_envs,
-            "quick": args.quick,
+            "lr": cfg.lr,
+            "num_envs": cfg.num_envs,
+            "preset": preset,
+            "quick": preset == "quick",
             "dqn": dataclasses.asdict(config),
             "lambda": dataclasses.asdict(lam_cfg),
             "symmetry": sym.name,
@@ -483,17 +549,22 @@ def main(argv: list[str] | None = None) -> dict:
     (out / "results.json").write_text(json.dumps(res, indent=1))
     md = _markdown(res)
     (out / "results.md").write_text(md)
-    _figure({args.env: res}, out / "returns.png")
-    every = {
-        p.parent.name: json.loads(p.read_text()) for p in sorted(args.out.glob("*/results.json"))
-    }
-    _figure(every, args.out / "summary.png")
+    _figure({cfg.env: res}, out / "returns.png")
+    every = {p.parent.name: json.loads(p.read_text()) for p in sorted(root.glob("*/results.json"))}
+    _figure(every, root / "summary.png")
     print(md)
     print(
         f"pretrain {train_time:.1f}s, λ {lambda_time:.1f}s, evaluate {eval_time:.1f}s; "
         f"wrote {out}/results.json, results.md, returns.png"
     )
     return res
+
+
+@cli("python -m experiments.dqn")
+def main(argv: list[str] | None = None) -> dict:
+    cfg, args = parse_args(argv)
+    setup_logging("experiments")
+    return run(cfg, out=args.out, resume=not args.no_resume, chunks=args.chunks, preset=args.preset)
 
 
 if __name__ == "__main__":

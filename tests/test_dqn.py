@@ -269,6 +269,7 @@ def test_env_step_matches_gymnax_auto_reset(env_name):
     assert ended > 0  # the reset branch was exercised
 
 
+@pytest.mark.slow  # end-to-end, > 20 s on 2 cores; CI runs the slow suite too
 def test_train_chunks_do_not_change_the_result(cartpole):
     # randomness of iteration i comes from fold_in(key, i): one chunk == two chunks
     env, params = cartpole
@@ -303,6 +304,7 @@ def test_td_loss_double_q_and_discount():
         td_loss(q, b, tgt, gamma=0.5, double_q=True)
 
 
+@pytest.mark.slow  # end-to-end, > 20 s on 2 cores; CI runs the slow suite too
 def test_train_lambda_uses_the_dqn_discount(short_run):
     state, _, _ = short_run
     sym = get_symmetry("cartpole")

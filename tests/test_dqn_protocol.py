@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -90,18 +91,61 @@ def test_markdown_contains_intervals():
     assert "Equitune > Pretrained" in md and "neither (CI contains 0)" in md
 
 
-def test_paper_protocol_rejects_budget_overrides():
-    for extra in (
-        ["--quick"],
-        ["--steps", "1000"],
-        ["--seeds", "3"],
-        ["--lr", "1e-3"],
-        ["--lambda-steps", "5"],
+def test_paper_protocol_rejects_budget_overrides(capsys):
+    for extra, needle in (
+        (["--quick"], "drop --quick / --steps"),
+        (["--preset", "quick"], "drop --quick / --steps"),
+        (["--steps", "1000"], "fixes the budget, lr and seeds"),
+        (["--seeds", "3"], "fixes the budget, lr and seeds"),
+        (["--lr", "1e-3"], "fixes the budget, lr and seeds"),
+        (["--lambda-steps", "5"], "no λ-equitune row: drop --lambda-steps"),
     ):
         with pytest.raises(SystemExit):
             exp.parse_args(["--env", "gridworld", "--protocol", "paper", *extra])
-    a = exp.parse_args(["--env", "gridworld", "--protocol", "paper"])
-    assert a.protocol == "paper" and a.seeds == exp.PAPER_SEEDS
+        assert needle in capsys.readouterr().err
+    cfg, args = exp.parse_args(["--env", "gridworld", "--protocol", "paper"])
+    assert cfg.protocol == "paper" and cfg.seeds == exp.PAPER_SEEDS and args.preset == "paper"
+    assert cfg == exp.parse_args(["--env", "gridworld", "--preset", "paper"])[0]
+    assert cfg.episodes == exp.PAPER_EPISODES and cfg.methods == exp.PAPER_METHODS
+    with pytest.raises(ValueError, match="fixes the budget"):  # the library path checks too
+        exp.Config.paper("gridworld", lr=1e-3)
+
+
+@pytest.mark.parametrize("env", ["gridworld", "cartpole", "acrobot"])
+def test_presets_keep_the_budgets_of_the_flags_they_replace(env):
+    default, _ = exp.parse_args(["--env", env])
+    quick, _ = exp.parse_args(["--env", env, "--quick"])
+    also_quick, _ = exp.parse_args(["--env", env, "--protocol", "default", "--quick"])
+    assert (default.steps, default.episodes, default.lambda_steps) == (exp.PAPER_STEPS[env], 200,
+                                                                       2000)  # fmt: skip
+    assert (quick.steps, quick.episodes, quick.lambda_steps) == (exp.QUICK_STEPS[env], 50, 500)
+    assert quick == also_quick and default.protocol == quick.protocol == "default"
+    assert default.lr == exp.PAPER_LR and default.seeds == exp.PAPER_SEEDS
+    assert "lambda_equitune" in default.methods
+    over, _ = exp.parse_args(["--env", env, "--quick", "--steps", "400", "--seeds", "2"])
+    assert (over.steps, over.seeds, over.episodes) == (400, 2, 50)
+
+
+def test_checkpoint_fingerprint_covers_pretraining_not_evaluation():
+    base = exp.Config.default("gridworld")
+    fp = base.checkpoint_settings()
+    assert fp["env"] == "gridworld" and fp["seeds"] == list(range(5))
+    assert fp["dqn"]["total_steps"] == 100_000 and fp["dqn"]["learning_rate"] == 1e-4
+    for change in ({"lr": 3e-4}, {"steps": 400}, {"seeds": 2}, {"num_envs": 2}):
+        assert dataclasses.replace(base, **change).checkpoint_settings() != fp, change
+    for change in ({"episodes": 3}, {"lambda_steps": 10}):
+        assert dataclasses.replace(base, **change).checkpoint_settings() == fp, change
+    # the paper protocol pretrains the very same networks: its checkpoints are shared
+    assert exp.Config.paper("gridworld").checkpoint_settings() == fp
+
+
+def test_help_shows_each_preset_value_once(capsys):
+    with pytest.raises(SystemExit):
+        exp.parse_args(["--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "[default: 200; paper: 100; quick: 50]" in out  # --episodes
+    assert "[default: 100000; paper: 100000; quick: 30000]" in out  # --steps (gridworld)
+    assert "--protocol" in out and "--chunks" in out
 
 
 @pytest.mark.slow  # jit compilation of four methods: ~60 s on a loaded 2-core machine

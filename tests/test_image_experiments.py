@@ -40,14 +40,15 @@ def test_clip_zeroshot_end_to_end_on_tiny_random_clip(tiny_clip_dir, tmp_path):
     ])  # fmt: skip
     assert res["n_images"] == 6 and res["templates"] == 18
     acc = res["accuracy"]
-    assert set(acc["rot90"]) == {"vanilla", "equitune", "equizero", "lambda_equitune"}
+    assert set(acc["rot90"]) == set(clip_zeroshot.METHODS)
+    assert set(acc["untransformed"]) == {"pretrained"} and res["proxy"] == "neg_max_probability"
     for per_method in acc.values():
         for v in per_method.values():
             assert 0.0 <= v["top1"] <= v["top5"] <= 100.0
     saved = json.loads((out / "results.json").read_text())
     assert saved["accuracy"] == acc
     assert (out / "accuracy.png").stat().st_size > 0
-    assert "lambda_equitune" in (out / "results.md").read_text()
+    assert clip_zeroshot.LABELS["lambda_equitune"] in (out / "results.md").read_text()
 
 
 @pytest.mark.slow  # end-to-end: tens of seconds on 2 cores
@@ -78,11 +79,11 @@ def test_clip_zeroshot_methods_are_rot90_invariant():
     lam = ej.LambdaNet().init(jax.random.key(2), jnp.zeros((1, 8)))["params"]
     x = jax.random.normal(jax.random.key(3), (3, 16, 16, 3))
     G = ej.groups.rot90()
-    fns = clip_zeroshot.logits_fns(model, G, "maxprob")
+    fns = clip_zeroshot.logits_fns(model, G, "neg_max_probability")
     for name in ("equitune", "equizero", "lambda_equitune"):
         f = lambda z, name=name: fns[name](params, classifier, lam, z)
         ej.testing.assert_equivariant(f, G, x, atol=1e-4, rtol=1e-4)
-    plain = lambda z: fns["vanilla"](params, classifier, lam, z)
+    plain = lambda z: fns["pretrained"](params, classifier, lam, z)
     assert ej.testing.equivariance_error(plain, G, x) > 1e-3  # the plain model is not invariant
 
 
@@ -101,6 +102,97 @@ def test_clip_scripts_reject_unknown_dataset_templates_and_missing_lambda(tmp_pa
         clip_zeroshot.load_lambda(tmp_path, "rot90")
 
 
+def test_clip_scripts_presets_overrides_and_help_show_each_default_once(capsys):
+    from experiments import clip_finetune, clip_zeroshot
+
+    cfg, _ = clip_zeroshot.parse_args(["--quick", "--groups", "rot90,flip", "rot180"])
+    assert cfg == clip_zeroshot.Config.quick(groups=("rot90", "flip", "rot180"))
+    assert cfg.limit == 512 and clip_zeroshot.parse_args([])[0].limit is None
+    cfg, opts = clip_finetune.parse_args(["--quick", "--eval-limit", "10", "--mock-data"])
+    assert cfg == clip_finetune.Config.quick(eval_limit=10) and opts.mock_data
+    assert (cfg.stage1_steps, cfg.stage2_steps, cfg.eval_every) == (20, 20, 10)
+    assert cfg.train_limit == 256
+    paper = clip_finetune.parse_args([])[0]
+    assert (paper.stage1_steps, paper.stage2_steps, paper.eval_every) == (2000, 4000, 500)
+    # only λ-equitune has a λ stage
+    assert clip_finetune.Config.paper(method="finetuned_equizero").stage1_steps == 0
+    for script, needle in ((clip_zeroshot, "[paper: None; quick: 512]"),
+                           (clip_finetune, "[paper: 2000; quick: 20]")):  # fmt: skip
+        with pytest.raises(SystemExit):
+            script.parse_args(["--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert needle in text and text.count("[default: 32]") == 1
+
+
+def test_clip_scripts_accept_old_spellings_with_a_warning_naming_the_new():
+    from experiments import clip_finetune, clip_zeroshot
+
+    with pytest.warns(FutureWarning, match="--methods vanilla is now spelled pretrained"):
+        cfg, _ = clip_zeroshot.parse_args(["--methods", "vanilla,equizero"])
+    assert cfg.methods == ("pretrained", "equizero")
+    for old, new in (("maxprob", "neg_max_probability"), ("maxscore", "neg_max_score")):
+        with pytest.warns(FutureWarning, match=f"--proxy {old} is now spelled {new}"):
+            assert clip_zeroshot.parse_args(["--proxy", old])[0].proxy == new
+    assert clip_zeroshot.parse_args(["--proxy", "entropy"])[0].proxy == "entropy"
+    with pytest.warns(FutureWarning, match="--method equitune is now spelled finetuned_equitune"):
+        cfg, _ = clip_finetune.parse_args(["--method", "equitune"])
+    assert cfg.method == "finetuned_equitune" and cfg.stage1_steps == 0
+    assert set(clip_finetune.LABELS) == set(clip_finetune.METHODS)
+    assert set(clip_zeroshot.LABELS) == set(clip_zeroshot.METHODS)
+    with pytest.raises(SystemExit):
+        clip_zeroshot.parse_args(["--proxy", "median"])
+
+
+def test_clip_finetune_fingerprint_covers_every_result_shaping_setting():
+    import dataclasses
+
+    from experiments import clip_finetune
+
+    base = clip_finetune.Config.quick()
+    ref = clip_finetune.fingerprint_settings(base, None, True)
+    assert ref["method"] == "finetuned_lambda_equitune" and ref["mock_data"] is True
+    changed = {"model": "RN50", "dataset": "imagenet_v2", "train_split": "train[:50%]",
+               "test_split": "train[50%:]", "group": "flip", "method": "finetuned_equitune",
+               "lambda_features": "frozen", "lambda_trainable": True, "stage1_steps": 3,
+               "lr_lambda": 0.1, "lr_model": 1e-5, "batch_size": 8, "eval_limit": 7,
+               "train_limit": 9, "seed": 1, "stage2_steps": 99, "eval_every": 3}  # fmt: skip
+    assert set(changed) == {f.name for f in dataclasses.fields(clip_finetune.Config)}
+    for name, value in changed.items():
+        other = clip_finetune.fingerprint_settings(
+            dataclasses.replace(base, **{name: value}), None, True
+        )
+        assert (other != ref) == (name not in clip_finetune.NOT_FINGERPRINTED), name
+    assert clip_finetune.fingerprint_settings(base, "/data", True) != ref
+    assert clip_finetune.fingerprint_settings(base, None, False) != ref
+
+
+def test_no_experiment_imports_another_and_clip_helpers_live_in_the_library():
+    import ast
+    import pathlib
+
+    from experiments import _cli, clip_finetune, clip_zeroshot
+
+    root = pathlib.Path(__file__).resolve().parents[1] / "experiments"
+    for path in root.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                parts = name.split(".")
+                if parts[0] == "experiments" and len(parts) > 1:
+                    assert parts[1].startswith("_"), f"{path.name} imports {name}"
+    # the CLIP scripts load and classify through equijax.models.clip.zoo (as the tests do)
+    for script in (clip_zeroshot, clip_finetune):
+        assert not hasattr(script, "build_classifier") and not hasattr(script, "MODELS")
+        assert script.load_clip is _cli.load_clip
+    with pytest.raises(_cli.ScriptError, match="cannot load CLIP 'ViT-B/32'"):
+        _cli.load_clip("ViT-B/32", "unused")  # the test session is offline (HF_HUB_OFFLINE=1)
+
+
 @pytest.mark.slow
 def test_clip_finetune_trains_resumes_and_rejects_other_checkpoints(
     tiny_clip_dir, tmp_path, capsys
@@ -112,6 +204,7 @@ def test_clip_finetune_trains_resumes_and_rejects_other_checkpoints(
               "--train-limit", "12", "--eval-limit", "8", "--eval-every", "2",
               "--stage1-steps", "2", "--out", str(out)]  # fmt: skip
     res = clip_finetune.main([*common, "--stage2-steps", "2"])
+    assert res["method"] == "finetuned_lambda_equitune"
     assert [s for s, _ in res["curve"]] == [0, 2, 4]
     assert all(0.0 <= a <= 100.0 for _, a in res["curve"])
     lam_before = flax.serialization.msgpack_restore((out / "lambda_rot90.msgpack").read_bytes())
@@ -122,7 +215,8 @@ def test_clip_finetune_trains_resumes_and_rejects_other_checkpoints(
     lam_after = flax.serialization.msgpack_restore((out / "lambda_rot90.msgpack").read_bytes())
     assert jax.tree.structure(lam_before) == jax.tree.structure(lam_after)
     # Fewer steps than the checkpoint holds, or other settings: refused in one line (exit 2).
-    for extra in (["--stage2-steps", "2"], ["--stage2-steps", "6", "--method", "equitune"]):
+    for extra in (["--stage2-steps", "2"],
+                  ["--stage2-steps", "6", "--method", "finetuned_equitune"]):  # fmt: skip
         capsys.readouterr()  # drop the progress bars of the runs above
         with pytest.raises(SystemExit) as exit_info:
             clip_finetune.main([*common, *extra])
@@ -162,6 +256,25 @@ def test_cnn_rot90_rejects_bad_arguments():
         cnn_rot90.parse_args(["--methods", "equitune,median"])
     with pytest.raises(SystemExit):
         cnn_rot90.parse_args(["--backbone", "microsoft/resnet-18", "--dataset", "mnist"])
+
+
+def test_cnn_rot90_presets_and_old_method_names():
+    from experiments import cnn_rot90
+
+    cfg, args = cnn_rot90.parse_args([])
+    assert (cfg.backbone, cfg.dataset, cfg.seeds, cfg.epochs, cfg.n_test) == ("small", "mnist", 3,
+                                                                              10, None)  # fmt: skip
+    assert cfg.methods == cnn_rot90.METHODS and args.preset == "default"
+    quick, _ = cnn_rot90.parse_args(["--quick", "--seeds", "1"])
+    assert (quick.seeds, quick.epochs, quick.n_test, quick.pretrain_epochs) == (1, 3, 2000, 8)
+    paper, _ = cnn_rot90.parse_args(["--preset", "paper"])
+    flags, _ = cnn_rot90.parse_args(["--backbone", "microsoft/resnet-18", "--dataset", "cifar10",
+                                     "--image-size", "224", "--head-init", "random"])  # fmt: skip
+    assert paper == flags
+    with pytest.warns(FutureWarning, match="is now spelled"):
+        old, _ = cnn_rot90.parse_args(["--methods", "vanilla,equizero_maxprob", "lambda_equitune"])
+    assert old.methods == ("pretrained", "equizero", "lambda_equitune")
+    assert set(cnn_rot90.LABELS) == set(cnn_rot90.METHODS)
 
 
 @pytest.mark.slow  # end-to-end: tens of seconds on 2 cores

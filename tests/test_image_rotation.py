@@ -141,16 +141,36 @@ def test_experiment_main_runs_end_to_end(tmp_path, shared_data, monkeypatch):
     from experiments import continuous_rotations as cr
 
     monkeypatch.setenv("EQUIJAX_SHARED_DATA", str(shared_data))
-    res = cr.main(["--tiny", "--methods", "plain,canonicalization", "--out", str(tmp_path)])
+    res = cr.main(["--tiny", "--methods", "pretrained,canonicalization", "--out", str(tmp_path)])
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert set(saved["summary"]) >= {"plain", "canonicalization"}
-    assert 0.0 <= saved["summary"]["plain"]["accuracy_mean"] <= 1.0
+    assert set(saved["summary"]) >= {"pretrained", "canonicalization"}
+    assert 0.0 <= saved["summary"]["pretrained"]["accuracy_mean"] <= 1.0
     assert saved["summary"]["canonicalization"]["ms_per_image"] > 0
     assert saved["summary"]["canonicalizer_equivariance_deg"] >= 0.0
     assert (tmp_path / "rotations.png").stat().st_size > 1000
     assert res["cpu_s"] > 0 and "canonicalization" in (tmp_path / "results.md").read_text()
     with pytest.raises(ValueError, match="subset"):
         cr.Config(methods=("bogus",))
+
+
+def test_experiment_presets_overrides_and_old_method_spelling(capsys):
+    from experiments import continuous_rotations as cr
+
+    assert cr.parse_args([]) == cr.Config.paper()
+    assert cr.parse_args(["--quick", "--seeds", "2"]) == cr.Config.quick(seeds=2)
+    assert cr.parse_args(["--tiny"]) == cr.parse_args(["--preset", "tiny"]) == cr.Config.tiny()
+    with pytest.warns(FutureWarning, match="--methods plain is now spelled pretrained"):
+        cfg = cr.parse_args(["--tiny", "--methods", "plain,canonicalization"])
+    assert cfg.methods == ("pretrained", "canonicalization")
+    assert set(cr.LABELS) == set(cr.METHODS)
+    for bad in (["--tiny", "--quick"], ["--methods", "bogus"]):
+        with pytest.raises(SystemExit):
+            cr.parse_args(bad)
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    with pytest.raises(SystemExit):
+        cr.parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "[paper: 3; quick: 3; tiny: 1]" in text and text.count("[paper: 10; quick: 4;") == 1
 
 
 @pytest.mark.slow

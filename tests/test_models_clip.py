@@ -90,15 +90,22 @@ def _torch_outputs(model, images_nhwc: np.ndarray, ids: np.ndarray):
     return img.numpy(), txt.numpy(), out.logits_per_image.numpy()
 
 
-def test_clip_vit_matches_transformers_pytorch(hf_clip):
-    torch_model, path = hf_clip
-    model, params = clip.from_pretrained(path)
-    rng = np.random.default_rng(0)
-    images = rng.normal(size=(3, 30, 30, 3)).astype(np.float32)
+def _assert_towers_match(torch_model, model, params, *, seed, n_images):
+    """Both towers of ``model`` match ``torch_model`` on random images and ids; returns the
+    inputs and the PyTorch logits."""
+    rng = np.random.default_rng(seed)
+    images = rng.normal(size=(n_images, 30, 30, 3)).astype(np.float32)
     ids = _ids(rng, 98)
     ref_img, ref_txt, ref_logits = _torch_outputs(torch_model, images, ids)
     np.testing.assert_allclose(model.encode_image(params, images), ref_img, atol=ATOL, rtol=0)
     np.testing.assert_allclose(model.encode_text(params, ids), ref_txt, atol=ATOL, rtol=0)
+    return images, ids, ref_logits
+
+
+def test_clip_vit_matches_transformers_pytorch(hf_clip):
+    torch_model, path = hf_clip
+    model, params = clip.from_pretrained(path)
+    images, ids, ref_logits = _assert_towers_match(torch_model, model, params, seed=0, n_images=3)
     np.testing.assert_allclose(model.logits(params, images, ids), ref_logits, atol=ATOL, rtol=0)
 
 
@@ -109,12 +116,7 @@ def test_clip_vit_legacy_argmax_pooling_and_sharded_checkpoint_match_pytorch(tmp
     assert (tmp_path / "model.safetensors.index.json").is_file()
     model, params = clip.from_pretrained(tmp_path)
     assert model.config.text.pooling == "argmax" and model.config.text.hidden_act == "gelu"
-    rng = np.random.default_rng(1)
-    images = rng.normal(size=(2, 30, 30, 3)).astype(np.float32)
-    ids = _ids(rng, 98)
-    ref_img, ref_txt, _ = _torch_outputs(torch_model, images, ids)
-    np.testing.assert_allclose(model.encode_image(params, images), ref_img, atol=ATOL, rtol=0)
-    np.testing.assert_allclose(model.encode_text(params, ids), ref_txt, atol=ATOL, rtol=0)
+    _assert_towers_match(torch_model, model, params, seed=1, n_images=2)
 
 
 def test_from_pretrained_reads_flax_msgpack_checkpoint(hf_clip, tmp_path):
@@ -151,6 +153,7 @@ def test_from_pretrained_bfloat16_casts_params_and_stays_close(hf_clip):
     assert float(jnp.abs(a - b.astype(jnp.float32)).max()) < 0.1
 
 
+@pytest.mark.slow  # end-to-end, > 20 s on 2 cores; CI runs the slow suite too
 def test_readme_zero_shot_equitune_flow_through_local_dirs(tmp_path, clip_tokenizer):
     """The README example, with local directories standing in for the hub ids."""
     torch.manual_seed(2)

@@ -35,8 +35,8 @@ def saved_gpt2(tmp_path_factory):
                 p.mul_(4.0)
     path = tmp_path_factory.mktemp("gpt2")
     pt.save_pretrained(path)
-    model, params = gpt2.from_pretrained(path)
-    return pt, path, model, params
+    model, variables = gpt2.from_pretrained(path)
+    return pt, path, model, variables["params"]
 
 
 def _hf_generate(pt, ids, **kwargs):
@@ -313,7 +313,7 @@ def test_loads_original_hub_layout_and_flax_msgpack_layout(saved_gpt2, tmp_path)
         hub_state[f"h.{i}.attn.bias"] = np.tril(np.ones((1, 1, 48, 48), np.float32))
     hub_state["lm_head.weight"] = hub_state["wte.weight"]
     save_file(hub_state, str(hub_dir / "model.safetensors"))
-    _same_params(gpt2.from_pretrained(hub_dir)[1], params)
+    _same_params(gpt2.from_pretrained(hub_dir)[1]["params"], params)
     # transformers 4.x Flax layout: nested dicts, FlaxConv1D kernels stored (out, in)
     tree: dict = {}
     for k, v in state.items():
@@ -333,7 +333,7 @@ def test_loads_original_hub_layout_and_flax_msgpack_layout(saved_gpt2, tmp_path)
     flax_dir.mkdir()
     (flax_dir / "config.json").write_text((path / "config.json").read_text())
     (flax_dir / "flax_model.msgpack").write_bytes(msgpack_serialize(tree))
-    _same_params(gpt2.from_pretrained(flax_dir)[1], params)
+    _same_params(gpt2.from_pretrained(flax_dir)[1]["params"], params)
 
 
 def test_equilm_style_step_decoding_vmapped_over_group_is_equivariant(saved_gpt2):

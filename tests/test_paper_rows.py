@@ -72,7 +72,7 @@ def test_equilm_averages_inverse_mapped_next_token_logits():
 
 
 def test_equizero_maxprob_proxy_picks_the_most_confident_branch():
-    # clip_zeroshot --proxy maxprob (default) and cnn_rot90 equizero_maxprob: the branch with
+    # clip_zeroshot --proxy neg_max_probability (default) and cnn_rot90 equizero: the branch with
     # the *highest* max probability (argmin of −max p), not argmin of confidence (reference bug).
     G = ej.groups.rot90()
     x = jnp.zeros((1, 2, 2, 1)).at[0, 0, 0, 0].set(1.0)
@@ -103,6 +103,6 @@ def test_dqn_paper_protocol_constants():
     from experiments import dqn
 
     assert dqn.PAPER_STEPS == {"gridworld": 100_000, "cartpole": 100_000, "acrobot": 70_000}
-    a = dqn.parse_args(["--env", "acrobot", "--protocol", "paper"])
-    assert a.lr == 1e-4 and a.seeds == 5
+    cfg, _ = dqn.parse_args(["--env", "acrobot", "--protocol", "paper"])
+    assert cfg.lr == 1e-4 and cfg.seeds == 5 and cfg.steps == 70_000
     assert dqn.PAPER_METHODS == ("pretrained", "equitune", "equizero")

@@ -5,6 +5,8 @@ import io
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
 
@@ -34,6 +36,7 @@ def test_ci_runs_the_readme_test_command():
     assert install.replace("pip install", "python -m pip install") in [line.strip() for line in ci]
 
 
+@pytest.mark.slow  # end-to-end, > 20 s on 2 cores; CI runs the slow suite too
 def test_hub_models_block_runs_with_local_checkpoints(tmp_path):
     """The README's hub example, with tiny random local checkpoints in place of the hub ids."""
     import numpy as np

@@ -124,6 +124,7 @@ def test_gridworld_reset_and_step_follow_rules():
     assert info["final_observation"].shape == obs.shape
 
 
+@pytest.mark.slow  # end-to-end, > 20 s on 2 cores; CI runs the slow suite too
 def test_envs_vectorise_with_vmap():
     assert set(ENV_NAMES) == {"gridworld", "cartpole", "acrobot"}
     for name in ("gridworld", "acrobot"):  # CartPole's vmapped step runs in tests/test_dqn.py

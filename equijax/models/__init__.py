@@ -6,7 +6,8 @@ Where things live (a new family adds a module and its name-mapping rule, nothing
   functional shell :class:`~equijax.models.clip.CLIPBase` shared by both CLIP families;
 * :mod:`equijax.models.clip_resnet` -- CLIP ModifiedResNet (RN50, RN101) from OpenCLIP files;
 * :mod:`equijax.models.resnet` -- Hugging Face ``microsoft/resnet-*``;
-* :mod:`equijax.models.gpt2` -- GPT-2 with KV cache and jitted generation;
+* :mod:`equijax.models.gpt2` -- GPT-2 (``model`` / ``generation`` / ``convert`` / ``tokenizer``)
+  with KV cache and jitted generation;
 * :mod:`equijax.models.seq2seq` -- the SCAN encoder-decoder RNN/GRU/LSTM (trained here);
 * :mod:`equijax.models.small_cnn` -- the small CNN of the offline rotated-digits experiment;
 * :mod:`equijax.models.preprocess` -- numpy/JAX image preprocessing;
@@ -27,9 +28,8 @@ The ``from_pretrained`` contract, the same for every family::
   also take ``compute_dtype`` to compute in another dtype than the parameters are stored in.)
 * Returns ``(model, variables)``: ``model`` is static and hashable (a config-carrying functional
   object for CLIP, a linen module for ResNet and GPT-2), and ``variables`` is the Flax variables
-  dict -- ``{"params": ...}``, plus ``"batch_stats"`` for batch-norm models. Exception kept for
-  compatibility: ``gpt2.from_pretrained`` returns the *contents* of ``"params"`` (its generation
-  API takes them as is; use ``{"params": params}`` with ``model.apply``).
+  dict -- ``{"params": ...}``, plus ``"batch_stats"`` for batch-norm models. (GPT-2's decoding
+  functions take ``variables["params"]``.)
 * Raises ``FileNotFoundError`` (no config or weights; the message lists what the directory holds),
   ``OSError`` (not local and the download failed) or
   :class:`~equijax.models._hub.CheckpointMismatchError` (names or shapes that do not fit; every

@@ -39,7 +39,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from equijax.models import _convert
-from equijax.models.clip import CLIPBase, CLIPTextConfig, CLIPTextTransformer, check_images
+from equijax.models._attention import attend
+from equijax.models.clip import CLIPBase, CLIPTextConfig, check_images
+from equijax.models.clip.model import _CLIPShell
 
 __all__ = [
     "CLIPResNet",
@@ -204,10 +206,7 @@ class _AttentionPool2d(nn.Module):
             return y.reshape(b, inputs.shape[1], self.num_heads, d)
 
         q = proj("q_proj", x[:, :1])  # only the mean token's output is used
-        k, v = proj("k_proj", x), proj("v_proj", x)
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q * (d**-0.5), k).astype(jnp.float32)
-        weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-        out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, self.embed_dim)
+        out = attend(q, proj("k_proj", x), proj("v_proj", x)).reshape(b, self.embed_dim)
         return nn.Dense(self.output_dim, dtype=self.dtype, name="c_proj")(out)
 
 
@@ -238,7 +237,10 @@ class ModifiedResNet(nn.Module):
         )(x)
 
 
-class CLIPResNetModule(nn.Module):
+_LOGIT_SCALE_INIT = float(np.log(1 / 0.07))  # OpenAI's initial temperature 0.07
+
+
+class CLIPResNetModule(_CLIPShell):
     """Flax linen shell: ``visual`` (ModifiedResNet), ``text_model``, ``text_projection``,
     ``logit_scale``. Prefer the functional wrapper :class:`CLIPResNet`."""
 
@@ -248,18 +250,10 @@ class CLIPResNetModule(nn.Module):
     def setup(self):
         c = self.config
         self.visual = ModifiedResNet(c, self.dtype)
-        self.text_model = CLIPTextTransformer(c.text, self.dtype)
-        self.text_projection = nn.Dense(c.embed_dim, use_bias=False, dtype=self.dtype)
-        self.logit_scale = self.param("logit_scale", nn.initializers.constant(np.log(1 / 0.07)), ())
+        self._setup_text(c.text, c.embed_dim, _LOGIT_SCALE_INIT)
 
     def encode_image(self, images: jax.Array) -> jax.Array:
         return self.visual(images)
-
-    def encode_text(self, ids: jax.Array) -> jax.Array:
-        return self.text_projection(self.text_model(ids))
-
-    def __call__(self, images: jax.Array, ids: jax.Array) -> tuple[jax.Array, jax.Array]:
-        return self.encode_image(images), self.encode_text(ids)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -275,7 +269,7 @@ class CLIPResNet(CLIPBase):
     dtype: Any = None
     module_class: ClassVar[type[nn.Module]] = CLIPResNetModule
     num_channels: ClassVar[int] = 3
-    logit_scale_init: ClassVar[float] = float(np.log(1 / 0.07))
+    logit_scale_init: ClassVar[float] = _LOGIT_SCALE_INIT
 
     @property
     def image_size(self) -> int:

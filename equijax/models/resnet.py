@@ -182,27 +182,6 @@ class _ConvLayer(nn.Module):
         return x
 
 
-class _ShortCut(nn.Module):
-    features: int
-    stride: int
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        x = nn.Conv(
-            self.features,
-            (1, 1),
-            strides=(self.stride, self.stride),
-            padding="VALID",
-            use_bias=False,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            name="convolution",
-        )(x)
-        return _batch_norm(train, self.dtype, self.param_dtype, "normalization")(x)
-
-
 class _Block(nn.Module):
     config: ResNetConfig
     features: int
@@ -219,7 +198,8 @@ class _Block(nn.Module):
         inner = "relu"
         residual = x
         if x.shape[-1] != self.features or self.stride != 1:
-            residual = _ShortCut(self.features, self.stride, name="shortcut", **kw)(x, train)
+            shortcut = _ConvLayer(self.features, 1, self.stride, None, name="shortcut", **kw)
+            residual = shortcut(x, train)  # 1x1 convolution + batch norm, no activation
         if cfg.layer_type == "basic":
             h = _ConvLayer(self.features, 3, self.stride, inner, name="layer_0", **kw)(x, train)
             h = _ConvLayer(self.features, 3, 1, None, name="layer_1", **kw)(h, train)

@@ -7,8 +7,10 @@
 
 from equijax.nlg.decoding import (
     METHODS,
+    RENAMED,
     Generation,
     canonical_frame,
+    canonical_method,
     combined_logits,
     generate_text,
     sample,
@@ -33,12 +35,14 @@ from equijax.nlg.scorers import (
 __all__ = [
     "ATTRIBUTES",
     "METHODS",
+    "RENAMED",
     "DemographicGroup",
     "Generation",
     "RegardScorer",
     "Scorer",
     "VaderScorer",
     "canonical_frame",
+    "canonical_method",
     "combined_logits",
     "demographic_group",
     "gendered_word_sets",

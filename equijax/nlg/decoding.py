@@ -4,20 +4,24 @@ All methods decode the ``|G|`` transformed prompts ``g·x`` in lock-step with GP
 (:mod:`equijax.models.gpt2`), ``jax.vmap``-ed over the group and batched over samples, inside
 one jitted program. ``G`` is a permutation group of token ids (see :mod:`equijax.nlg.groups`); it
 acts on ids with ``act`` and on next-token logits with ``act_axis``. Let ``l_g`` be the next-token
-logits of branch ``g`` (which has seen ``g·context``):
+logits of branch ``g`` (which has seen ``g·context``). The ``method`` names (:data:`METHODS`) are
+the library's method names; the paper's model names are in brackets:
 
-* ``"gpt2"``: plain top-k sampling from ``l_e`` (no group).
-* ``"equilm"``: sample from ``l = 1/|G| Σ_g g⁻¹ l_g`` at every step (step-wise equitune of the
-  logits); the sampled token ``y`` is fed to branch ``g`` as ``g·y``.
-* ``"r-equilm"``: as ``"equilm"`` but the *general words* (he, she, his, her, him) take the
-  identity branch's logits: ``l[v] = l_e[v]`` for general ``v``.
-* ``"equizero"``: every branch ``g`` samples a chunk of ``m`` tokens (default 5) from its own
-  logits ``l_g``; a scorer rates each branch's own text ``g·context ⊕ chunk_g``; the branch ``g*``
-  with the highest score wins and ``g*⁻¹·chunk_{g*}`` is appended to the context; repeat until
-  ``max_new_tokens`` (the paper: 15). Before the next round every branch's cache is rolled back
-  to the round start and fed ``g·(chosen chunk)`` in one multi-token forward pass.
-* ``"r-equizero"``: as ``"equizero"`` but in every branch the general words take the identity
-  branch's logits at the same step.
+* ``"pretrained"`` (GPT2): plain top-k sampling from ``l_e`` (no group).
+* ``"equitune"`` (EquiLM): sample from ``l = 1/|G| Σ_g g⁻¹ l_g`` at every step (step-wise
+  equitune of the logits); the sampled token ``y`` is fed to branch ``g`` as ``g·y``.
+* ``"r_equitune"`` (R-EquiLM): as ``"equitune"`` but the *general words* (he, she, his, her,
+  him) take the identity branch's logits: ``l[v] = l_e[v]`` for general ``v``.
+* ``"equizero"`` (EquizeroLM): every branch ``g`` samples a chunk of ``m`` tokens (default 5)
+  from its own logits ``l_g``; a scorer rates each branch's own text ``g·context ⊕ chunk_g``; the
+  branch ``g*`` with the highest score wins and ``g*⁻¹·chunk_{g*}`` is appended to the context;
+  repeat until ``max_new_tokens`` (the paper: 15). Before the next round every branch's cache is
+  rolled back to the round start and fed ``g·(chosen chunk)`` in one multi-token forward pass.
+* ``"r_equizero"`` (R-EquizeroLM): as ``"equizero"`` but in every branch the general words take
+  the identity branch's logits at the same step.
+
+The spellings of earlier versions (``"gpt2"``, ``"equilm"``, ``"r-equilm"``, ``"r-equizero"``)
+still work and raise a :class:`FutureWarning` naming the new one (:data:`RENAMED`).
 
 **Exact fairness with the same PRNG key.** Sampling uses the Gumbel-max trick with the noise
 expressed in a *canonical frame* of the prompt: ``c(x) = argmin_h lex(h⁻¹·x)`` (the element that
@@ -48,9 +52,9 @@ Examples:
   >>> model = gpt2.GPT2LMHeadModel(cfg)
   >>> params = model.init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32))["params"]
   >>> x = jnp.array([[0, 5, 6]])                    # "a f g"
-  >>> out = sample(model, params, x, method="equilm", group=dg, key=jax.random.key(1),
+  >>> out = sample(model, params, x, method="equitune", group=dg, key=jax.random.key(1),
   ...              max_new_tokens=6, top_k=5)
-  >>> out_g = sample(model, params, dg.group.act(1, x), method="equilm", group=dg,
+  >>> out_g = sample(model, params, dg.group.act(1, x), method="equitune", group=dg,
   ...                key=jax.random.key(1), max_new_tokens=6, top_k=5)
   >>> bool((out_g.tokens == dg.group.act(1, out.tokens)).all())
   True
@@ -60,6 +64,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -75,15 +80,26 @@ from equijax.nlg.groups import DemographicGroup
 
 __all__ = [
     "METHODS",
+    "RENAMED",
     "Generation",
     "ScoreFn",
     "canonical_frame",
+    "canonical_method",
     "combined_logits",
     "generate_text",
     "sample",
 ]
 
-METHODS = ("gpt2", "equilm", "r-equilm", "equizero", "r-equizero")
+#: The sampling methods, in the library's spelling (paper: GPT2, EquiLM, R-EquiLM, EquizeroLM,
+#: R-EquizeroLM).
+METHODS = ("pretrained", "equitune", "r_equitune", "equizero", "r_equizero")
+#: Spellings of earlier versions and the method each now names (accepted with a FutureWarning).
+RENAMED = {
+    "gpt2": "pretrained",
+    "equilm": "equitune",
+    "r-equilm": "r_equitune",
+    "r-equizero": "r_equizero",
+}
 
 #: Host scorer used by EquizeroLM: ``(prompt_ids (G, B, T), prompt_mask (B, T),
 #: gen_ids (G, B, L), n_valid ()) -> (G, B)`` scores (higher is better); only the first
@@ -236,7 +252,7 @@ def _acts(group: PermutationGroup | None, x: jax.Array) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnums=(0,), static_argnames=("group", "n", "top_k", "relaxed"))
-def _equilm_program(model, params, ids, mask, key, temperature, general_mask, *, group, n, top_k,
+def _equitune_program(model, params, ids, mask, key, temperature, general_mask, *, group, n, top_k,
                     relaxed):  # fmt: skip
     b, t = ids.shape
     v = model.config.vocab_size
@@ -355,13 +371,47 @@ def _as_group(group: Any) -> tuple[PermutationGroup | None, tuple[int, ...]]:
     )
 
 
+def canonical_method(method: str, *, stacklevel: int = 2) -> str:
+    """The library's name of a sampling method; an old spelling gives a :class:`FutureWarning`.
+
+    Args:
+      method: a name in :data:`METHODS`, or an old spelling in :data:`RENAMED`.
+      stacklevel: passed to :func:`warnings.warn` (2: the caller of this function).
+
+    Returns:
+      The name in :data:`METHODS`.
+
+    Raises:
+      ValueError: for an unknown name (the message lists :data:`METHODS`).
+
+    Examples:
+      >>> canonical_method("r_equitune")
+      'r_equitune'
+      >>> import warnings
+      >>> with warnings.catch_warnings(record=True) as caught:
+      ...     warnings.simplefilter("always")
+      ...     canonical_method("equilm")
+      'equitune'
+      >>> str(caught[0].message)
+      "method='equilm' is renamed 'equitune'; the old spelling will be removed."
+    """
+    if method in RENAMED:
+        new = RENAMED[method]
+        warnings.warn(f"method={method!r} is renamed {new!r}; the old spelling will be removed.",
+                      FutureWarning, stacklevel=stacklevel + 1)  # fmt: skip
+        return new
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+    return method
+
+
 def sample(
     model: gpt2.GPT2LMHeadModel,
     params: Any,
     input_ids: Any,
     attention_mask: Any = None,
     *,
-    method: str = "equilm",
+    method: str = "equitune",
     group: DemographicGroup | PermutationGroup | None = None,
     key: jax.Array,
     max_new_tokens: int = 15,
@@ -378,9 +428,11 @@ def sample(
       params: its parameters.
       input_ids: ``(B, T)`` prompt ids, left-padded (:func:`equijax.models.gpt2.left_pad`).
       attention_mask: ``(B, T)``, 0 marks left padding (default: none).
-      method: one of ``"gpt2"``, ``"equilm"``, ``"r-equilm"``, ``"equizero"``, ``"r-equizero"``.
+      method: one of :data:`METHODS`: ``"pretrained"``, ``"equitune"``, ``"r_equitune"``,
+        ``"equizero"``, ``"r_equizero"`` (old spellings such as ``"equilm"``: a
+        :class:`FutureWarning`, see :func:`canonical_method`).
       group: a :class:`~equijax.nlg.groups.DemographicGroup` (carries the general words) or a
-        :class:`~equijax.groups.PermutationGroup` on token ids; not used by ``"gpt2"``.
+        :class:`~equijax.groups.PermutationGroup` on token ids; not used by ``"pretrained"``.
       key: PRNG key; the same key gives the same noise, in the prompt's canonical frame.
       max_new_tokens: tokens to generate (the paper: 15).
       top_k: sample among the ``top_k`` most likely tokens (``None``: all).
@@ -401,12 +453,11 @@ def sample(
         group, or a missing ``score_fn``.
       TypeError: for an unsupported ``group``.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
+    method = canonical_method(method, stacklevel=3)
     perm, default_general = _as_group(group)
-    if method != "gpt2" and perm is None:
+    if method != "pretrained" and perm is None:
         raise ValueError(f"method={method!r} needs group= (e.g. equijax.nlg.demographic_group).")
-    if method == "gpt2":
+    if method == "pretrained":
         perm = None
     cfg = model.config
     ids = np.asarray(input_ids)
@@ -432,7 +483,7 @@ def sample(
         raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}.")
     if not isinstance(beam_tokens, int) or beam_tokens < 1:
         raise ValueError(f"beam_tokens must be a positive int, got {beam_tokens!r}.")
-    equizero = method in ("equizero", "r-equizero")
+    equizero = method in ("equizero", "r_equizero")
     room = math.ceil(max_new_tokens / beam_tokens) * beam_tokens if equizero else max_new_tokens
     if ids.shape[1] + room > cfg.n_positions:
         raise ValueError(
@@ -465,9 +516,9 @@ def sample(
     ids_j = jnp.asarray(ids, jnp.int32)
     mask_j = jnp.asarray(mask)
     temp = jnp.float32(temperature)
-    relaxed = method.startswith("r-")
+    relaxed = method.startswith("r_")
     if not equizero:
-        new, frame = _equilm_program(
+        new, frame = _equitune_program(
             model, params, ids_j, mask_j, key, temp, jnp.asarray(general),
             group=perm, n=max_new_tokens, top_k=top_k, relaxed=relaxed,
         )  # fmt: skip

@@ -15,14 +15,10 @@ __all__ = ["ENV_NAMES", "canonical_env_name", "make_env"]
 #: Canonical environment names accepted by :func:`make_env` (case-insensitive; gym ids work too).
 ENV_NAMES = ("gridworld", "cartpole", "acrobot")
 
-_ALIASES = {
-    "gridworld": "gridworld",
-    "gridworld-c4": "gridworld",
-    "cartpole": "cartpole",
-    "cartpole-v1": "cartpole",
-    "acrobot": "acrobot",
-    "acrobot-v1": "acrobot",
-}
+#: Every accepted (lower-case) name: the canonical ones and the ids of gymnax / the paper.
+_ALIASES = {name: name for name in ENV_NAMES} | {
+    "gridworld-c4": "gridworld", "cartpole-v1": "cartpole", "acrobot-v1": "acrobot",
+}  # fmt: skip
 
 
 def canonical_env_name(name: str) -> str:

@@ -40,47 +40,9 @@ Examples:
     (2, 1)
 """
 
-from equijax.models.clip import zoo
-from equijax.models.clip.convert import from_pretrained, hf_to_flax
-from equijax.models.clip.model import (
-    CLIP,
-    CLIPBase,
-    CLIPConfig,
-    CLIPModule,
-    CLIPTextConfig,
-    CLIPTextTransformer,
-    CLIPVisionConfig,
-    CLIPVisionTransformer,
-    ZeroShotHead,
-    check_ids,
-    check_images,
-    zero_shot_classifier,
-)
-from equijax.models.clip.tokenizer import (
-    load_tokenizer,
-    tokenize,
-    write_bpe_vocab,
-    write_tokenizer_files,
-)
+from equijax.models.clip import convert, model, tokenizer, zoo
+from equijax.models.clip.convert import *  # noqa: F403
+from equijax.models.clip.model import *  # noqa: F403
+from equijax.models.clip.tokenizer import *  # noqa: F403
 
-__all__ = [
-    "CLIP",
-    "CLIPBase",
-    "CLIPConfig",
-    "CLIPModule",
-    "CLIPTextConfig",
-    "CLIPTextTransformer",
-    "CLIPVisionConfig",
-    "CLIPVisionTransformer",
-    "ZeroShotHead",
-    "check_ids",
-    "check_images",
-    "from_pretrained",
-    "hf_to_flax",
-    "load_tokenizer",
-    "tokenize",
-    "write_bpe_vocab",
-    "write_tokenizer_files",
-    "zero_shot_classifier",
-    "zoo",
-]
+__all__ = [*model.__all__, *convert.__all__, *tokenizer.__all__, "zoo"]

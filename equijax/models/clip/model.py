@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from equijax.models._activations import ACTIVATIONS, check_activation
+from equijax.models._attention import attend
+from equijax.models._ids import check_id_range
 from equijax.models.clip.tokenizer import tokenize
 
 __all__ = [
@@ -186,12 +188,8 @@ class _Attention(nn.Module):
             y = nn.Dense(self.hidden_size, dtype=self.dtype, name=name)(x)
             return y.reshape(b, t, self.num_heads, d)
 
-        q, k, v = proj("q_proj"), proj("k_proj"), proj("v_proj")
-        scores = jnp.einsum("bqhd,bkhd->bhqk", q * (d**-0.5), k).astype(jnp.float32)
-        if mask is not None:
-            scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
-        weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-        out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, t, self.hidden_size)
+        out = attend(proj("q_proj"), proj("k_proj"), proj("v_proj"), mask)
+        out = out.reshape(b, t, self.hidden_size)
         return nn.Dense(self.hidden_size, dtype=self.dtype, name="out_proj")(out)
 
 
@@ -209,38 +207,27 @@ class _MLP(nn.Module):
 
 
 class _EncoderLayer(nn.Module):
-    hidden_size: int
-    intermediate_size: int
-    num_heads: int
-    act: str
-    eps: float
+    config: CLIPTextConfig | CLIPVisionConfig  # either tower's: the same encoder fields
     dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-        h = nn.LayerNorm(self.eps, dtype=self.dtype, name="layer_norm1")(x)
-        x = x + _Attention(self.hidden_size, self.num_heads, self.dtype, name="self_attn")(h, mask)
-        h = nn.LayerNorm(self.eps, dtype=self.dtype, name="layer_norm2")(x)
-        mlp = _MLP(self.hidden_size, self.intermediate_size, self.act, self.dtype, name="mlp")
+        c, dt = self.config, self.dtype
+        h = nn.LayerNorm(c.layer_norm_eps, dtype=dt, name="layer_norm1")(x)
+        x = x + _Attention(c.hidden_size, c.num_attention_heads, dt, name="self_attn")(h, mask)
+        h = nn.LayerNorm(c.layer_norm_eps, dtype=dt, name="layer_norm2")(x)
+        mlp = _MLP(c.hidden_size, c.intermediate_size, c.hidden_act, dt, name="mlp")
         return x + mlp(h)
 
 
 class _Encoder(nn.Module):
-    num_layers: int
-    hidden_size: int
-    intermediate_size: int
-    num_heads: int
-    act: str
-    eps: float
+    config: CLIPTextConfig | CLIPVisionConfig
     dtype: Any = None
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-        for i in range(self.num_layers):
-            x = _EncoderLayer(
-                self.hidden_size, self.intermediate_size, self.num_heads, self.act, self.eps,
-                self.dtype, name=f"layers_{i}",
-            )(x, mask)  # fmt: skip
+        for i in range(self.config.num_hidden_layers):
+            x = _EncoderLayer(self.config, self.dtype, name=f"layers_{i}")(x, mask)
         return x
 
 
@@ -257,13 +244,12 @@ def check_ids(ids: jax.typing.ArrayLike, config: CLIPTextConfig) -> jax.Array:
             f"{config.max_position_embeddings}; tokenize with context_length="
             f"{config.max_position_embeddings} (truncation=True)"
         )
-    if not isinstance(ids, jax.core.Tracer):
-        arr = np.asarray(ids)
-        if arr.size and (arr.min() < 0 or arr.max() >= config.vocab_size):
-            raise ValueError(
-                f"ids must lie in [0, vocab_size={config.vocab_size}); found values in "
-                f"[{arr.min()}, {arr.max()}]. Was the text tokenized with this model's tokenizer?"
-            )
+    check_id_range(
+        ids,
+        config.vocab_size,
+        name="ids",
+        hint="was the text tokenized with this model's tokenizer?",
+    )
     return jnp.asarray(ids)
 
 
@@ -284,10 +270,7 @@ class CLIPTextTransformer(nn.Module):
         t = ids.shape[1]
         x = _TextEmbeddings(c, self.dtype, name="embeddings")(ids)
         mask = jnp.tril(jnp.ones((t, t), bool))[None, None]
-        x = _Encoder(
-            c.num_hidden_layers, c.hidden_size, c.intermediate_size, c.num_attention_heads,
-            c.hidden_act, c.layer_norm_eps, self.dtype, name="encoder",
-        )(x, mask)  # fmt: skip
+        x = _Encoder(c, self.dtype, name="encoder")(x, mask)
         x = nn.LayerNorm(c.layer_norm_eps, dtype=self.dtype, name="final_layer_norm")(x)
         if c.pooling == "argmax":
             index = jnp.argmax(ids, axis=-1)
@@ -347,10 +330,7 @@ class CLIPVisionTransformer(nn.Module):
         images = check_images(images, c.image_size, c.num_channels)
         embeddings = _VisionEmbeddings(c, self.dtype, name="embeddings")(images)
         x = nn.LayerNorm(c.layer_norm_eps, dtype=self.dtype, name="pre_layrnorm")(embeddings)
-        x = _Encoder(
-            c.num_hidden_layers, c.hidden_size, c.intermediate_size, c.num_attention_heads,
-            c.hidden_act, c.layer_norm_eps, self.dtype, name="encoder",
-        )(x)  # fmt: skip
+        x = _Encoder(c, self.dtype, name="encoder")(x)
         return nn.LayerNorm(c.layer_norm_eps, dtype=self.dtype, name="post_layernorm")(x[:, 0])
 
 
@@ -375,7 +355,24 @@ class _VisionEmbeddings(nn.Module):
         return x + pos(jnp.arange(c.num_positions))[None]
 
 
-class CLIPModule(nn.Module):
+class _CLIPShell(nn.Module):
+    """What the linen shells of both CLIP families share: the text tower ``text_model``, its
+    projection ``text_projection`` and ``logit_scale``. A subclass's ``setup`` builds the image
+    side, calls :meth:`_setup_text` and defines ``encode_image``."""
+
+    def _setup_text(self, text: CLIPTextConfig, embed_dim: int, logit_scale_init: float) -> None:
+        self.text_model = CLIPTextTransformer(text, self.dtype)
+        self.text_projection = nn.Dense(embed_dim, use_bias=False, dtype=self.dtype)
+        self.logit_scale = self.param("logit_scale", nn.initializers.constant(logit_scale_init), ())
+
+    def encode_text(self, ids: jax.Array) -> jax.Array:
+        return self.text_projection(self.text_model(ids))
+
+    def __call__(self, images: jax.Array, ids: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return self.encode_image(images), self.encode_text(ids)
+
+
+class CLIPModule(_CLIPShell):
     """Flax linen shell holding both towers, the projections and ``logit_scale``.
 
     Prefer the functional wrapper :class:`CLIP`; this module is what it applies.
@@ -386,25 +383,15 @@ class CLIPModule(nn.Module):
 
     def setup(self):
         c = self.config
-        self.text_model = CLIPTextTransformer(c.text, self.dtype)
         self.vision_model = CLIPVisionTransformer(c.vision, self.dtype)
         self.visual_projection = nn.Dense(c.projection_dim, use_bias=False, dtype=self.dtype)
-        self.text_projection = nn.Dense(c.projection_dim, use_bias=False, dtype=self.dtype)
-        self.logit_scale = self.param(
-            "logit_scale", nn.initializers.constant(c.logit_scale_init_value), ()
-        )
+        self._setup_text(c.text, c.projection_dim, c.logit_scale_init_value)
 
     def encode_image(self, images: jax.Array) -> jax.Array:
         return self.visual_projection(self.vision_model(images))
 
-    def encode_text(self, ids: jax.Array) -> jax.Array:
-        return self.text_projection(self.text_model(ids))
-
     def get_logit_scale(self) -> jax.Array:
         return self.logit_scale
-
-    def __call__(self, images: jax.Array, ids: jax.Array) -> tuple[jax.Array, jax.Array]:
-        return self.encode_image(images), self.encode_text(ids)
 
 
 # ----------------------------------------------------------------------------- functional API
