@@ -57,8 +57,8 @@ from equijax import decoding
 from equijax.data import scan
 from equijax.models import seq2seq as s2s
 from equijax.nn import LambdaNet
-from experiments._cli import RESUME_HINT, ArgumentParser, cli, setup_logging
-from experiments._config import add_config_args, config_from_args
+from experiments._cli import RESUME_HINT, check_choice, cli, setting, setup_logging
+from experiments._common import parse_config
 
 log = logging.getLogger("experiments.scan")
 
@@ -106,10 +106,6 @@ PAPER_FINETUNE_LR = {"add_jump": 1e-5, "around_right": 2e-5}
 RUNTIME_FIELDS = ("out", "resume", "jobs", "devices", "distributed")
 
 
-def _help(text: str) -> dict:
-    return {"help": text}
-
-
 @dataclasses.dataclass(frozen=True)
 class Config:
     """One SCAN run. Presets: :meth:`paper` (the paper's budgets) and :meth:`quick` (CPU).
@@ -118,41 +114,28 @@ class Config:
     not what it computes; they are plain command-line flags.
     """
 
-    splits: tuple[str, ...] = dataclasses.field(
-        default=scan.SPLITS, metadata=_help(f"SCAN splits, any of {' '.join(scan.SPLITS)}"))
-    cells: tuple[str, ...] = dataclasses.field(
-        default=("lstm", "gru", "rnn"), metadata=_help("recurrent cells, any of lstm gru rnn"))
-    seeds: tuple[int, ...] = dataclasses.field(default=(0, 1, 2), metadata=_help("seeds"))
-    pretrain_examples: int = dataclasses.field(
-        default=200_000, metadata=_help("pretraining budget in examples"))
-    batch_size: int = dataclasses.field(default=64, metadata=_help("pretraining batch"))
-    lr: float = dataclasses.field(
-        default=3e-3,
-        metadata=_help("peak Adam lr for batched pretraining (cosine decay, clip 1.0)"))
-    teacher_forcing: float = dataclasses.field(
-        default=0.5, metadata=_help("teacher-forcing probability in pretraining"))
-    lambda_steps: int = dataclasses.field(
-        default=1000, metadata=_help("λ-network training steps (model frozen, pretraining batch)"))
-    lambda_lr: float = dataclasses.field(default=1e-3, metadata=_help("λ-network Adam lr"))
-    finetune_steps: int = dataclasses.field(
-        default=10_000, metadata=_help("finetuning iterations (paper: 10,000 of batch 1)"))
-    finetune_batch: int = dataclasses.field(default=1, metadata=_help("finetuning batch"))
-    finetune_lr: float | None = dataclasses.field(
-        default=None, metadata=_help(
-            "one finetuning lr for both splits (None: the paper's 1e-5 Add Jump, 2e-5 Around "
-            "Right, times the batch with --finetune-lr-batch-scaling)"))
-    finetune_lr_batch_scaling: bool = dataclasses.field(
-        default=False, metadata=_help(
-            "scale the paper's finetuning lr linearly by the finetuning batch (ignored with "
-            "--finetune-lr)"))
-    val_fraction: float = dataclasses.field(
-        default=0.1, metadata=_help("held-out validation fraction of train"))
-    eval_batch: int = dataclasses.field(
-        default=512,
-        metadata=_help("decoding chunk (every part padded to it: one compilation per decoder)"))
-    ablation_pretrain_examples: int = dataclasses.field(
-        default=400_000, metadata=_help(
-            "--ablation: the larger pretraining budget compared with --pretrain-examples"))
+    splits: tuple[str, ...] = setting(scan.SPLITS, f"SCAN splits, any of {' '.join(scan.SPLITS)}")
+    cells: tuple[str, ...] = setting(("lstm", "gru", "rnn"), "recurrent cells, any of lstm gru rnn")
+    seeds: tuple[int, ...] = setting((0, 1, 2), "seeds")
+    pretrain_examples: int = setting(200_000, "pretraining budget in examples")
+    batch_size: int = setting(64, "pretraining batch")
+    lr: float = setting(3e-3, "peak Adam lr for batched pretraining (cosine decay, clip 1.0)")
+    teacher_forcing: float = setting(0.5, "teacher-forcing probability in pretraining")
+    lambda_steps: int = setting(1000, "λ-network training steps (model frozen, pretraining batch)")
+    lambda_lr: float = setting(1e-3, "λ-network Adam lr")
+    finetune_steps: int = setting(10_000, "finetuning iterations (paper: 10,000 of batch 1)")
+    finetune_batch: int = setting(1, "finetuning batch")
+    finetune_lr: float | None = setting(
+        None, "one finetuning lr for both splits (None: the paper's 1e-5 Add Jump, 2e-5 Around "
+        "Right, times the batch with --finetune-lr-batch-scaling)")  # fmt: skip
+    finetune_lr_batch_scaling: bool = setting(
+        False, "scale the paper's finetuning lr linearly by the finetuning batch (ignored with "
+        "--finetune-lr)")  # fmt: skip
+    val_fraction: float = setting(0.1, "held-out validation fraction of train")
+    eval_batch: int = setting(
+        512, "decoding chunk (every part padded to it: one compilation per decoder)")
+    ablation_pretrain_examples: int = setting(
+        400_000, "--ablation: the larger pretraining budget compared with --pretrain-examples")
     out: Path = Path("runs/scan")
     resume: bool = True
     jobs: int = 1
@@ -167,13 +150,8 @@ class Config:
         for name in ("lambda_steps", "finetune_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
-        bad = [sp for sp in self.splits if sp not in scan.SPLITS]
-        if bad or not self.splits:
-            raise ValueError(f"splits must be a non-empty subset of {scan.SPLITS}, got {bad}.")
-        bad = [c for c in self.cells if c not in CELL_TITLES]
-        if bad or not self.cells:
-            raise ValueError(f"cells must be a non-empty subset of {tuple(CELL_TITLES)}, "
-                             f"got {bad}.")  # fmt: skip
+        check_choice("splits", self.splits, scan.SPLITS)
+        check_choice("cells", self.cells, tuple(CELL_TITLES))
         if not self.seeds:
             raise ValueError("seeds must name at least one seed.")
         if not 0.0 < self.val_fraction < 1.0:
@@ -215,12 +193,8 @@ class Config:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in RUNTIME_FIELDS}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(
-        prog="python -m experiments.scan",
-        description=__doc__, formatter_class=argparse.RawTextHelpFormatter,
-    )  # fmt: skip
-    add_config_args(p, Config, skip=RUNTIME_FIELDS)
+def _plain_flags(p: argparse.ArgumentParser) -> None:
+    """The flags that do not shape results (not :class:`Config` presets)."""
     p.add_argument("--ablation", action="store_true",
                    help="also run the ablation of the paper row (equitune_sequence): after-EOS "
                         "rows, log-prob vs prob mean, decode length, pretraining budget; writes "
@@ -238,7 +212,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="multi-host: jax.distributed.initialize() first (TPU VM pods and SLURM "
                         "are detected; else set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
                         "JAX_PROCESS_ID)")
-    return p
+
+
+def _runtime(a: argparse.Namespace) -> dict[str, Any]:
+    """The :data:`RUNTIME_FIELDS` of the config, from the plain flags."""
+    if a.jobs is not None and a.jobs < 1:
+        raise ValueError("--jobs must be >= 1")
+    if a.devices is not None and a.devices < 1:
+        raise ValueError("--devices must be >= 1")
+    jobs = a.jobs if a.jobs is not None else (
+        1 if a.devices or a.distributed else _default_jobs()  # no device query before
+    )  # jax.distributed.initialize
+    return dict(out=a.out, resume=not a.no_resume, jobs=jobs, devices=a.devices,
+                distributed=a.distributed)  # fmt: skip
 
 
 def parse_args(argv: list[str] | None = None) -> Config:
@@ -247,21 +233,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
 
 
 def _parse(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
-    p = build_parser()
-    a = p.parse_args(argv)
-    if a.jobs is not None and a.jobs < 1:
-        p.error("--jobs must be >= 1")
-    if a.devices is not None and a.devices < 1:
-        p.error("--devices must be >= 1")
-    jobs = a.jobs if a.jobs is not None else (
-        1 if a.devices or a.distributed else _default_jobs()  # no device query before
-    )  # jax.distributed.initialize
-    try:
-        cfg = config_from_args(a, Config, skip=RUNTIME_FIELDS, out=a.out, resume=not a.no_resume,
-                               jobs=jobs, devices=a.devices, distributed=a.distributed)  # fmt: skip
-    except ValueError as err:
-        p.error(str(err))
-    return cfg, a
+    return parse_config(Config, argv, prog="python -m experiments.scan", description=__doc__,
+                        plain=_plain_flags, skip=RUNTIME_FIELDS, prepare=_runtime)  # fmt: skip
 
 
 @functools.lru_cache(maxsize=4)
