@@ -153,7 +153,7 @@ def test_scan_finetuning_steps_on_8_devices_equal_one_device(scan_split):
     batches = _batches(scan_split, 16, 2, buckets=(8,))
     out = []
     for m in (None, scan_exp.data_parallel_mesh(8)):
-        step = scan_exp.make_ft_step(model, scan_split, "lambda", lam_net, opt, True, m)
+        step = scan_exp.make_ft_step(model, scan_split, "lambda_equitune", lam_net, opt, True, m)
         trainable = {"model": params, "lambda": lam}
         (trainable, opt_state), _ = scan_exp._put(m, (trainable, opt.init(trainable)))
         key, losses = jax.random.key(3), []
@@ -180,7 +180,7 @@ def test_scan_run_ft_and_decoding_on_8_devices_equal_one_device(scan_split):
     lam = lam_net.init(jax.random.key(5), jnp.ones((1, 16)))
     mesh = scan_exp.data_parallel_mesh(8)
     runs = [
-        scan_exp.run_ft(model, scan_split, "lambda", params, lam_net, lam, steps=2, batch=16,
+        scan_exp.run_ft(model, scan_split, "lambda_equitune", params, lam_net, lam, steps=2, batch=16,
                         lr=1e-3, seed=0, train_model=True, train_lambda=True, desc="t", mesh=m)
         for m in (None, mesh)
     ]  # fmt: skip
