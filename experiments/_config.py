@@ -9,7 +9,9 @@ only chooses a preset and overrides fields:
   and one ``--field-name`` flag per dataclass field, whose help shows the field's value under
   each preset once (``[paper: 3; quick: 1]``, or ``[default: 64]`` when all presets agree);
 * :func:`config_from_args` builds ``getattr(Config, preset)(**overrides)`` from the parsed
-  flags (only the flags the user gave override the preset).
+  flags (only the flags the user gave override the preset);
+* :func:`parse_config` is a script's whole command line in one call: ``(config, args)`` from
+  ``argv``, with every ``ValueError`` of the config as a one-line usage error (exit code 2).
 
 A field's help text lives in ``dataclasses.field(metadata={"help": ...})``. Fields of type
 ``bool`` get ``--x / --no-x``; ``tuple[...]`` fields take one or more values; fields not
@@ -22,6 +24,7 @@ import argparse
 import dataclasses
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +141,50 @@ def config_from_args(
 ) -> Any:
     """``getattr(cls, preset)(**extra, **overrides)`` from :func:`add_config_args` flags."""
     return getattr(cls, chosen_preset(args, presets))(**extra, **overrides(args, cls, skip))
+
+
+def parse_config(
+    cls: type,
+    argv: list[str] | None,
+    *,
+    prog: str,
+    description: str,
+    presets: tuple[str, ...] = PRESETS,
+    plain: Callable[[argparse.ArgumentParser], Any] | None = None,
+    skip: tuple[str, ...] = (),
+    required: dict[str, Any] | None = None,
+    prepare: Callable[[argparse.Namespace], dict[str, Any]] | None = None,
+) -> tuple[Any, argparse.Namespace]:
+    """The run's config and the parsed flags.
+
+    Args:
+      cls: the script's frozen ``Config`` dataclass (presets named in ``presets``).
+      argv: the command line (``None``: ``sys.argv[1:]``).
+      prog: the script's name in messages (``python -m experiments.x``).
+      description: the ``--help`` description.
+      presets: the preset names; the first is the default.
+      plain: adds the flags that are not config fields (``--out`` ...) to the parser.
+      skip: config fields without an override flag.
+      required: example values of fields every preset needs (to render ``--help``).
+      prepare: called with the parsed flags before the config is built; returns keyword
+        arguments for the preset (fields the script sets itself, e.g. from a plain flag) and may
+        rewrite flags (e.g. old method names). A ``ValueError`` it raises is a usage error.
+
+    Returns:
+      ``(config, args)``: ``getattr(cls, preset)(**prepared, **overrides)`` and the namespace
+      (with ``args.preset`` set to the chosen preset).
+    """
+    from experiments._cli import ArgumentParser
+
+    parser = ArgumentParser(prog=prog, description=description)
+    if plain is not None:
+        plain(parser)
+    add_config_args(parser, cls, presets, skip=skip, required=required)
+    args = parser.parse_args(argv)
+    try:
+        extra = prepare(args) if prepare is not None else {}
+        args.preset = chosen_preset(args, presets)
+        config = getattr(cls, args.preset)(**extra, **overrides(args, cls, skip))
+    except ValueError as err:
+        parser.error(str(err))
+    return config, args

@@ -65,7 +65,7 @@ from experiments._cli import (
     split_commas,
     tfds_splits,
 )
-from experiments._common import parse_config
+from experiments._config import parse_config
 
 METHODS = ("pretrained", "equitune", "equizero", "equizero_entropy", "lambda_equitune")
 #: Method names of earlier versions (accepted by ``--methods`` with a FutureWarning).

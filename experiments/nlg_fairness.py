@@ -48,7 +48,7 @@ from equijax.models.tiny import is_random_model
 from equijax.models.tiny import write_tiny_random_gpt2 as save_random_gpt2
 from equijax.nlg import decoding, groups, scorers
 from experiments._cli import ScriptError, check_choice, cli, new_spelling, setting, setup_logging
-from experiments._common import parse_config
+from experiments._config import parse_config
 
 #: The paper's model names (tables, figures) of the methods of :data:`equijax.nlg.METHODS`.
 LABELS = {

@@ -58,7 +58,7 @@ from equijax.data import scan
 from equijax.models import seq2seq as s2s
 from equijax.nn import LambdaNet
 from experiments._cli import RESUME_HINT, check_choice, cli, setting, setup_logging
-from experiments._common import parse_config
+from experiments._config import parse_config
 
 log = logging.getLogger("experiments.scan")
 

@@ -180,8 +180,9 @@ def test_scan_run_ft_and_decoding_on_8_devices_equal_one_device(scan_split):
     lam = lam_net.init(jax.random.key(5), jnp.ones((1, 16)))
     mesh = scan_exp.data_parallel_mesh(8)
     runs = [
-        scan_exp.run_ft(model, scan_split, "lambda_equitune", params, lam_net, lam, steps=2, batch=16,
-                        lr=1e-3, seed=0, train_model=True, train_lambda=True, desc="t", mesh=m)
+        scan_exp.run_ft(model, scan_split, "lambda_equitune", params, lam_net, lam, steps=2,
+                        batch=16, lr=1e-3, seed=0, train_model=True, train_lambda=True, desc="t",
+                        mesh=m)
         for m in (None, mesh)
     ]  # fmt: skip
     # Adam divides by sqrt(v): for the few parameters whose gradients are ~0, round-off in the
