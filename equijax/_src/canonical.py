@@ -132,24 +132,9 @@ def canonical_lambda_equitune(
             f"thetas must be a non-empty 1-D sequence of elements, got shape {thetas_arr.shape}."
         )
     log_weights(jnp.zeros(()), normalize)
-    kwargs = dict(
-        canonicalizer=canonicalizer,
-        thetas=thetas,
-        weight_fn=weight_fn,
-        group=group,
-        in_action=in_action,
-        out_action=out_action,
-        normalize=normalize,
-        theta_inverse=theta_inverse,
-        chunk_size=chunk_size,
-        return_weights=return_weights,
-        has_aux=has_aux,
-        batching=batching,
-        exact=exact,
-    )
     orbit.check_exact(exact, chunk_size, int(thetas_arr.shape[0]))
     if x is None:
-        return common.as_transformation(canonical_lambda_equitune, fn, (), kwargs)
+        return common.as_transformation(canonical_lambda_equitune, fn, (), locals())
     group = SO2() if group is None else group
     act_in = in_action if in_action is not None else group.act
     h = jnp.asarray(canonicalizer(x))

@@ -118,21 +118,9 @@ def lambda_equitune(
     group = common.check_group(group)
     common.check_callable(weight_fn, "weight_fn", "Expected x_g -> logits of shape (B,).")
     log_weights(jnp.zeros(()), normalize)  # validates `normalize`
-    kwargs = dict(
-        weight_fn=weight_fn,
-        normalize=normalize,
-        in_action=in_action,
-        out_action=out_action,
-        chunk_size=chunk_size,
-        return_weights=return_weights,
-        has_aux=has_aux,
-        batching=batching,
-        orbit_sharding=orbit_sharding,
-        exact=exact,
-    )
     orbit.check_exact(exact, chunk_size, group.order)
     if x is None:
-        return common.as_transformation(lambda_equitune, fn, (group,), kwargs)
+        return common.as_transformation(lambda_equitune, fn, (group,), locals())
     transform, untransform = common.actions(group, in_action, out_action)
 
     def aux_fn(xg: PyTree, yg: PyTree, feats: PyTree) -> jax.Array:
