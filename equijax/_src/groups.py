@@ -36,27 +36,6 @@ from jax.typing import ArrayLike
 
 Element = int | jax.Array
 
-__all__ = [
-    "SO2",
-    "FiniteGroup",
-    "ImageGroup",
-    "PermutationGroup",
-    "ProductGroup",
-    "SignFlipGroup",
-    "VectorRotationGroup",
-    "cyclic",
-    "dihedral",
-    "generated",
-    "hflip",
-    "permutation",
-    "permutation_group",
-    "product",
-    "rot90",
-    "rot180",
-    "sign_flip",
-    "vflip",
-]
-
 _MAX_ORDER = 100_000
 
 
