@@ -93,4 +93,23 @@ def as_transformation(
     return transformed
 
 
+def call_shell(method: Callable[..., Any], model: Any, shell: Any, x: PyTree, **own: Any) -> Any:
+    """How every Flax shell (``equijax.nn``, ``equijax.nnx``) calls its method.
+
+    ``method(model, shell.group, x, in_action=..., out_action=..., batching="fold", **own)``:
+    the shell's group and actions, and the group axis folded into the batch (one call of the
+    model on ``|G| * B`` examples, so linen submodules nest and stateful NNX layers train);
+    ``own`` holds the method's own keywords (``loss``, ``weight_fn``, ...).
+    """
+    return method(
+        model,
+        shell.group,
+        x,
+        in_action=shell.in_action,
+        out_action=shell.out_action,
+        batching="fold",
+        **own,
+    )
+
+
 straight_through = orbit.straight_through
