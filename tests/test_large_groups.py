@@ -126,14 +126,19 @@ def test_finite_group_matches_equitune(keys):
     np.testing.assert_array_equal(idx, np.arange(8))  # one index per slice of [0, 8)
 
 
-def test_mean_over_keys_converges_at_inverse_sqrt_k(keys):
-    """Unbiased, and the RMS error over keys halves when num_samples grows 4x."""
+def _scalar_s6_problem(keys):
+    """A scalar MLP on 6 points, S_6, a batch of 4, and the exact average over all 720."""
     n = 6
     params, apply = _mlp(n, out=1)
     fn = lambda pts: apply(params, pts)[:, 0]
     G = SymmetricGroup(n)
     x = jax.random.normal(keys(), (4, n, 2))
-    exact = sampled_equitune(fn, G, x, elements=G.elements())
+    return fn, G, x, sampled_equitune(fn, G, x, elements=G.elements())
+
+
+def test_mean_over_keys_converges_at_inverse_sqrt_k(keys):
+    """Unbiased, and the RMS error over keys halves when num_samples grows 4x."""
+    fn, G, x, exact = _scalar_s6_problem(keys)
     reps = 300
     rms, bias = {}, {}
     for k in (16, 64):  # one compiled program per k
@@ -151,12 +156,7 @@ def test_mean_over_keys_converges_at_inverse_sqrt_k(keys):
 
 
 def test_stderr_is_calibrated(keys):
-    n = 6
-    params, apply = _mlp(n, out=1)
-    fn = lambda pts: apply(params, pts)[:, 0]
-    G = SymmetricGroup(n)
-    x = jax.random.normal(keys(), (4, n, 2))
-    exact = sampled_equitune(fn, G, x, elements=G.elements())
+    fn, G, x, exact = _scalar_s6_problem(keys)
     one = lambda key: sampled_equitune(fn, G, x, key=key, num_samples=64, return_stderr=True)
     run = jax.jit(jax.vmap(one))
     est, se = run(jax.random.split(keys(), 300))
