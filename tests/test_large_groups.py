@@ -202,12 +202,14 @@ def test_stratified_removes_variance_between_cosets(keys):
     assert float(jnp.abs(iid - exact).max()) > 1e-3
 
 
-def test_gradients_flow(keys):
-    n = 9
+def _mlp_on_points(n, keys):
+    """An order-dependent MLP on n points, S_n, a batch of 2 point sets and a sampling key."""
     params, apply = _mlp(n)
-    G = SymmetricGroup(n)
-    x = jax.random.normal(keys(), (2, n, 2))
-    key = keys()
+    return params, apply, SymmetricGroup(n), jax.random.normal(keys(), (2, n, 2)), keys()
+
+
+def test_gradients_flow(keys):
+    params, apply, G, x, key = _mlp_on_points(9, keys)
     loss = lambda p: jnp.sum(
         sampled_equitune(lambda z: apply(p, z), G, x, key=key, num_samples=10, chunk_size=4) ** 2
     )
@@ -221,11 +223,7 @@ def test_gradients_flow(keys):
 
 
 def test_transformation_form_jit_and_fold(keys):
-    n = 10
-    params, apply = _mlp(n)
-    G = SymmetricGroup(n)
-    x = jax.random.normal(keys(), (2, n, 2))
-    key = keys()
+    params, apply, G, x, key = _mlp_on_points(10, keys)
     f = sampled_equitune(apply, G, key=key, num_samples=12)
     y = jax.jit(f)(params, x)
     np.testing.assert_allclose(
