@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.core import unfreeze
 
+from equijax._src import common
 from equijax._src.equitune import equitune
 from equijax._src.equizero import equizero
 from equijax._src.groups import FiniteGroup
@@ -28,17 +29,32 @@ from equijax._src.lambda_equitune import lambda_equitune
 
 __all__ = ["EquiTune", "EquiZero", "LambdaEquiTune", "LambdaNet", "from_linen"]
 
-# Until the engine folds the group axis automatically for NNX state, the shells fold
-# explicitly: jax.vmap over a stateful module fails in training mode.
-_BATCHING = "fold"
-
 
 def _check_model(model: Any) -> None:
     if not callable(model):
         raise TypeError(f"model must be a callable nnx.Module, got {type(model).__name__}.")
 
 
-class EquiTune(nnx.Module):
+class _Shell(nnx.Module):
+    """What every shell holds: the model, the group and the actions. The group axis is folded
+    into the batch (:func:`equijax._src.common.call_shell`): ``jax.vmap`` over a stateful
+    module fails in training mode."""
+
+    def __init__(
+        self,
+        model: Any,
+        group: FiniteGroup,
+        in_action: Callable[[Any, Any], Any] | None,
+        out_action: Callable[[Any, Any], Any] | None,
+    ) -> None:
+        _check_model(model)
+        self.model = model
+        self.group = group
+        self.in_action = in_action
+        self.out_action = out_action
+
+
+class EquiTune(_Shell):
     r"""``x -> 1/|G| Σ_g g⁻¹ M(g x)`` for an NNX model ``M`` (see :func:`equijax.equitune`).
 
     Args:
@@ -66,24 +82,13 @@ class EquiTune(nnx.Module):
         in_action: Callable[[Any, Any], Any] | None = None,
         out_action: Callable[[Any, Any], Any] | None = None,
     ) -> None:
-        _check_model(model)
-        self.model = model
-        self.group = group
-        self.in_action = in_action
-        self.out_action = out_action
+        super().__init__(model, group, in_action, out_action)
 
     def __call__(self, x: jax.Array) -> Any:
-        return equitune(
-            self.model,
-            self.group,
-            x,
-            in_action=self.in_action,
-            out_action=self.out_action,
-            batching=_BATCHING,
-        )
+        return common.call_shell(equitune, self.model, self, x)
 
 
-class EquiZero(nnx.Module):
+class EquiZero(_Shell):
     """``g*⁻¹ M(g* x)`` with ``g*`` minimising ``loss`` (see :func:`equijax.equizero`).
 
     Args:
@@ -114,24 +119,13 @@ class EquiZero(nnx.Module):
         out_action: Callable[[Any, Any], Any] | None = None,
         straight_through: bool = True,
     ) -> None:
-        _check_model(model)
-        self.model = model
-        self.group = group
+        super().__init__(model, group, in_action, out_action)
         self.loss = loss
-        self.in_action = in_action
-        self.out_action = out_action
         self.straight_through = straight_through
 
     def __call__(self, x: jax.Array) -> Any:
-        return equizero(
-            self.model,
-            self.group,
-            x,
-            loss=self.loss,
-            in_action=self.in_action,
-            out_action=self.out_action,
-            straight_through=self.straight_through,
-            batching=_BATCHING,
+        return common.call_shell(
+            equizero, self.model, self, x, loss=self.loss, straight_through=self.straight_through
         )
 
 
@@ -174,7 +168,7 @@ class LambdaNet(nnx.Module):
         return self.out(h)[:, 0]
 
 
-class LambdaEquiTune(nnx.Module):
+class LambdaEquiTune(_Shell):
     """λ-weighted group averaging (see :func:`equijax.lambda_equitune`) with an NNX λ network.
 
     Args:
@@ -210,27 +204,21 @@ class LambdaEquiTune(nnx.Module):
         has_aux: bool = False,
         normalize: str = "softmax",
     ) -> None:
-        _check_model(model)
+        super().__init__(model, group, in_action, out_action)
         _check_model(lambda_net)
-        self.model = model
-        self.group = group
         self.lambda_net = lambda_net
-        self.in_action = in_action
-        self.out_action = out_action
         self.has_aux = has_aux
         self.normalize = normalize
 
     def __call__(self, x: jax.Array) -> Any:
-        return lambda_equitune(
+        return common.call_shell(
+            lambda_equitune,
             self.model,
-            self.group,
+            self,
             x,
             weight_fn=self.lambda_net,
-            in_action=self.in_action,
-            out_action=self.out_action,
             has_aux=self.has_aux,
             normalize=self.normalize,
-            batching=_BATCHING,
         )
 
 

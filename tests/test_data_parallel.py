@@ -136,10 +136,8 @@ def test_scan_pretraining_steps_on_8_devices_equal_one_device(scan_split):
     assert not np.allclose(jax.tree.leaves(out[True][0])[0], jax.tree.leaves(params0)[0])
 
 
-@pytest.mark.slow
-def test_scan_finetuning_steps_on_8_devices_equal_one_device(scan_split):
-    import optax
-
+def _scan_gru_and_lambda():
+    """The SCAN experiment module, a small GRU seq2seq with parameters, and a λ network."""
     from equijax.models import seq2seq as s2s
     from equijax.nn import LambdaNet
     from experiments import scan as scan_exp
@@ -149,6 +147,14 @@ def test_scan_finetuning_steps_on_8_devices_equal_one_device(scan_split):
     params = s2s.init_params(model, jax.random.key(0))
     lam_net = LambdaNet()
     lam = lam_net.init(jax.random.key(5), jnp.ones((1, 16)))
+    return scan_exp, model, params, lam_net, lam
+
+
+@pytest.mark.slow
+def test_scan_finetuning_steps_on_8_devices_equal_one_device(scan_split):
+    import optax
+
+    scan_exp, model, params, lam_net, lam = _scan_gru_and_lambda()
     opt = optax.sgd(0.5)
     batches = _batches(scan_split, 16, 2, buckets=(8,))
     out = []
@@ -169,15 +175,7 @@ def test_scan_finetuning_steps_on_8_devices_equal_one_device(scan_split):
 
 @pytest.mark.slow
 def test_scan_run_ft_and_decoding_on_8_devices_equal_one_device(scan_split):
-    from equijax.models import seq2seq as s2s
-    from equijax.nn import LambdaNet
-    from experiments import scan as scan_exp
-
-    model = s2s.Seq2Seq(len(scan_exp.scan.input_vocab()), len(scan_exp.scan.output_vocab()),
-                        cell="gru", hidden=16)  # fmt: skip
-    params = s2s.init_params(model, jax.random.key(0))
-    lam_net = LambdaNet()
-    lam = lam_net.init(jax.random.key(5), jnp.ones((1, 16)))
+    scan_exp, model, params, lam_net, lam = _scan_gru_and_lambda()
     mesh = scan_exp.data_parallel_mesh(8)
     runs = [
         scan_exp.run_ft(model, scan_split, "lambda_equitune", params, lam_net, lam, steps=2,

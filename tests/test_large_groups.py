@@ -126,14 +126,19 @@ def test_finite_group_matches_equitune(keys):
     np.testing.assert_array_equal(idx, np.arange(8))  # one index per slice of [0, 8)
 
 
-def test_mean_over_keys_converges_at_inverse_sqrt_k(keys):
-    """Unbiased, and the RMS error over keys halves when num_samples grows 4x."""
+def _scalar_s6_problem(keys):
+    """A scalar MLP on 6 points, S_6, a batch of 4, and the exact average over all 720."""
     n = 6
     params, apply = _mlp(n, out=1)
     fn = lambda pts: apply(params, pts)[:, 0]
     G = SymmetricGroup(n)
     x = jax.random.normal(keys(), (4, n, 2))
-    exact = sampled_equitune(fn, G, x, elements=G.elements())
+    return fn, G, x, sampled_equitune(fn, G, x, elements=G.elements())
+
+
+def test_mean_over_keys_converges_at_inverse_sqrt_k(keys):
+    """Unbiased, and the RMS error over keys halves when num_samples grows 4x."""
+    fn, G, x, exact = _scalar_s6_problem(keys)
     reps = 300
     rms, bias = {}, {}
     for k in (16, 64):  # one compiled program per k
@@ -151,12 +156,7 @@ def test_mean_over_keys_converges_at_inverse_sqrt_k(keys):
 
 
 def test_stderr_is_calibrated(keys):
-    n = 6
-    params, apply = _mlp(n, out=1)
-    fn = lambda pts: apply(params, pts)[:, 0]
-    G = SymmetricGroup(n)
-    x = jax.random.normal(keys(), (4, n, 2))
-    exact = sampled_equitune(fn, G, x, elements=G.elements())
+    fn, G, x, exact = _scalar_s6_problem(keys)
     one = lambda key: sampled_equitune(fn, G, x, key=key, num_samples=64, return_stderr=True)
     run = jax.jit(jax.vmap(one))
     est, se = run(jax.random.split(keys(), 300))
@@ -202,12 +202,14 @@ def test_stratified_removes_variance_between_cosets(keys):
     assert float(jnp.abs(iid - exact).max()) > 1e-3
 
 
-def test_gradients_flow(keys):
-    n = 9
+def _mlp_on_points(n, keys):
+    """An order-dependent MLP on n points, S_n, a batch of 2 point sets and a sampling key."""
     params, apply = _mlp(n)
-    G = SymmetricGroup(n)
-    x = jax.random.normal(keys(), (2, n, 2))
-    key = keys()
+    return params, apply, SymmetricGroup(n), jax.random.normal(keys(), (2, n, 2)), keys()
+
+
+def test_gradients_flow(keys):
+    params, apply, G, x, key = _mlp_on_points(9, keys)
     loss = lambda p: jnp.sum(
         sampled_equitune(lambda z: apply(p, z), G, x, key=key, num_samples=10, chunk_size=4) ** 2
     )
@@ -221,11 +223,7 @@ def test_gradients_flow(keys):
 
 
 def test_transformation_form_jit_and_fold(keys):
-    n = 10
-    params, apply = _mlp(n)
-    G = SymmetricGroup(n)
-    x = jax.random.normal(keys(), (2, n, 2))
-    key = keys()
+    params, apply, G, x, key = _mlp_on_points(10, keys)
     f = sampled_equitune(apply, G, key=key, num_samples=12)
     y = jax.jit(f)(params, x)
     np.testing.assert_allclose(

@@ -11,7 +11,7 @@ from jax.typing import ArrayLike
 
 from equijax._src import common, orbit
 from equijax._src.groups import SO2
-from equijax._src.lambda_equitune import Normalize, log_weights
+from equijax._src.lambda_equitune import Normalize, log_weights, weighted_orbit_mean
 
 PyTree = Any
 
@@ -132,24 +132,9 @@ def canonical_lambda_equitune(
             f"thetas must be a non-empty 1-D sequence of elements, got shape {thetas_arr.shape}."
         )
     log_weights(jnp.zeros(()), normalize)
-    kwargs = dict(
-        canonicalizer=canonicalizer,
-        thetas=thetas,
-        weight_fn=weight_fn,
-        group=group,
-        in_action=in_action,
-        out_action=out_action,
-        normalize=normalize,
-        theta_inverse=theta_inverse,
-        chunk_size=chunk_size,
-        return_weights=return_weights,
-        has_aux=has_aux,
-        batching=batching,
-        exact=exact,
-    )
     orbit.check_exact(exact, chunk_size, int(thetas_arr.shape[0]))
     if x is None:
-        return common.as_transformation(canonical_lambda_equitune, fn, (), kwargs)
+        return common.as_transformation(canonical_lambda_equitune, fn, (), locals())
     group = SO2() if group is None else group
     act_in = in_action if in_action is not None else group.act
     h = jnp.asarray(canonicalizer(x))
@@ -164,25 +149,17 @@ def canonical_lambda_equitune(
         g = group.compose(h, group.inverse(thetas_arr[i])) if theta_inverse else h
         return out_action(g, y)
 
-    def aux_fn(xg: PyTree, yg: PyTree, feats: PyTree) -> jax.Array:
-        if weight_fn is None:
-            return jnp.zeros(jax.tree.leaves(yg)[0].shape[:1])
-        return log_weights(weight_fn(feats if has_aux else xg), normalize)
-
-    y, logw = orbit.orbit_reduce(
+    return weighted_orbit_mean(
         fn,
         x,
         n=int(thetas_arr.shape[0]),
         transform=transform,
         untransform=untransform,
-        reducer=orbit.softmax_reducer(exact=exact),
-        aux_fn=aux_fn,
-        aux_name="weight_fn",
+        weight_fn=weight_fn,
+        normalize=normalize,
         has_aux=has_aux,
+        return_weights=return_weights,
         chunk_size=chunk_size,
         batching=batching,
-        collect_aux=return_weights,
+        exact=exact,
     )
-    if return_weights:
-        return y, orbit.normalized_weights(logw, axis=0, exact=exact).T
-    return y

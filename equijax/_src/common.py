@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from equijax._src import orbit
@@ -53,16 +53,24 @@ _TRANSFORMED_SIGNATURE = inspect.Signature(
 
 
 def as_transformation(
-    method: Callable[..., Any], fn: Callable[..., Any], args: tuple, kwargs: dict
+    method: Callable[..., Any], fn: Callable[..., Any], args: tuple, arguments: Mapping[str, Any]
 ):
     """The transformation form: returns ``f(*a)`` symmetrizing ``fn`` in its last argument.
 
     ``fn(*params, x)`` becomes ``f(*params, x)``; every argument but the last is passed to
     ``fn`` unchanged (e.g. Flax parameters), so one compiled program serves every update.
+    ``f`` calls ``method(..., x, **kwargs)`` with every keyword-only argument of ``method``,
+    read from ``arguments`` (the method's ``locals()``), so a new keyword of a method reaches
+    its transformation form without being listed again.
     The returned function has its own name (``equitune(fn_name)``), signature ``(*args)`` and
     docstring: it is not ``fn`` (no :func:`functools.wraps`); ``__wrapped__`` is not set, so
     :func:`inspect.signature` does not report ``fn``'s parameters.
     """
+    kwargs = {
+        name: arguments[name]
+        for name, p in inspect.signature(method).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
     method_name = method.__name__
     fn_name = getattr(fn, "__name__", None) or type(fn).__name__
     fn_qualname = getattr(fn, "__qualname__", None) or fn_name
@@ -83,6 +91,25 @@ def as_transformation(
     )
     transformed.__signature__ = _TRANSFORMED_SIGNATURE  # type: ignore[attr-defined]
     return transformed
+
+
+def call_shell(method: Callable[..., Any], model: Any, shell: Any, x: PyTree, **own: Any) -> Any:
+    """How every Flax shell (``equijax.nn``, ``equijax.nnx``) calls its method.
+
+    ``method(model, shell.group, x, in_action=..., out_action=..., batching="fold", **own)``:
+    the shell's group and actions, and the group axis folded into the batch (one call of the
+    model on ``|G| * B`` examples, so linen submodules nest and stateful NNX layers train);
+    ``own`` holds the method's own keywords (``loss``, ``weight_fn``, ...).
+    """
+    return method(
+        model,
+        shell.group,
+        x,
+        in_action=shell.in_action,
+        out_action=shell.out_action,
+        batching="fold",
+        **own,
+    )
 
 
 straight_through = orbit.straight_through

@@ -78,17 +78,6 @@ import numpy as np
 
 from equijax._src import orbit
 
-__all__ = [
-    "DecodeOutput",
-    "StepFn",
-    "branch_states",
-    "combine_branches",
-    "equivariant_greedy_decode",
-    "greedy_decode",
-    "select_branch",
-    "sorted_sum",
-]
-
 StepFn = Callable[[Any, Any, jax.Array], tuple[Any, jax.Array]]
 Method = Literal["equitune", "equitune_sequence", "lambda_equitune", "equizero"]
 METHODS = ("equitune", "equitune_sequence", "lambda_equitune", "equizero")

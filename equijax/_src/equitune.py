@@ -86,18 +86,10 @@ def equitune(
     """
     common.check_callable(fn, "fn")
     group = common.check_group(group)
-    kwargs = dict(
-        in_action=in_action,
-        out_action=out_action,
-        chunk_size=chunk_size,
-        batching=batching,
-        orbit_sharding=orbit_sharding,
-        exact=exact,
-    )
     n = group.order
     orbit.check_exact(exact, chunk_size, n)
     if x is None:
-        return common.as_transformation(equitune, fn, (group,), kwargs)
+        return common.as_transformation(equitune, fn, (group,), locals())
     transform, untransform = common.actions(group, in_action, out_action)
     y, _ = orbit.orbit_reduce(
         fn,

@@ -101,19 +101,6 @@ def equizero(
     common.check_callable(loss, "loss", "Expected y -> per-example losses of shape (B,).")
     if surrogate not in ("equitune", "identity"):
         raise ValueError(f"surrogate must be 'equitune' or 'identity', got {surrogate!r}.")
-    kwargs = dict(
-        loss=loss,
-        in_action=in_action,
-        out_action=out_action,
-        chunk_size=chunk_size,
-        return_index=return_index,
-        straight_through=straight_through,
-        surrogate=surrogate,
-        ties=ties,
-        batching=batching,
-        orbit_sharding=orbit_sharding,
-        exact=exact,
-    )
     n = group.order
     reducer = orbit.argmin_reducer(ties)  # validates `ties`
     if orbit.check_exact(exact, chunk_size, n) and ties != "average":
@@ -122,7 +109,7 @@ def equizero(
             "depends on the element order, so it is not equivariant on inputs with a stabiliser."
         )
     if x is None:
-        return common.as_transformation(equizero, fn, (group,), kwargs)
+        return common.as_transformation(equizero, fn, (group,), locals())
     transform, untransform = common.actions(group, in_action, out_action)
     reducer = orbit.argmin_reducer(ties, exact=exact)
     if straight_through:

@@ -147,17 +147,9 @@ def frame_average(
     if out_action is not None:
         common.check_callable(out_action, "out_action", "Expected (elements, y) -> y.")
         common.check_callable(inverse, "inverse", "out_action needs the inverse of elements.")
-    kwargs = dict(
-        frame_fn=frame_fn,
-        act=act,
-        inverse=inverse,
-        out_action=out_action,
-        chunk_size=chunk_size,
-        batching=batching,
-        return_frame=return_frame,
-    )
     if x is None:
-        return common.as_transformation(frame_average, fn, (), kwargs)
+        # the transformed function gets the unpacked frame_fn/act/inverse, not frame too
+        return common.as_transformation(frame_average, fn, (), {**locals(), "frame": None})
     fr = frame_fn(x)
     if not isinstance(fr, Frame):
         fr = Frame(*fr)

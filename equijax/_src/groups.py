@@ -36,27 +36,6 @@ from jax.typing import ArrayLike
 
 Element = int | jax.Array
 
-__all__ = [
-    "SO2",
-    "FiniteGroup",
-    "ImageGroup",
-    "PermutationGroup",
-    "ProductGroup",
-    "SignFlipGroup",
-    "VectorRotationGroup",
-    "cyclic",
-    "dihedral",
-    "generated",
-    "hflip",
-    "permutation",
-    "permutation_group",
-    "product",
-    "rot90",
-    "rot180",
-    "sign_flip",
-    "vflip",
-]
-
 _MAX_ORDER = 100_000
 
 
@@ -931,8 +910,26 @@ def cyclic(n: int) -> VectorRotationGroup:
     return VectorRotationGroup(name=f"C{n}", table=table)
 
 
+class AngleLaw:
+    """The group law of SO(2) on angles (radians): ``compose`` adds, ``inverse`` negates, the
+    identity is 0. Shared by :class:`SO2` (on vectors) and ``ImageRotation`` (on images), which
+    add their own ``act``."""
+
+    @staticmethod
+    def compose(a: ArrayLike, b: ArrayLike) -> jax.Array:
+        return jnp.asarray(a) + jnp.asarray(b)
+
+    @staticmethod
+    def inverse(a: ArrayLike) -> jax.Array:
+        return -jnp.asarray(a)
+
+    @staticmethod
+    def identity() -> jax.Array:
+        return jnp.zeros(())
+
+
 @dataclasses.dataclass(frozen=True)
-class SO2:
+class SO2(AngleLaw):
     """The continuous rotation group SO(2) acting on 2-D vectors; elements are angles (radians).
 
     ``act(theta, x)`` rotates the vectors ``x[..., :]`` (last axis of length 2) by ``theta``,
@@ -948,18 +945,6 @@ class SO2:
     """
 
     name: str = "SO2"
-
-    @staticmethod
-    def compose(a: ArrayLike, b: ArrayLike) -> jax.Array:
-        return jnp.asarray(a) + jnp.asarray(b)
-
-    @staticmethod
-    def inverse(a: ArrayLike) -> jax.Array:
-        return -jnp.asarray(a)
-
-    @staticmethod
-    def identity() -> jax.Array:
-        return jnp.zeros(())
 
     def act(self, theta: ArrayLike, x: ArrayLike) -> jax.Array:
         return _rotate(jnp.asarray(theta), jnp.asarray(x))

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from equijax._src.groups import FiniteGroup
+from equijax._src.groups import AngleLaw, FiniteGroup
 
 _SNAP = 1e-5  # residual angles below this (radians) count as exact quarter turns
 
@@ -154,7 +154,7 @@ def _rotate(x: jax.Array, angles: jax.Array, mask: bool) -> jax.Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class ImageRotation:
+class ImageRotation(AngleLaw):
     """SO(2) acting on square NHWC images by :func:`rotate_images`; elements are angles.
 
     Has ``compose``/``inverse``/``identity``/``act`` like :class:`equijax.groups.SO2`, so it
@@ -170,18 +170,6 @@ class ImageRotation:
 
     name: str = "SO2-images"
     mask: bool = True
-
-    @staticmethod
-    def compose(a: ArrayLike, b: ArrayLike) -> jax.Array:
-        return jnp.asarray(a) + jnp.asarray(b)
-
-    @staticmethod
-    def inverse(a: ArrayLike) -> jax.Array:
-        return -jnp.asarray(a)
-
-    @staticmethod
-    def identity() -> jax.Array:
-        return jnp.zeros(())
 
     def act(self, theta: ArrayLike, x: ArrayLike) -> jax.Array:
         return rotate_images(x, theta, mask=self.mask)

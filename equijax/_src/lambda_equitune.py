@@ -118,31 +118,60 @@ def lambda_equitune(
     group = common.check_group(group)
     common.check_callable(weight_fn, "weight_fn", "Expected x_g -> logits of shape (B,).")
     log_weights(jnp.zeros(()), normalize)  # validates `normalize`
-    kwargs = dict(
+    orbit.check_exact(exact, chunk_size, group.order)
+    if x is None:
+        return common.as_transformation(lambda_equitune, fn, (group,), locals())
+    transform, untransform = common.actions(group, in_action, out_action)
+    return weighted_orbit_mean(
+        fn,
+        x,
+        n=group.order,
+        transform=transform,
+        untransform=untransform,
         weight_fn=weight_fn,
         normalize=normalize,
-        in_action=in_action,
-        out_action=out_action,
-        chunk_size=chunk_size,
-        return_weights=return_weights,
         has_aux=has_aux,
+        return_weights=return_weights,
+        chunk_size=chunk_size,
         batching=batching,
         orbit_sharding=orbit_sharding,
         exact=exact,
     )
-    orbit.check_exact(exact, chunk_size, group.order)
-    if x is None:
-        return common.as_transformation(lambda_equitune, fn, (group,), kwargs)
-    transform, untransform = common.actions(group, in_action, out_action)
+
+
+def weighted_orbit_mean(
+    fn: Callable[..., PyTree],
+    x: PyTree,
+    *,
+    n: int,
+    transform: Callable[[Any, PyTree], PyTree],
+    untransform: Callable[[Any, PyTree], PyTree],
+    weight_fn: Callable[[PyTree], jax.Array] | None,
+    normalize: Normalize,
+    has_aux: bool,
+    return_weights: bool,
+    chunk_size: int | None,
+    batching: orbit.Batching,
+    orbit_sharding: jax.sharding.Sharding | None = None,
+    exact: bool,
+) -> PyTree:
+    """The λ-weighted mean over ``n`` elements, shared by :func:`lambda_equitune` and
+    :func:`equijax.canonical_lambda_equitune` (which pass their own ``transform`` and
+    ``untransform``): ``weight_fn`` reads the features (``has_aux``) or the transformed input,
+    ``None`` gives λ ≡ 1; the weights are :func:`log_weights` normalised over the elements by
+    :func:`equijax._src.orbit.normalized_weights`. Returns the outputs, and the weights
+    ``(B, n)`` if ``return_weights``.
+    """
 
     def aux_fn(xg: PyTree, yg: PyTree, feats: PyTree) -> jax.Array:
-        logits = weight_fn(feats if has_aux else xg)
-        return log_weights(logits, normalize)
+        if weight_fn is None:
+            return jnp.zeros(jax.tree.leaves(yg)[0].shape[:1])
+        return log_weights(weight_fn(feats if has_aux else xg), normalize)
 
     y, logw = orbit.orbit_reduce(
         fn,
         x,
-        n=group.order,
+        n=n,
         transform=transform,
         untransform=untransform,
         reducer=orbit.softmax_reducer(exact=exact),

@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from equijax._src import common
 from equijax._src.equitune import equitune
 from equijax._src.equizero import equizero
 from equijax._src.groups import FiniteGroup
@@ -77,14 +78,7 @@ class EquiTune(nn.Module):
     in_action: Any = None
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return equitune(
-            self.module,
-            self.group,
-            x,
-            in_action=self.in_action,
-            out_action=self.out_action,
-            batching="fold",
-        )
+        return common.call_shell(equitune, self.module, self, x)
 
 
 class EquiZero(nn.Module):
@@ -98,15 +92,8 @@ class EquiZero(nn.Module):
     straight_through: bool = False
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return equizero(
-            self.module,
-            self.group,
-            x,
-            loss=self.loss,
-            in_action=self.in_action,
-            out_action=self.out_action,
-            straight_through=self.straight_through,
-            batching="fold",
+        return common.call_shell(
+            equizero, self.module, self, x, loss=self.loss, straight_through=self.straight_through
         )
 
 
@@ -134,14 +121,12 @@ class LambdaEquiTune(nn.Module):
     normalize: str = "softmax"
 
     def __call__(self, x: jax.Array, *, deterministic: bool = True) -> jax.Array:
-        return lambda_equitune(
+        return common.call_shell(
+            lambda_equitune,
             self.module,
-            self.group,
+            self,
             x,
             weight_fn=lambda z: self.lambda_net(z, deterministic=deterministic),
-            in_action=self.in_action,
-            out_action=self.out_action,
             has_aux=self.has_aux,
             normalize=self.normalize,
-            batching="fold",
         )

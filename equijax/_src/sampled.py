@@ -254,19 +254,8 @@ def sampled_equitune(
         if key is None:
             raise ValueError("key is required: pass key=jax.random.key(...) (or elements=...).")
         _check_num(num_samples)
-    kwargs = dict(
-        key=key,
-        num_samples=num_samples,
-        strategy=strategy,
-        elements=elements,
-        in_action=in_action,
-        out_action=out_action,
-        chunk_size=chunk_size,
-        batching=batching,
-        return_stderr=return_stderr,
-    )
     if x is None:
-        return common.as_transformation(sampled_equitune, fn, (group,), kwargs)
+        return common.as_transformation(sampled_equitune, fn, (group,), locals())
     if in_action is not None:
         common.check_callable(in_action, "in_action", "Expected (g, x) -> x.")
     if out_action is not None:
