@@ -79,5 +79,5 @@ def test_nlg_fairness_offline_names_model_random(tmp_path, capsys):
 def test_bad_flags_are_one_line(tmp_path, capsys):
     from experiments import dqn, scan
 
-    _fails(scan.main, ["--splits", "add_jmp"], capsys, "--splits", "invalid choice")
+    _fails(scan.main, ["--splits", "add_jmp"], capsys, "--splits", "add_jmp", "add_jump")
     _fails(dqn.main, ["--env", "gridworld", "--seeds", "0"], capsys, "--seeds must be >= 1")

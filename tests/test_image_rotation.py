@@ -96,6 +96,7 @@ def test_image_rotation_groups_work_with_the_methods(keys):
     assert float(so2.compose(0.5, so2.inverse(0.5))) == 0.0
 
 
+@pytest.mark.slow  # > 20 s on 2 cores; CI runs the slow suite too
 def test_canonicalizer_is_equivariant_to_interpolation_error():
     s = _blobs()
     net = RotationCanonicalizer(orientations=4)

@@ -77,6 +77,7 @@ def test_rows_use_the_canonical_method_names():
     )
 
 
+@pytest.mark.slow  # > 20 s on 2 cores; CI runs the slow suite too
 def test_old_method_and_proxy_spellings_warn_and_decode_the_same():
     model = s2s.Seq2Seq(len(scan_data.input_vocab()), len(scan_data.output_vocab()), hidden=8)
     params = s2s.init_params(model, jax.random.key(0))

@@ -123,6 +123,7 @@ def _check_exact(model, params, src, name, methods=METHODS):
     return base
 
 
+@pytest.mark.slow  # > 20 s on 2 cores; CI runs the slow suite too
 def test_decoding_exactly_equivariant_on_full_add_jump_test_split(add_jump, trained):
     """decode(g·x) == g·decode(x) token for token, all 7,706 test commands (|G| = 2)."""
     model, params, _ = trained
@@ -138,6 +139,7 @@ def test_decoding_exactly_equivariant_on_full_add_jump_test_split(add_jump, trai
     np.testing.assert_array_equal(plain[5:6], one)
 
 
+@pytest.mark.slow  # > 20 s on 2 cores; CI runs the slow suite too
 def test_decoding_exactly_equivariant_verb4_group_order4(add_jump, trained):
     """|G| = 4 (non-associative float sums): exact thanks to order-independent reductions."""
     model, params, _ = trained

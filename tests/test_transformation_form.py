@@ -1,13 +1,10 @@
 """The transformation form ``method(fn, ...)`` forwards every keyword argument of the method."""
 
-import inspect
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import equijax as ej
-from equijax._src import common
 
 
 def _fn(x):
@@ -49,13 +46,3 @@ def test_transformation_form_forwards_non_default_keywords_of_every_method():
     for method, args, kwargs in cases:
         _check_same(method(_fn, *args, x, **kwargs), method(_fn, *args, **kwargs)(x))
 
-
-def test_as_transformation_reads_exactly_the_keyword_only_arguments():
-    def method(fn, group, x=None, *, a, b=2):
-        if x is None:
-            return common.as_transformation(method, fn, (group,), locals())
-        return fn(x), group, a, b
-
-    f = method(lambda z: z + 1, "G", a=1)
-    assert f(1) == (2, "G", 1, 2)
-    assert str(inspect.signature(f)) == "(*args)"
