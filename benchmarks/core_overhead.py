@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 import equijax as ej
+from benchmarks._timing import MIN_REPEATS, Spread, interleave
 
 
 class Block(nn.Module):
@@ -65,16 +66,6 @@ class ViT(nn.Module):
         return nn.Dense(self.classes)(feats), feats
 
 
-def timeit(f, *args, repeats):
-    jax.block_until_ready(f(*args))  # compile + warm up
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(f(*args))
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
 def temp_bytes(f, *args):
     analysis = jax.jit(f).lower(*args).compile().memory_analysis()
     return getattr(analysis, "temp_size_in_bytes", float("nan"))
@@ -84,7 +75,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--small", action="store_true", help="tiny model for a smoke run")
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=MIN_REPEATS, help="interleaved rounds")
     parser.add_argument(
         "--exact-only", action="store_true", help="only the exact=True vs default table"
     )
@@ -142,30 +133,47 @@ def main() -> None:
 
 
 def overhead_tables(params, lam_params, x, r, plain_4x, equitune, equizero, lambda_equitune):
-    t_plain = timeit(plain_4x, params, x, repeats=r)
-    t_tune = timeit(jax.jit(equitune, static_argnums=2), params, x, None, repeats=r)
-    t_zero = timeit(equizero, params, x, repeats=r)
-    t_lam = timeit(lambda_equitune, params, lam_params, x, repeats=r)
+    """P1–P3 and the chunk table, every implementation timed in interleaved rounds."""
+    tune = jax.jit(equitune, static_argnums=2)
+    fns = {
+        "plain": lambda: jax.block_until_ready(plain_4x(params, x)),
+        "equitune": lambda: jax.block_until_ready(tune(params, x, None)),
+        "equizero": lambda: jax.block_until_ready(equizero(params, x)),
+        "lambda": lambda: jax.block_until_ready(lambda_equitune(params, lam_params, x)),
+    }
+    s = interleave(fns, r)
 
-    print("| ratio | measured | target |\n|---|---|---|")
-    print(
-        f"| P1 equitune / plain forward of 4x batch | {t_tune / t_plain:.3f} "
-        f"({t_tune:.2f} s / {t_plain:.2f} s) | ≤ 1.05 |"
-    )
-    print(
-        f"| P2 λ-equitune / equitune (λ on backbone features) | {t_lam / t_tune:.3f} "
-        f"({t_lam:.2f} s) | ≤ 1.10 |"
-    )
-    print(f"| P3 equizero / equitune | {t_zero / t_tune:.3f} ({t_zero:.2f} s) | ≤ 1.02 |")
+    def ratio(a, b):
+        return Spread(tuple(u / v for u, v in zip(s[a].wall, s[b].wall, strict=True)))
+
+    rows = [
+        ("P1 equitune / plain forward of 4x batch", ratio("equitune", "plain"), "≤ 1.05",
+         f"{s['equitune'].median:.2f} s / {s['plain'].median:.2f} s"),
+        ("P2 λ-equitune / equitune (λ on backbone features)", ratio("lambda", "equitune"),
+         "≤ 1.10", f"{s['lambda'].median:.2f} s"),
+        ("P3 equizero / equitune", ratio("equizero", "equitune"), "≤ 1.02",
+         f"{s['equizero'].median:.2f} s"),
+    ]  # fmt: skip
+    print(f"| ratio (median of {r} interleaved rounds, [min–max]) | measured | target |")
+    print("|---|---|---|")
+    for name, sp, target, detail in rows:
+        print(f"| {name} | {sp.median:.3f} [{sp.lo:.3f}–{sp.hi:.3f}] ({detail}) | {target} |")
 
     print(
-        "\n| chunk_size | peak temp memory (MiB) | time (s) | time / unchunked |\n|---|---|---|---|"
+        "\n| chunk_size | peak temp memory (MiB) | time (s, median) | time / unchunked [min–max] |"
+        "\n|---|---|---|---|"
     )
-    for chunk in (None, 2, 1):
-        f = jax.jit(lambda p, x, c=chunk: equitune(p, x, c))
+    chunks = (None, 2, 1)
+    jitted = {c: jax.jit(lambda p, x, c=c: equitune(p, x, c)) for c in chunks}
+    calls = {c: (lambda c=c: jax.block_until_ready(jitted[c](params, x))) for c in chunks}
+    t = interleave(calls, r)
+    for chunk in chunks:
         mem = temp_bytes(lambda p, x, c=chunk: equitune(p, x, c), params, x) / 2**20
-        t = timeit(f, params, x, repeats=r)
-        print(f"| {chunk or 'None (all 4)'} | {mem:.1f} | {t:.2f} | {t / t_tune:.3f} |")
+        sp = Spread(tuple(a / b for a, b in zip(t[chunk].wall, t[None].wall, strict=True)))
+        print(
+            f"| {chunk or 'None (all 4)'} | {mem:.1f} | {t[chunk].median:.2f} "
+            f"| {sp.median:.3f} [{sp.lo:.3f}–{sp.hi:.3f}] |"
+        )
 
 
 def exact_table(model, params, lam_params, x, r, G, logits, equitune, equizero_fn, lambda_fn):
