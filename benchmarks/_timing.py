@@ -51,7 +51,9 @@ class Load:
     def describe(self) -> str:
         fmt = lambda t: "/".join(f"{x:.1f}" for x in t)
         after = fmt(self.after) if self.after else "–"
-        busy = max(self.before[0], (self.after or self.before)[0]) / self.cpus
+        # Only the load before the run says whether other jobs were there: the benchmark's own
+        # process keeps up to every core busy, so the load after it counts the benchmark itself.
+        busy = self.before[0] / self.cpus
         note = " (machine shared: timings taken under load)" if busy > 0.75 else ""
         return (
             f"load average (1/5/15 min) {fmt(self.before)} before, {after} after, "
