@@ -11,6 +11,13 @@ compilation is excluded (a warm-up call) and reported separately.
 
     python -m benchmarks.dqn_throughput            # 20k transitions per call, 5 rounds (~3 min)
     python -m benchmarks.dqn_throughput --quick    # 5k transitions per call (~1 min)
+    python -m benchmarks.dqn_throughput --cpus 1   # the whole process pinned to one core
+
+``--cpus N`` pins the process (both implementations) to the first N CPUs before jax and torch
+start, so that XLA sizes its thread pool to them. A single-environment DQN step is dozens of
+tiny kernels (a 64-wide MLP); with two cores XLA:CPU hands them between threads, and one core
+runs the same loop faster in wall time at half the CPU time (``taskset -c 0`` does the same for
+``python -m experiments.dqn``). SB3 runs with ``--sb3-threads`` torch threads (1) either way.
 
 stable-baselines3 (``pip install stable-baselines3``, torch CPU) is needed for its rows only.
 """
@@ -18,6 +25,8 @@ stable-baselines3 (``pip install stable-baselines3``, torch CPU) is needed for i
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 from benchmarks import _timing
 
@@ -76,8 +85,17 @@ def main(argv: list[str] | None = None) -> None:
                    "(both implementations)")  # fmt: skip
     p.add_argument("--sb3-threads", type=int, default=1, help="torch threads for SB3")
     p.add_argument("--quick", action="store_true", help="5,000 transitions per call")
+    p.add_argument("--cpus", type=int, default=0, help="pin the process to the first N CPUs "
+                   "before jax and torch start (0: all)")  # fmt: skip
     _timing.add_repeat_args(p)
     a = p.parse_args(argv)
+    if a.cpus:
+        available = sorted(os.sched_getaffinity(0))
+        if not 1 <= a.cpus <= len(available):
+            p.error(f"--cpus must be between 1 and {len(available)} (this machine's CPUs)")
+        if "jax" in sys.modules or "torch" in sys.modules:
+            p.error("--cpus must be set before jax or torch is imported (run as a script)")
+        os.sched_setaffinity(0, set(available[: a.cpus]))
     if a.quick:
         a.steps = 5_000
 
@@ -99,8 +117,9 @@ def main(argv: list[str] | None = None) -> None:
     load.stop()
     refs = {r[4]: samples.get(r[0]) for r in rows if r[5]}
 
+    pinned = f"; process pinned to {a.cpus} CPU(s)" if a.cpus else ""
     print(f"DQN training throughput, CartPole-v1, same budget ({a.steps:,} transitions per call "
-          f"and seed); {_timing.machine()}\n")  # fmt: skip
+          f"and seed); {_timing.machine()}{pinned}\n")  # fmt: skip
     print("| implementation | transitions per call | transitions / s (wall, median) "
           "| speed-up vs SB3, same envs (wall) | speed-up (process CPU time) | compile s |")
     print("|---|---:|---:|---:|---:|---:|")
