@@ -118,28 +118,8 @@ def require_tfds(name: str, data_dir: Any, offline_fix: str) -> None:
 
 
 # ----------------------------------------------------------------------------- shared by scripts
-# (names, the CLIP loader and tfds sources of the image scripts: clip_zeroshot, clip_finetune,
+# (the CLIP loader and tfds sources of the image scripts: clip_zeroshot, clip_finetune,
 # cnn_rot90)
-
-
-def split_commas(values: Any) -> tuple[str, ...] | None:
-    """``["a,b", "c"]`` -> ``("a", "b", "c")``: a tuple flag accepts ``a b`` and ``a,b`` alike."""
-    if values is None:
-        return None
-    if isinstance(values, str):
-        values = [values]
-    return tuple(v.strip() for item in values for v in str(item).split(",") if v.strip())
-
-
-def new_spelling(value: str, renames: dict[str, str], flag: str) -> str:
-    """``value`` in this round's spelling; an old one warns (``FutureWarning``) naming the new."""
-    import warnings
-
-    if value in renames:
-        warnings.warn(f"{flag} {value} is now spelled {renames[value]}; the old spelling will "
-                      "be removed", FutureWarning, stacklevel=2)  # fmt: skip
-        return renames[value]
-    return value
 
 
 def load_clip(name: str, out: Any) -> tuple[Any, Any, str]:
@@ -193,25 +173,6 @@ def tfds_splits(
     tfds = require("tensorflow_datasets", "pip install 'equijax[data]'", "--mock-data")
     with tfds.testing.mock_data(num_examples=mock_examples):
         return [read(*split) for split in splits]
-
-
-def setting(default: Any, help: str) -> Any:
-    """A ``Config`` field with its ``--help`` text (:mod:`experiments._config` shows it)."""
-    import dataclasses
-
-    return dataclasses.field(default=default, metadata={"help": help})
-
-
-def check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    """``ValueError`` naming the field, its flag and the choices unless ``value`` is allowed.
-
-    ``value`` may be a tuple (a tuple field): then every element must be allowed, and one at least.
-    """
-    values = value if isinstance(value, tuple) else (value,)
-    bad = [v for v in values if v not in allowed]
-    if bad or not values:
-        raise ValueError(f"unknown {name} {bad or value!r} (--{name.replace('_', '-')}); choose "
-                         f"from {list(allowed)}")  # fmt: skip
 
 
 def shared_data_dir(name: str) -> Any:

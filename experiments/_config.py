@@ -13,7 +13,9 @@ only chooses a preset and overrides fields:
 * :func:`parse_config` is a script's whole command line in one call: ``(config, args)`` from
   ``argv``, with every ``ValueError`` of the config as a one-line usage error (exit code 2).
 
-A field's help text lives in ``dataclasses.field(metadata={"help": ...})``. Fields of type
+A field's help text lives in ``dataclasses.field(metadata={"help": ...})`` (:func:`setting`);
+a ``Config.__post_init__`` checks names with :func:`check_choice`, and :func:`split_commas` /
+:func:`new_spelling` read comma lists and earlier spellings of method names. Fields of type
 ``bool`` get ``--x / --no-x``; ``tuple[...]`` fields take one or more values; fields not
 meant for the command line are named in ``skip``.
 """
@@ -24,11 +26,50 @@ import argparse
 import dataclasses
 import types
 import typing
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 PRESETS = ("paper", "quick")
+
+
+# ----------------------------------------------------------------------------- config fields
+
+
+def setting(default: Any, help: str) -> Any:
+    """A ``Config`` field with its ``--help`` text (:func:`add_config_args` shows it)."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
+def check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    """``ValueError`` naming the field, its flag and the choices unless ``value`` is allowed.
+
+    ``value`` may be a tuple (a tuple field): then every element must be allowed, and one at least.
+    """
+    values = value if isinstance(value, tuple) else (value,)
+    bad = [v for v in values if v not in allowed]
+    if bad or not values:
+        raise ValueError(f"unknown {name} {bad or value!r} (--{name.replace('_', '-')}); choose "
+                         f"from {list(allowed)}")  # fmt: skip
+
+
+def split_commas(values: Any) -> tuple[str, ...] | None:
+    """``["a,b", "c"]`` -> ``("a", "b", "c")``: a tuple flag accepts ``a b`` and ``a,b`` alike."""
+    if values is None:
+        return None
+    if isinstance(values, str):
+        values = [values]
+    return tuple(v.strip() for item in values for v in str(item).split(",") if v.strip())
+
+
+def new_spelling(value: str, renames: dict[str, str], flag: str) -> str:
+    """``value`` in this round's spelling; an old one warns (``FutureWarning``) naming the new."""
+    if value in renames:
+        warnings.warn(f"{flag} {value} is now spelled {renames[value]}; the old spelling will "
+                      "be removed", FutureWarning, stacklevel=2)  # fmt: skip
+        return renames[value]
+    return value
 
 
 def _flag(name: str) -> str:

@@ -58,16 +58,13 @@ from experiments import _config
 from experiments._cli import (
     OFFLINE_CLIP,
     RESUME_HINT,
-    ArgumentParser,
     ScriptError,
-    check_choice,
     cli,
     load_clip,
-    new_spelling,
-    setting,
     setup_logging,
     tfds_splits,
 )
+from experiments._config import check_choice, new_spelling, setting
 
 METHODS = ("finetuned_lambda_equitune", "finetuned_equitune", "finetuned_equizero")
 LABELS = {
@@ -147,13 +144,8 @@ def fingerprint_settings(cfg: Config, data_dir: Any, mock_data: bool) -> dict:
     return {"experiment": "clip_finetune", **fields, "data_dir": data_dir, "mock_data": mock_data}
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
-    """``(config, other flags)``: the preset with the flags' overrides, and the run's plumbing."""
-    p = ArgumentParser(
-        prog="python -m experiments.clip_finetune",
-        description=__doc__.split("\n")[0],
-    )
-    _config.add_config_args(p, Config)
+def _plain_flags(p: argparse.ArgumentParser) -> None:
+    """The flags that are not config fields: data, output, devices."""
     p.add_argument("--data-dir", default=None, help="tfds data_dir")
     p.add_argument("--mock-data", action="store_true", help="tfds mock data (offline smoke run)")
     p.add_argument("--no-resume", action="store_true",
@@ -167,18 +159,26 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
     p.add_argument("--distributed", action="store_true",
                    help="multi-host: jax.distributed.initialize() first (TPU VM pods and SLURM "
                         "are detected; else set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
-                        "JAX_PROCESS_ID)")
-    a = p.parse_args(argv)
+                        "JAX_PROCESS_ID)")  # fmt: skip
+
+
+def _prepare(a: argparse.Namespace) -> dict:
+    """Old method spellings and the device counts, checked before the config is built."""
     if a.method is not None:
         a.method = new_spelling(a.method, OLD_METHODS, "--method")
     if (a.devices is not None and a.devices < 1) or (
         a.group_devices is not None and a.group_devices < 1
     ):
-        p.error("--devices and --group-devices must be >= 1")
-    try:
-        return _config.config_from_args(a, Config), a
-    except ValueError as err:
-        p.error(str(err))
+        raise ValueError("--devices and --group-devices must be >= 1")
+    return {}
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
+    """``(config, other flags)``: the preset with the flags' overrides, and the run's plumbing."""
+    return _config.parse_config(
+        Config, argv, prog="python -m experiments.clip_finetune",
+        description=__doc__.split("\n")[0], plain=_plain_flags, prepare=_prepare,
+    )  # fmt: skip
 
 
 def _sources(cfg: Config, flags: argparse.Namespace, prep: Any) -> tuple[Any, Any]:

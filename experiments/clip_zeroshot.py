@@ -49,19 +49,8 @@ from typing import Any
 import numpy as np
 
 from experiments import _config
-from experiments._cli import (
-    OFFLINE_CLIP,
-    ArgumentParser,
-    ScriptError,
-    check_choice,
-    cli,
-    load_clip,
-    new_spelling,
-    setting,
-    setup_logging,
-    split_commas,
-    tfds_splits,
-)
+from experiments._cli import OFFLINE_CLIP, ScriptError, cli, load_clip, setup_logging, tfds_splits
+from experiments._config import check_choice, new_spelling, setting, split_commas
 
 DATASETS = ("cifar100", "imagenet_v2")
 TEMPLATE_SETS = ("cifar100", "imagenet")
@@ -190,13 +179,8 @@ def _add(counts: dict, method: str, logits: Any, labels: Any) -> None:
 # ----------------------------------------------------------------------------- script
 
 
-def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
-    """``(config, other flags)``: the preset with the flags' overrides, and the run's plumbing."""
-    p = ArgumentParser(
-        prog="python -m experiments.clip_zeroshot",
-        description=__doc__.split("\n")[0],
-    )
-    _config.add_config_args(p, Config)
+def _plain_flags(p: argparse.ArgumentParser) -> None:
+    """The flags that are not config fields: data, λ parameters, devices, output."""
     p.add_argument("--data-dir", default=None, help="tfds data_dir")
     p.add_argument(
         "--lambda-params",
@@ -217,7 +201,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
         help="use tfds.testing.mock_data (random images; offline smoke runs only)",
     )
     p.add_argument("--out", type=Path, default=Path("runs/clip_zeroshot"))
-    a = p.parse_args(argv)
+
+
+def _prepare(a: argparse.Namespace) -> dict:
+    """Comma lists, old method / proxy spellings and the device count, before the config."""
     a.groups = split_commas(a.groups)
     if a.methods is not None:
         a.methods = tuple(new_spelling(m, OLD_METHODS, "--methods")
@@ -225,11 +212,16 @@ def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespac
     if a.proxy is not None:
         a.proxy = new_spelling(a.proxy, OLD_PROXIES, "--proxy")
     if a.group_devices is not None and a.group_devices < 1:
-        p.error("--group-devices must be >= 1")
-    try:
-        return _config.config_from_args(a, Config), a
-    except ValueError as err:
-        p.error(str(err))
+        raise ValueError("--group-devices must be >= 1")
+    return {}
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
+    """``(config, other flags)``: the preset with the flags' overrides, and the run's plumbing."""
+    return _config.parse_config(
+        Config, argv, prog="python -m experiments.clip_zeroshot",
+        description=__doc__.split("\n")[0], plain=_plain_flags, prepare=_prepare,
+    )  # fmt: skip
 
 
 def load_lambda(path: Path | None, group: str) -> Any:

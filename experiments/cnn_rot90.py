@@ -55,17 +55,13 @@ import numpy as np
 from experiments._cli import (
     RESUME_HINT,
     ScriptError,
-    check_choice,
     cli,
-    new_spelling,
     require,
-    setting,
     setup_logging,
     shared_data_dir,
-    split_commas,
     tfds_splits,
 )
-from experiments._config import parse_config
+from experiments._config import check_choice, new_spelling, parse_config, setting, split_commas
 
 METHODS = ("pretrained", "equitune", "equizero", "equizero_entropy", "lambda_equitune")
 #: Method names of earlier versions (accepted by ``--methods`` with a FutureWarning).

@@ -42,6 +42,7 @@ Writes ``<out>/results.json``, ``results.md`` and ``rotations.png``.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import logging
@@ -56,13 +57,8 @@ from typing import Any
 import numpy as np
 
 from experiments import _config
-from experiments._cli import (
-    ArgumentParser,
-    new_spelling,
-    setting,
-    shared_data_dir,
-    split_commas,
-)
+from experiments._cli import shared_data_dir
+from experiments._config import new_spelling, setting, split_commas
 
 METHODS = (
     "pretrained", "equitune_c4", "equitune_c8", "equizero_c8", "lambda_equitune_c8",
@@ -407,24 +403,27 @@ def figure(summary: dict, n_angles: int, path: Path, methods: tuple[str, ...] = 
 # ----------------------------------------------------------------------------- main
 
 
-def parse_args(argv: list[str] | None) -> Config:
-    """The preset (``--preset``, ``--quick``, ``--tiny``) with the flags' overrides."""
-    p = ArgumentParser(prog="python -m experiments.continuous_rotations",
-                       description=__doc__.split("\n")[0])  # fmt: skip
-    _config.add_config_args(p, Config, presets=PRESETS)
-    p.add_argument("--tiny", action="store_true", help="short for --preset tiny")
-    a = p.parse_args(argv)
+def _prepare(a: argparse.Namespace) -> dict:
+    """Old method spellings and ``--tiny`` (short for ``--preset tiny``), before the config."""
     if a.methods is not None:
         a.methods = tuple(new_spelling(m, OLD_METHODS, "--methods")
                           for m in split_commas(a.methods))  # fmt: skip
-    try:
-        if a.tiny:
-            if a.quick or a.preset not in (None, "tiny"):
-                raise ValueError("--tiny contradicts --quick / --preset: pass one of them.")
-            a.preset = "tiny"
-        return _config.config_from_args(a, Config, presets=PRESETS)
-    except ValueError as err:
-        p.error(str(err))
+    if a.tiny:
+        if a.quick or a.preset not in (None, "tiny"):
+            raise ValueError("--tiny contradicts --quick / --preset: pass one of them.")
+        a.preset = "tiny"
+    return {}
+
+
+def parse_args(argv: list[str] | None) -> Config:
+    """The preset (``--preset``, ``--quick``, ``--tiny``) with the flags' overrides."""
+    cfg, _ = _config.parse_config(
+        Config, argv, prog="python -m experiments.continuous_rotations",
+        description=__doc__.split("\n")[0], presets=PRESETS, prepare=_prepare,
+        plain=lambda p: p.add_argument("--tiny", action="store_true",
+                                       help="short for --preset tiny"),
+    )  # fmt: skip
+    return cfg
 
 
 def run(cfg: Config) -> dict:

@@ -43,8 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments._cli import RESUME_HINT, ScriptError, check_choice, cli, setting, setup_logging
-from experiments._config import parse_config
+from experiments._cli import RESUME_HINT, ScriptError, cli, setup_logging
+from experiments._config import check_choice, parse_config, setting
 
 PAPER_STEPS = {"gridworld": 100_000, "cartpole": 100_000, "acrobot": 70_000}
 QUICK_STEPS = {"gridworld": 30_000, "cartpole": 30_000, "acrobot": 20_000}

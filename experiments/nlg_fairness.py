@@ -47,8 +47,8 @@ from equijax.models import gpt2
 from equijax.models.tiny import is_random_model
 from equijax.models.tiny import write_tiny_random_gpt2 as save_random_gpt2
 from equijax.nlg import decoding, groups, scorers
-from experiments._cli import ScriptError, check_choice, cli, new_spelling, setting, setup_logging
-from experiments._config import parse_config
+from experiments._cli import ScriptError, cli, setup_logging
+from experiments._config import check_choice, new_spelling, parse_config, setting
 
 #: The paper's model names (tables, figures) of the methods of :data:`equijax.nlg.METHODS`.
 LABELS = {

@@ -57,8 +57,8 @@ from equijax import decoding
 from equijax.data import scan
 from equijax.models import seq2seq as s2s
 from equijax.nn import LambdaNet
-from experiments._cli import RESUME_HINT, check_choice, cli, setting, setup_logging
-from experiments._config import parse_config
+from experiments._cli import RESUME_HINT, cli, setup_logging
+from experiments._config import check_choice, parse_config, setting
 
 log = logging.getLogger("experiments.scan")
 
