@@ -12,7 +12,7 @@ CPU host devices are slices of the same cores (2 on the reference machine), so t
 overhead of splitting and all-reducing, not a speed-up: on real accelerators each device brings
 its own compute.
 
-    python -m benchmarks.data_parallel                 # 1 vs 8 devices (~1 min)
+    python -m benchmarks.data_parallel                 # 1 vs 8 devices, 5 rounds (~1.5 min)
     python -m benchmarks.data_parallel --devices 1 2 4 8 --steps 30 --repeats 5
 """
 
@@ -29,12 +29,14 @@ import argparse
 import statistics
 import time
 
+from benchmarks._timing import MIN_REPEATS
+
 
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(prog="python -m benchmarks.data_parallel", description=__doc__)
     p.add_argument("--devices", type=int, nargs="+", default=[1, 8])
     p.add_argument("--steps", type=int, default=20, help="timed steps per round")
-    p.add_argument("--repeats", type=int, default=3, help="interleaved rounds")
+    p.add_argument("--repeats", type=int, default=MIN_REPEATS, help="interleaved rounds")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--cell", default="lstm", choices=["lstm", "gru", "rnn"])
     a = p.parse_args(argv)
