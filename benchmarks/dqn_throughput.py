@@ -16,8 +16,9 @@ compilation is excluded (a warm-up call) and reported separately.
 ``--cpus N`` pins the process (both implementations) to the first N CPUs before jax and torch
 start, so that XLA sizes its thread pool to them. A single-environment DQN step is dozens of
 tiny kernels (a 64-wide MLP); with two cores XLA:CPU hands them between threads, and one core
-runs the same loop faster in wall time at less than half the CPU time (``taskset -c 0`` does the same for
-``python -m experiments.dqn``). SB3 runs with ``--sb3-threads`` torch threads (1) either way.
+runs the same loop faster in wall time at less than half the CPU time (``taskset -c 0`` does
+the same for ``python -m experiments.dqn``). SB3 runs with ``--sb3-threads`` torch threads (1)
+either way.
 
 stable-baselines3 (``pip install stable-baselines3``, torch CPU) is needed for its rows only.
 """
