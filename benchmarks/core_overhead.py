@@ -20,15 +20,13 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
-import time
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 import equijax as ej
-from benchmarks._timing import MIN_REPEATS, Spread, interleave
+from benchmarks._timing import MIN_REPEATS, interleave, pair_ratios
 
 
 class Block(nn.Module):
@@ -71,6 +69,26 @@ def temp_bytes(f, *args):
     return getattr(analysis, "temp_size_in_bytes", float("nan"))
 
 
+def setup(small: bool = False, batch: int = 32):
+    """``(model, G, x, params, logits, equizero_fn)`` of the benchmark (P3 also in ``p3_order``)."""
+    cfg = dict(width=64, layers=2, heads=4, patch=8) if small else {}
+    size = 32 if small else 224
+    model = ViT(**cfg)
+    G = ej.groups.rot90()
+    x = jax.random.normal(jax.random.key(0), (batch, size, size, 3))
+    params = model.init(jax.random.key(1), x[:1])
+
+    def logits(p, z):
+        return model.apply(p, z)[0]
+
+    def equizero_fn(p, x, exact=False):
+        return ej.equizero(
+            lambda z: logits(p, z), G, x, loss=ej.proxies.neg_max_probability, exact=exact
+        )
+
+    return model, G, x, params, logits, equizero_fn
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--small", action="store_true", help="tiny model for a smoke run")
@@ -81,17 +99,9 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    cfg = dict(width=64, layers=2, heads=4, patch=8) if args.small else {}
-    size = 32 if args.small else 224
-    model = ViT(**cfg)
-    G = ej.groups.rot90()
-    x = jax.random.normal(jax.random.key(0), (args.batch, size, size, 3))
-    params = model.init(jax.random.key(1), x[:1])
+    model, G, x, params, logits, equizero_fn = setup(args.small, args.batch)
     lam = ej.LambdaNet()
     lam_params = lam.init(jax.random.key(2), jnp.ones((1, model.width)))
-
-    def logits(p, z):
-        return model.apply(p, z)[0]
 
     @jax.jit
     def plain_4x(p, x):
@@ -100,11 +110,6 @@ def main() -> None:
 
     def equitune(p, x, chunk=None, exact=False):
         return ej.equitune(lambda z: logits(p, z), G, x, chunk_size=chunk, exact=exact)
-
-    def equizero_fn(p, x, exact=False):
-        return ej.equizero(
-            lambda z: logits(p, z), G, x, loss=ej.proxies.neg_max_probability, exact=exact
-        )
 
     def lambda_fn(p, lp, x, exact=False):
         return ej.lambda_equitune(
@@ -144,7 +149,7 @@ def overhead_tables(params, lam_params, x, r, plain_4x, equitune, equizero, lamb
     s = interleave(fns, r)
 
     def ratio(a, b):
-        return Spread(tuple(u / v for u, v in zip(s[a].wall, s[b].wall, strict=True)))
+        return pair_ratios(s[a].wall, s[b].wall)
 
     rows = [
         ("P1 equitune / plain forward of 4x batch", ratio("equitune", "plain"), "≤ 1.05",
@@ -157,7 +162,7 @@ def overhead_tables(params, lam_params, x, r, plain_4x, equitune, equizero, lamb
     print(f"| ratio (median of {r} interleaved rounds, [min–max]) | measured | target |")
     print("|---|---|---|")
     for name, sp, target, detail in rows:
-        print(f"| {name} | {sp.median:.3f} [{sp.lo:.3f}–{sp.hi:.3f}] ({detail}) | {target} |")
+        print(f"| {name} | {sp.fmt(3)} ({detail}) | {target} |")
 
     print(
         "\n| chunk_size | peak temp memory (MiB) | time (s, median) | time / unchunked [min–max] |"
@@ -169,11 +174,8 @@ def overhead_tables(params, lam_params, x, r, plain_4x, equitune, equizero, lamb
     t = interleave(calls, r)
     for chunk in chunks:
         mem = temp_bytes(lambda p, x, c=chunk: equitune(p, x, c), params, x) / 2**20
-        sp = Spread(tuple(a / b for a, b in zip(t[chunk].wall, t[None].wall, strict=True)))
-        print(
-            f"| {chunk or 'None (all 4)'} | {mem:.1f} | {t[chunk].median:.2f} "
-            f"| {sp.median:.3f} [{sp.lo:.3f}–{sp.hi:.3f}] |"
-        )
+        sp = pair_ratios(t[chunk].wall, t[None].wall)
+        print(f"| {chunk or 'None (all 4)'} | {mem:.1f} | {t[chunk].median:.2f} | {sp.fmt(3)} |")
 
 
 def exact_table(model, params, lam_params, x, r, G, logits, equitune, equizero_fn, lambda_fn):
@@ -203,20 +205,18 @@ def exact_table(model, params, lam_params, x, r, G, logits, equitune, equizero_f
     )
     for name, (make, fargs) in cases.items():
         fa, fb = jax.jit(make(False)), jax.jit(make(True))
-        jax.block_until_ready(fa(*fargs))
-        jax.block_until_ready(fb(*fargs))
-        ta, tb = [], []
-        for _ in range(r):  # A, B, A, B, ...
-            for f, ts in ((fa, ta), (fb, tb)):
-                t = time.perf_counter()
-                jax.block_until_ready(f(*fargs))
-                ts.append(time.perf_counter() - t)
-        ratios = sorted(b / a for a, b in zip(ta, tb, strict=True))
+        t = interleave(
+            {
+                "default": lambda fa=fa: jax.block_until_ready(fa(*fargs)),
+                "exact": lambda fb=fb: jax.block_until_ready(fb(*fargs)),
+            },
+            r,
+        )
+        sp = pair_ratios(t["exact"].wall, t["default"].wall)
         mems = [temp_bytes(make(e), *fargs) / 2**20 for e in (False, True)]
         print(
-            f"| {name} | {statistics.median(ta):.2f} | {statistics.median(tb):.2f} "
-            f"| {statistics.median(ratios):.3f} ({ratios[0]:.3f}–{ratios[-1]:.3f}) "
-            f"| {mems[0]:.1f} | {mems[1]:.1f} |"
+            f"| {name} | {t['default'].median:.2f} | {t['exact'].median:.2f} "
+            f"| {sp.median:.3f} ({sp.lo:.3f}–{sp.hi:.3f}) | {mems[0]:.1f} | {mems[1]:.1f} |"
         )
 
 

@@ -6,31 +6,27 @@ round, so equizero always runs right after equitune. This script interleaves onl
 batch and group as P3, and prints the median per-round ratio equizero / equitune for both orders::
 
     python -m benchmarks.p3_order        # ~4 min on 2 CPU cores
+    python -m benchmarks.p3_order --small  # smoke run, seconds
 """
 
 from __future__ import annotations
+
+import argparse
 
 import jax
 
 import equijax as ej
 from benchmarks._timing import MIN_REPEATS, Load, footer, interleave, machine, pair_ratios
-from benchmarks.core_overhead import ViT
+from benchmarks.core_overhead import setup
 
 
 def main() -> None:
-    model, G = ViT(), ej.groups.rot90()
-    x = jax.random.normal(jax.random.key(0), (32, 224, 224, 3))
-    params = model.init(jax.random.key(1), x[:1])
-
-    def logits(p, z):
-        return model.apply(p, z)[0]
-
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--small", action="store_true", help="tiny model for a smoke run")
+    small = p.parse_args().small
+    _, G, x, params, logits, equizero_fn = setup(small)
     tune = jax.jit(lambda p, x: ej.equitune(lambda z: logits(p, z), G, x))
-    zero = jax.jit(
-        lambda p, x: ej.equizero(
-            lambda z: logits(p, z), G, x, loss=ej.proxies.neg_max_probability
-        )
-    )
+    zero = jax.jit(equizero_fn)
     calls = {
         "equitune": lambda: jax.block_until_ready(tune(params, x)),
         "equizero": lambda: jax.block_until_ready(zero(params, x)),
@@ -41,7 +37,8 @@ def main() -> None:
         s = interleave({k: calls[k] for k in order}, MIN_REPEATS)
         rows.append((order, pair_ratios(s["equizero"].wall, s["equitune"].wall), s))
     load.stop()
-    print(f"P3 by order within a round; ViT-B/32 size, batch 32, C4; {machine()}\n")
+    size = "small" if small else "ViT-B/32 size"
+    print(f"P3 by order within a round; {size}, batch 32, C4; {machine()}\n")
     print("| order in each round | equizero / equitune [min–max] | equitune s | equizero s |")
     print("|---|---:|---:|---:|")
     for order, ratio, s in rows:
