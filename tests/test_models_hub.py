@@ -223,6 +223,25 @@ def test_restore_params_names_the_path_of_a_truncated_file(tmp_path, damaged):
         assert str(victim) in msg and "truncated" in msg
 
 
+def test_restore_params_raises_checkpoint_error_for_a_truncated_array_data_file(tmp_path):
+    """TensorStore raises a bare ``Exception`` for a truncated chunk of array data: wrapped."""
+    from equijax.training import CheckpointError
+
+    ckpt = tmp_path / "ckpt"
+    # large enough that the array's bytes sit in an OCDBT data file, not inline in the index
+    _hub.save_params(ckpt, {"w": jnp.arange(50_000.0)})
+    data = max((p for p in ckpt.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    assert data.parent.name == "d" and data.stat().st_size > 100_000
+    _truncate(data)
+    with pytest.raises(CheckpointError) as info:
+        _hub.restore_params(ckpt)
+    assert isinstance(info.value, ValueError)  # as restore_params raised before
+    msg = str(info.value)
+    assert str(ckpt) in msg and "save_params" in msg and "truncated" in msg
+    with pytest.raises(CheckpointError, match="save_params"):
+        _hub.restore_params(ckpt, template={"w": jnp.zeros(50_000)})
+
+
 def test_shared_converter_layouts_collections_and_unknown_names():
     from equijax.models import _convert
 

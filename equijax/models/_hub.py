@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from equijax.models._orbax import restore_params, save_params
+
 __all__ = [
     "CheckpointMismatchError",
     "assign",
@@ -383,108 +385,6 @@ def assign(
         return out
 
     return rebuild(template, ())
-
-
-_ORBAX_MARKERS = ("_CHECKPOINT_METADATA", "_METADATA")
-
-
-def _is_checkpoint(path: pathlib.Path) -> bool:
-    return any((path / marker).is_file() for marker in _ORBAX_MARKERS)
-
-
-def save_params(path: str | os.PathLike, params: PyTree) -> None:
-    """Save a params pytree with orbax; replaces an earlier checkpoint, never other files.
-
-    ``path`` may be new, an empty directory, or a checkpoint written earlier (which is
-    replaced). Anything else -- a file, or a directory holding files that are not an orbax
-    checkpoint -- is refused, because writing there would delete its contents.
-
-    Args:
-        path: target directory (made absolute; orbax requires absolute paths).
-        params: pytree of arrays.
-
-    Raises:
-        FileExistsError: ``path`` is a file, or a non-empty directory that is not a checkpoint.
-
-    Examples:
-        >>> import tempfile, jax.numpy as jnp
-        >>> with tempfile.TemporaryDirectory() as d:
-        ...     save_params(f"{d}/ckpt", {"w": jnp.ones(3)})
-        ...     float(restore_params(f"{d}/ckpt")["w"].sum())
-        3.0
-    """
-    import orbax.checkpoint as ocp
-
-    path = pathlib.Path(path).expanduser().absolute()
-    if path.is_file():
-        raise FileExistsError(
-            f"save_params: {str(path)!r} is a file; pass a new directory for the checkpoint"
-        )
-    if path.is_dir() and any(path.iterdir()) and not _is_checkpoint(path):
-        n = sum(1 for _ in path.iterdir())
-        raise FileExistsError(
-            f"save_params: {str(path)!r} is a non-empty directory ({n} entries) that is not an "
-            "orbax checkpoint; saving there would delete its contents. Pass a new or empty "
-            "directory (or a checkpoint written by save_params, which is replaced)"
-        )
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(path, params, force=True)
-        ckptr.wait_until_finished()
-
-
-def restore_params(path: str | os.PathLike, template: PyTree | None = None) -> PyTree:
-    """Restore a params pytree saved by :func:`save_params`.
-
-    Args:
-        path: the checkpoint directory.
-        template: optional pytree (arrays or ``jax.ShapeDtypeStruct``) fixing structure, shapes,
-            dtypes and shardings of the result.
-
-    Returns:
-        The restored pytree.
-
-    Raises:
-        FileNotFoundError: if ``path`` does not exist.
-        ValueError: the checkpoint is damaged (e.g. a truncated ``_METADATA`` or array file);
-            the message names the checkpoint and the file orbax/TensorStore failed on.
-    """
-    import orbax.checkpoint as ocp
-
-    path = pathlib.Path(path).expanduser().absolute()
-    if not path.exists():
-        raise FileNotFoundError(f"no orbax checkpoint at {str(path)!r}; save one with save_params")
-    for marker in _ORBAX_MARKERS:
-        meta = path / marker
-        if meta.is_file():
-            try:
-                json.loads(meta.read_text(encoding="utf-8"))
-            except (ValueError, UnicodeDecodeError) as err:
-                raise ValueError(
-                    f"damaged checkpoint: {str(meta)!r} is not valid JSON ({err}); the file is "
-                    "truncated or corrupted, save the parameters again"
-                ) from err
-    try:
-        with ocp.StandardCheckpointer() as ckptr:
-            if template is None:
-                return ckptr.restore(path)
-            import jax
-
-            abstract = jax.tree_util.tree_map(
-                lambda x: (
-                    x
-                    if isinstance(x, jax.ShapeDtypeStruct)
-                    else jax.ShapeDtypeStruct(np.shape(x), getattr(x, "dtype", np.asarray(x).dtype))
-                ),
-                template,
-            )
-            return ckptr.restore(path, abstract)
-    except (FileNotFoundError, TypeError) as err:
-        raise type(err)(f"could not restore the checkpoint at {str(path)!r}: {err}") from err
-    except (ValueError, OSError, RuntimeError) as err:
-        raise ValueError(
-            f"could not restore the checkpoint at {str(path)!r} (damaged or incompatible): "
-            f"{type(err).__name__}: {err}"
-        ) from err
 
 
 @functools.lru_cache(maxsize=1)
