@@ -340,7 +340,8 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray]) -> dict[tuple[str, 
     from ``(O, I, kh, kw)`` to ``(kh, kw, I, O)`` and linear weights from ``(O, I)`` to ``(I, O)``.
     BatchNorm ``running_mean/var`` go to the ``batch_stats`` collection. HF-Flax names
     (``flax_model.msgpack`` of ``FlaxResNetForImageClassification``: ``params.``/``batch_stats.``
-    prefixes, ``kernel``/``scale``/``mean``/``var`` leaves) map to the same paths. Layout rules
+    prefixes, ``kernel``/``scale``/``mean``/``var`` leaves; basic blocks nested as
+    ``layers.J.layer.layer.K``) map to the same paths. Layout rules
     are the shared ones of :func:`equijax.models._convert.convert`.
 
     Args:
@@ -360,7 +361,11 @@ def _resnet_rule(name: str) -> _convert.Target | None:
     key = name.removeprefix("resnet.")
     m = _PT_LAYER.match(key)
     if m:
-        rest = _convert.join_indices(m.group(3), "layer").split(".")[:-1]
+        # transformers 4.x's Flax basic block nests its convolutions one level deeper
+        # (``layer.layer.K``) than its bottleneck block and PyTorch (``layer.K``): read both.
+        inner = m.group(3)
+        inner = inner.removeprefix("layer.") if inner.startswith("layer.layer.") else inner
+        rest = _convert.join_indices(inner, "layer").split(".")[:-1]
         mods = (f"stages_{m.group(1)}_layers_{m.group(2)}", *rest)
     elif key.startswith("embedder.embedder."):
         mods = ("embedder", *key.removeprefix("embedder.embedder.").split(".")[:-1])
