@@ -291,7 +291,8 @@ def test_shared_converter_layouts_collections_and_unknown_names():
 def test_every_family_follows_one_from_pretrained_contract(tmp_path):
     """(model, variables) and dtype=None -> float32, dtype=bfloat16 -> bfloat16, for every port."""
     pytest.importorskip("torch")
-    from equijax.models import clip, clip_resnet, gpt2, resnet, tiny
+    from equijax.models import clip, clip_resnet, gpt2, resnet
+    from equijax.models import testing as tiny
 
     families = [
         (clip, tiny.write_tiny_random_clip(tmp_path / "clip")),
@@ -310,3 +311,18 @@ def test_every_family_follows_one_from_pretrained_contract(tmp_path):
             leaves = jax.tree.leaves(variables)
             assert leaves and all(x.dtype == want for x in leaves), (family.__name__, dtype)
             assert "params" in variables, family.__name__
+
+
+def test_models_face_does_not_import_the_test_checkpoint_writers():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, equijax, equijax.models; "
+        "print(sorted(m for m in sys.modules if m.startswith('equijax.models.testing')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    from equijax.models import testing
+
+    assert callable(testing.write_tiny_random_gpt2)

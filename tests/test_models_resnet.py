@@ -189,7 +189,7 @@ def test_equitune_of_loaded_resnet_is_rot90_invariant(saved_resnet):
 @pytest.mark.parametrize(("layer_type", "act"), [("bottleneck", "gelu"), ("basic", "silu")])
 def test_non_relu_hidden_act_matches_torch(tmp_path, layer_type, act):
     """HF applies hidden_act in the stem and after each residual sum, ReLU inside the blocks."""
-    from equijax.models import tiny
+    from equijax.models import testing as tiny
 
     path = tiny.write_tiny_random_resnet(tmp_path, seed=3, layer_type=layer_type, hidden_act=act)
     ref = transformers.ResNetForImageClassification.from_pretrained(path).eval()

@@ -11,7 +11,8 @@ Where things live (a new family adds a module and its name-mapping rule, nothing
 * :mod:`equijax.models.seq2seq` -- the SCAN encoder-decoder RNN/GRU/LSTM (trained here);
 * :mod:`equijax.models.small_cnn` -- the small CNN of the offline rotated-digits experiment;
 * :mod:`equijax.models.preprocess` -- numpy/JAX image preprocessing;
-* :mod:`equijax.models.tiny` -- tiny random checkpoints in the real formats (tests, offline runs);
+* :mod:`equijax.models.testing` -- test checkpoint writers: tiny random checkpoints in the real
+  formats (tests, doctests, ``tiny-random`` smoke runs); not imported by this face;
 * shared plumbing: ``_hub`` (locate and read checkpoints -- safetensors, sharded indexes, HF-Flax
   ``flax_model.msgpack``, never pickle -- and orbax save/restore), ``_convert`` (the one
   PyTorch / HF-Flax -> Flax converter; each family supplies only a ``rule(name)``) and
@@ -44,7 +45,6 @@ from equijax.models import (
     resnet,
     seq2seq,
     small_cnn,
-    tiny,
 )
 from equijax.models._hub import (
     CheckpointMismatchError,
@@ -69,5 +69,4 @@ __all__ = [
     "save_params",
     "seq2seq",
     "small_cnn",
-    "tiny",
 ]

@@ -380,7 +380,7 @@ def to_open_clip(params: Params) -> dict[str, np.ndarray]:
     """The inverse of :func:`open_clip_to_flax`: variables -> OpenCLIP ``state_dict`` arrays.
 
     Used to write OpenCLIP-format checkpoints without torch (e.g.
-    :func:`equijax.models.tiny.write_tiny_random_clip_resnet`); the fused text attention
+    :func:`equijax.models.testing.write_tiny_random_clip_resnet`); the fused text attention
     projection is re-assembled as ``in_proj_weight`` / ``in_proj_bias``.
 
     Args:
@@ -483,7 +483,7 @@ def from_pretrained(
 
     Examples:
         >>> import pathlib, tempfile
-        >>> from equijax.models import tiny
+        >>> from equijax.models import testing as tiny
         >>> with tempfile.TemporaryDirectory() as d:
         ...     model, variables = from_pretrained(tiny.write_tiny_random_clip_resnet(d))
         >>> model.config.layers, sorted(variables)

@@ -40,7 +40,7 @@ def write_bpe_vocab(merges: Sequence[str], directory: str | os.PathLike) -> None
     ``</w>`` (end-of-word) forms, one token per merge (the merged pair) and
     ``<|startoftext|>``, ``<|endoftext|>`` (the largest id). Any list of merges gives a working
     tokenizer: with OpenAI's 48,894 merges it is CLIP's; with a handful (as in
-    :func:`equijax.models.tiny.write_tiny_clip_tokenizer`) a small offline test vocabulary.
+    :func:`equijax.models.testing.write_tiny_clip_tokenizer`) a small offline test vocabulary.
 
     Args:
         merges: merge rules ``"a b"`` in priority order (each merges two existing symbols).

@@ -1,4 +1,8 @@
-"""Tiny random checkpoints on disk, in the real formats, for tests and offline smoke runs.
+"""Test checkpoint writers: tiny random checkpoints on disk, in the real formats.
+
+For tests, doctests and the ``tiny-random`` smoke runs of the experiments. The ``equijax.models``
+face does not import this module; import it by name (``from equijax.models import testing`` or
+``from equijax.models.testing import write_tiny_random_gpt2``).
 
 Each writer saves a randomly initialised model of a few thousand parameters in the exact
 on-disk layout of the real checkpoints, so the loaders (``from_pretrained``) and tokenizers read
