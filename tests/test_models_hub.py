@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from equijax.models import _hub
+from equijax.models import _hub, restore_params, save_params
 
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
@@ -165,18 +165,18 @@ def test_assign_lists_all_missing_unexpected_and_misshaped_keys_sorted():
 
 def test_orbax_round_trip_with_and_without_template(tmp_path):
     params = {"dense": {"kernel": jnp.arange(6.0).reshape(2, 3)}, "step": jnp.array(3)}
-    _hub.save_params(tmp_path / "ckpt", params)
-    _hub.save_params(tmp_path / "ckpt", params)  # overwriting is allowed
-    plain = _hub.restore_params(tmp_path / "ckpt")
+    save_params(tmp_path / "ckpt", params)
+    save_params(tmp_path / "ckpt", params)  # overwriting is allowed
+    plain = restore_params(tmp_path / "ckpt")
     np.testing.assert_array_equal(plain["dense"]["kernel"], params["dense"]["kernel"])
-    shaped = _hub.restore_params(tmp_path / "ckpt", template=params)
+    shaped = restore_params(tmp_path / "ckpt", template=params)
     assert jax.tree_util.tree_structure(shaped) == jax.tree_util.tree_structure(params)
     assert int(shaped["step"]) == 3
 
 
 def test_restore_params_missing_path_raises(tmp_path):
     with pytest.raises(FileNotFoundError, match="save_params"):
-        _hub.restore_params(tmp_path / "nothing")
+        restore_params(tmp_path / "nothing")
 
 
 def test_save_params_refuses_directory_with_user_files(tmp_path):
@@ -185,17 +185,17 @@ def test_save_params_refuses_directory_with_user_files(tmp_path):
     (target / "notes.txt").write_text("keep me")
     (target / "sub").mkdir()
     with pytest.raises(FileExistsError, match="not an orbax checkpoint"):
-        _hub.save_params(target, {"w": jnp.ones(2)})
+        save_params(target, {"w": jnp.ones(2)})
     assert (target / "notes.txt").read_text() == "keep me" and (target / "sub").is_dir()
     (tmp_path / "file").write_text("x")
     with pytest.raises(FileExistsError, match="is a file"):
-        _hub.save_params(tmp_path / "file", {"w": jnp.ones(2)})
+        save_params(tmp_path / "file", {"w": jnp.ones(2)})
     assert (tmp_path / "file").read_text() == "x"
     empty = tmp_path / "empty"
     empty.mkdir()
-    _hub.save_params(empty, {"w": jnp.ones(2)})  # an empty directory is fine
-    _hub.save_params(empty, {"w": jnp.zeros(2)})  # and so is replacing a checkpoint
-    assert float(_hub.restore_params(empty)["w"].sum()) == 0.0
+    save_params(empty, {"w": jnp.ones(2)})  # an empty directory is fine
+    save_params(empty, {"w": jnp.zeros(2)})  # and so is replacing a checkpoint
+    assert float(restore_params(empty)["w"].sum()) == 0.0
 
 
 def _truncate(path):
@@ -206,7 +206,7 @@ def _truncate(path):
 @pytest.mark.parametrize("damaged", ["_METADATA", "array"])
 def test_restore_params_names_the_path_of_a_truncated_file(tmp_path, damaged):
     ckpt = tmp_path / "ckpt"
-    _hub.save_params(ckpt, {"w": jnp.arange(5.0), "b": {"c": jnp.ones((2, 3))}})
+    save_params(ckpt, {"w": jnp.arange(5.0), "b": {"c": jnp.ones((2, 3))}})
     victim = ckpt / "_METADATA"
     if damaged == "_METADATA":
         _truncate(victim)
@@ -216,7 +216,7 @@ def test_restore_params_names_the_path_of_a_truncated_file(tmp_path, damaged):
         for path in data_files:
             _truncate(path)
     with pytest.raises(ValueError) as info:
-        _hub.restore_params(ckpt)
+        restore_params(ckpt)
     msg = str(info.value)
     assert str(ckpt) in msg
     if damaged == "_METADATA":
@@ -229,17 +229,17 @@ def test_restore_params_raises_checkpoint_error_for_a_truncated_array_data_file(
 
     ckpt = tmp_path / "ckpt"
     # large enough that the array's bytes sit in an OCDBT data file, not inline in the index
-    _hub.save_params(ckpt, {"w": jnp.arange(50_000.0)})
+    save_params(ckpt, {"w": jnp.arange(50_000.0)})
     data = max((p for p in ckpt.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
     assert data.parent.name == "d" and data.stat().st_size > 100_000
     _truncate(data)
     with pytest.raises(CheckpointError) as info:
-        _hub.restore_params(ckpt)
+        restore_params(ckpt)
     assert isinstance(info.value, ValueError)  # as restore_params raised before
     msg = str(info.value)
     assert str(ckpt) in msg and "save_params" in msg and "truncated" in msg
     with pytest.raises(CheckpointError, match="save_params"):
-        _hub.restore_params(ckpt, template={"w": jnp.zeros(50_000)})
+        restore_params(ckpt, template={"w": jnp.zeros(50_000)})
 
 
 def test_shared_converter_layouts_collections_and_unknown_names():

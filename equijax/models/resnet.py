@@ -3,7 +3,7 @@
 A faithful port of ``transformers``' ``ResNetForImageClassification`` (basic blocks for
 ResNet-18/34, bottleneck blocks for ResNet-50/101/152) operating on **NHWC** images (use
 :func:`nchw_to_nhwc` for PyTorch-layout arrays). Parameter names mirror the PyTorch module tree, so
-checkpoints load by name with shape checks (:class:`~equijax.models._hub.CheckpointMismatchError`).
+checkpoints load by name with shape checks (:class:`~equijax.models.CheckpointMismatchError`).
 
 BatchNorm runs in inference mode (running statistics) by default; pass ``train=True`` and
 ``mutable=["batch_stats"]`` to use and update batch statistics when finetuning.
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pathlib
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -45,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from equijax.models import _convert, _hub
+from equijax.models import _convert, _load
 from equijax.models._activations import ACTIVATIONS, check_activation
 from equijax.models.preprocess import nchw_to_nhwc
 
@@ -346,12 +345,12 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray]) -> dict[tuple[str, 
 
     Args:
         state_dict: flat ``name -> array`` dict (as from
-            :func:`~equijax.models._hub.read_state_dict`).
+            :func:`~equijax.models.read_state_dict`).
 
     Returns:
         dict from ``(collection, module, ..., leaf)`` tuples to arrays. Names that do not fit the
         HF ResNet layout are kept under their own name so that
-        :func:`~equijax.models._hub.assign` reports them.
+        :func:`~equijax.models._convert.assign` reports them.
     """
     return _convert.convert(state_dict, _resnet_rule)
 
@@ -377,6 +376,24 @@ def _resnet_rule(name: str) -> _convert.Target | None:
     return _convert.Target(kind, mods) if kind else None
 
 
+def _template(model: ResNet) -> dict:
+    cfg = model.config
+    size = max(cfg.total_stride, 32)
+    dummy = jax.ShapeDtypeStruct((1, size, size, cfg.num_channels), jnp.float32)
+    return jax.eval_shape(lambda x: model.init(jax.random.key(0), x), dummy)
+
+
+#: Hugging Face ``ResNetForImageClassification`` checkpoints (safetensors or HF-Flax msgpack).
+_FAMILY = _load.Family(
+    config=lambda raw, name_or_path: ResNetConfig.from_hf(raw),
+    build=lambda config, dtype, compute_dtype: ResNet(
+        config, dtype=compute_dtype or dtype, param_dtype=dtype
+    ),
+    template=_template,
+    convert=lambda state_dict, config: convert_state_dict(state_dict),
+)
+
+
 def load_variables(
     model: ResNet, state_dict: Mapping[str, np.ndarray], *, dtype: Any = None, context: str = ""
 ) -> dict:
@@ -385,12 +402,8 @@ def load_variables(
     Raises:
         CheckpointMismatchError: listing missing / unexpected / mis-shaped weights.
     """
-    cfg = model.config
-    size = max(cfg.total_stride, 32)
-    dummy = jax.ShapeDtypeStruct((1, size, size, cfg.num_channels), jnp.float32)
-    template = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), dummy)
     converted = convert_state_dict(state_dict)
-    return _hub.assign(template, converted, dtype=dtype, context=context)
+    return _convert.assign(_template(model), converted, dtype=dtype, context=context)
 
 
 def from_pretrained(
@@ -432,14 +445,9 @@ def from_pretrained(
         Traceback (most recent call last):
         CheckpointMismatchError: checkpoint does not match the model...
     """
-    dtype = jnp.float32 if dtype is None else dtype
-    is_local = pathlib.Path(name_or_path).expanduser().is_dir()
-    patterns = ["*.json", "*.safetensors"]
-    directory = _hub.resolve_pretrained(name_or_path, allow_patterns=patterns)
-    if not is_local and not any(directory.glob("model*.safetensors")):
-        directory = _hub.resolve_pretrained(name_or_path, allow_patterns=[*patterns, "*.msgpack"])
-    config = ResNetConfig.from_hf(_hub.read_config(directory))
-    model = ResNet(config, dtype=compute_dtype or dtype, param_dtype=dtype)
-    state_dict = _hub.read_state_dict(directory)
-    variables = load_variables(model, state_dict, dtype=dtype, context=str(directory))
-    return model, variables
+    return _load.load_pretrained(
+        _FAMILY,
+        name_or_path,
+        dtype=jnp.float32 if dtype is None else dtype,
+        compute_dtype=compute_dtype,
+    )

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from equijax.models import _hub
+from equijax.models._bpe import bytes_to_unicode
 
 __all__ = ["load_tokenizer", "tokenize", "write_bpe_vocab", "write_tokenizer_files"]
 
@@ -63,7 +64,7 @@ def write_bpe_vocab(merges: Sequence[str], directory: str | os.PathLike) -> None
     bad = [m for m in merges if len(m.split()) != 2]
     if bad:
         raise ValueError(f"merges must be 'left right' pairs; bad entries: {bad[:3]}")
-    byte_symbols = list(_hub.bytes_to_unicode().values())
+    byte_symbols = list(bytes_to_unicode().values())
     vocab = byte_symbols + [s + "</w>" for s in byte_symbols]
     vocab += ["".join(m.split()) for m in merges]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
