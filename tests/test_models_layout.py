@@ -71,7 +71,7 @@ _SEQUENCE_STEPS = {"resolve_pretrained", "read_config", "read_state_dict", "assi
 
 
 @pytest.mark.parametrize(
-    "path", ["resnet.py", "clip/convert.py", "gpt2/convert.py", "clip_resnet.py"]
+    "path", ["resnet/convert.py", "clip/convert.py", "gpt2/convert.py", "clip_resnet.py"]
 )
 def test_family_loaders_leave_the_loading_sequence_to_the_port_layer(path):
     """resolve -> config -> build -> read -> assign lives once, in _load.load_pretrained."""
@@ -82,7 +82,7 @@ def test_family_loaders_leave_the_loading_sequence_to_the_port_layer(path):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
     }
     repeated = called & _SEQUENCE_STEPS
-    if path == "resnet.py":  # resnet.load_variables(model, state_dict) assigns a given state dict
+    if path == "resnet/convert.py":  # load_variables(model, state_dict) assigns a given state dict
         repeated -= {"assign"}
     assert not repeated, f"{path} repeats steps of _load.load_pretrained: {sorted(repeated)}"
 

@@ -5,7 +5,7 @@ Where things live (every family has one shape; see docs/adding_a_model_family.md
 * :mod:`equijax.models.clip` -- CLIP: ``model`` (ViT towers and the functional shell
   :class:`~equijax.models.clip.CLIPBase`), ``resnet`` (the ModifiedResNet towers RN50, RN101),
   ``convert`` (Hugging Face ``CLIPModel`` and OpenCLIP name mappings), ``tokenizer``, ``zoo``;
-* :mod:`equijax.models.resnet` -- Hugging Face ``microsoft/resnet-*``;
+* :mod:`equijax.models.resnet` -- Hugging Face ``microsoft/resnet-*`` (``model`` / ``convert``);
 * :mod:`equijax.models.gpt2` -- GPT-2 (``model`` / ``generation`` / ``convert`` / ``tokenizer``)
   with KV cache and jitted generation;
 * :mod:`equijax.models.seq2seq` -- the SCAN encoder-decoder RNN/GRU/LSTM (trained here);
