@@ -134,7 +134,7 @@ def load_clip(name: str, out: Any) -> tuple[Any, Any, str]:
 
     try:
         if name == "tiny-random":
-            from equijax.models.tiny import write_tiny_random_clip
+            from equijax.models.testing import write_tiny_random_clip
 
             return zoo.load(write_tiny_random_clip(Path(out) / "tiny_clip"))
         return zoo.load(name)

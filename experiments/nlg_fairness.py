@@ -44,8 +44,8 @@ import jax
 import numpy as np
 
 from equijax.models import gpt2
-from equijax.models.tiny import is_random_model
-from equijax.models.tiny import write_tiny_random_gpt2 as save_random_gpt2
+from equijax.models.testing import is_random_model
+from equijax.models.testing import write_tiny_random_gpt2 as save_random_gpt2
 from equijax.nlg import decoding, groups, scorers
 from experiments._cli import ScriptError, cli, setup_logging
 from experiments._config import check_choice, new_spelling, parse_config, setting

@@ -214,7 +214,7 @@ def test_scan_cli_flags():
 def tiny_clip_dir(tmp_path_factory):
     pytest.importorskip("torch")
     pytest.importorskip("tensorflow_datasets")
-    from equijax.models.tiny import write_tiny_random_clip
+    from equijax.models.testing import write_tiny_random_clip
 
     return write_tiny_random_clip(tmp_path_factory.mktemp("tiny_clip"))
 

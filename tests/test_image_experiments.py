@@ -20,7 +20,7 @@ tfds = pytest.importorskip("tensorflow_datasets")
 @pytest.fixture(scope="module")
 def tiny_clip_dir(tmp_path_factory):
     pytest.importorskip("torch")
-    from equijax.models.tiny import write_tiny_random_clip
+    from equijax.models.testing import write_tiny_random_clip
 
     return write_tiny_random_clip(tmp_path_factory.mktemp("tiny_clip"))
 

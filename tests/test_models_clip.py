@@ -9,7 +9,7 @@ References:
   ``tests/fixtures/make_open_clip_reference.py`` in a separate environment with
   ``open-clip-torch`` (see that script). The suite itself needs no OpenCLIP.
 * Tokenizer: OpenAI's ``SimpleTokenizer`` (as shipped in OpenCLIP) ids for a list of texts under
-  the tiny BPE vocabulary of :mod:`equijax.models.tiny`, stored in the same fixture. The real
+  the tiny BPE vocabulary of :mod:`equijax.models.testing`, stored in the same fixture. The real
   49,408-token vocabulary is checked by ``tests/test_models_network.py`` (``pytest -m network``).
 """
 
@@ -24,7 +24,8 @@ import numpy as np
 import pytest
 
 import equijax as ej
-from equijax.models import _hub, clip, clip_data, clip_resnet, preprocess, tiny
+from equijax.models import _hub, clip, clip_data, clip_resnet, preprocess
+from equijax.models import testing as tiny
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -442,7 +443,7 @@ def test_to_open_clip_inverts_the_converter_on_the_openclip_fixture():
 
     ref = load_file(str(FIXTURE / "open_clip_model.safetensors"))
     _, params = clip_resnet.from_pretrained(FIXTURE)
-    state = clip_resnet.to_open_clip(params)
+    state = tiny.to_open_clip(params)
     buffers = ("num_batches_tracked", "attn_mask")
     assert set(state) == {k for k in ref if not k.endswith(buffers)}
     for k, v in state.items():

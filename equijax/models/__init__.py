@@ -1,21 +1,26 @@
 """Flax ports of pretrained models, loading Hugging Face / OpenCLIP checkpoints.
 
-Where things live (a new family adds a module and its name-mapping rule, nothing else):
+Where things live (every family has one shape; see docs/adding_a_model_family.md):
 
-* :mod:`equijax.models.clip` -- CLIP ViT (``model`` / ``convert`` / ``tokenizer``), and the
-  functional shell :class:`~equijax.models.clip.CLIPBase` shared by both CLIP families;
-* :mod:`equijax.models.clip_resnet` -- CLIP ModifiedResNet (RN50, RN101) from OpenCLIP files;
-* :mod:`equijax.models.resnet` -- Hugging Face ``microsoft/resnet-*``;
+* :mod:`equijax.models.clip` -- CLIP: ``model`` (ViT towers and the functional shell
+  :class:`~equijax.models.clip.CLIPBase`), ``resnet`` (the ModifiedResNet towers RN50, RN101),
+  ``convert`` (Hugging Face ``CLIPModel`` and OpenCLIP name mappings), ``tokenizer``, ``zoo``;
+* :mod:`equijax.models.resnet` -- Hugging Face ``microsoft/resnet-*`` (``model`` / ``convert``);
 * :mod:`equijax.models.gpt2` -- GPT-2 (``model`` / ``generation`` / ``convert`` / ``tokenizer``)
   with KV cache and jitted generation;
 * :mod:`equijax.models.seq2seq` -- the SCAN encoder-decoder RNN/GRU/LSTM (trained here);
 * :mod:`equijax.models.small_cnn` -- the small CNN of the offline rotated-digits experiment;
 * :mod:`equijax.models.preprocess` -- numpy/JAX image preprocessing;
-* :mod:`equijax.models.tiny` -- tiny random checkpoints in the real formats (tests, offline runs);
-* shared plumbing: ``_hub`` (locate and read checkpoints -- safetensors, sharded indexes, HF-Flax
-  ``flax_model.msgpack``, never pickle -- and orbax save/restore), ``_convert`` (the one
-  PyTorch / HF-Flax -> Flax converter; each family supplies only a ``rule(name)``) and
-  ``_activations`` (the one activation table).
+* :mod:`equijax.models.testing` -- test checkpoint writers: tiny random checkpoints in the real
+  formats (tests, doctests, ``tiny-random`` smoke runs); not imported by this face;
+* :mod:`equijax.models.clip_resnet` -- the former home of CLIP ResNet, its names kept;
+* the port layer, one job a module: ``_load`` (the loading sequence resolve -> config -> build
+  -> read -> assign, written once; a family supplies a ``Family`` of hooks), ``_hub`` (locate and
+  read checkpoint files -- safetensors, sharded indexes, HF-Flax ``flax_model.msgpack``, never
+  pickle), ``_convert`` (the one PyTorch / HF-Flax -> Flax converter, each family supplying only
+  a name-mapping ``rule``, and ``assign`` with its name and shape checks), ``_orbax`` (saving
+  and restoring finetuned parameters, on :mod:`equijax.training.checkpoint`), ``_bpe`` (byte
+  tables of the BPE tokenizers) and ``_activations`` (the one activation table).
 
 The ``from_pretrained`` contract, the same for every family::
 
@@ -31,9 +36,8 @@ The ``from_pretrained`` contract, the same for every family::
   dict -- ``{"params": ...}``, plus ``"batch_stats"`` for batch-norm models. (GPT-2's decoding
   functions take ``variables["params"]``.)
 * Raises ``FileNotFoundError`` (no config or weights; the message lists what the directory holds),
-  ``OSError`` (not local and the download failed) or
-  :class:`~equijax.models._hub.CheckpointMismatchError` (names or shapes that do not fit; every
-  one listed, unknown ones in the checkpoint's own words).
+  ``OSError`` (not local and the download failed) or :class:`CheckpointMismatchError` (names or
+  shapes that do not fit; every one listed, unknown ones in the checkpoint's own words).
 """
 
 from equijax.models import (
@@ -44,16 +48,10 @@ from equijax.models import (
     resnet,
     seq2seq,
     small_cnn,
-    tiny,
 )
-from equijax.models._hub import (
-    CheckpointMismatchError,
-    read_config,
-    read_state_dict,
-    resolve_pretrained,
-    restore_params,
-    save_params,
-)
+from equijax.models._convert import CheckpointMismatchError
+from equijax.models._hub import read_config, read_state_dict, resolve_pretrained
+from equijax.models._orbax import restore_params, save_params
 
 __all__ = [
     "CheckpointMismatchError",
@@ -69,5 +67,4 @@ __all__ = [
     "save_params",
     "seq2seq",
     "small_cnn",
-    "tiny",
 ]

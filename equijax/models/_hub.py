@@ -1,94 +1,49 @@
-"""Checkpoint plumbing shared by the model ports: locate, read and assign pretrained weights.
+"""Hub file reading shared by the model ports: locate a checkpoint and read its files.
 
 Pretrained checkpoints come from the Hugging Face hub (``microsoft/resnet-50``, ``gpt2``,
 ``openai/clip-vit-base-patch32``, ...) or from a local directory written by
-``transformers``' ``save_pretrained``. This module
+``transformers``' ``save_pretrained`` (or OpenCLIP). This module
 
 * resolves a hub id or a local directory to a directory on disk (:func:`resolve_pretrained`),
-* reads ``config.json`` (:func:`read_config`) and the weights as plain NumPy arrays
+* reads a config file (:func:`read_config`) and the weights as plain NumPy arrays
   (:func:`read_state_dict`) from ``model.safetensors``, a sharded
-  ``model.safetensors.index.json`` or ``flax_model.msgpack`` -- never through pickle,
-* fills a Flax parameter pytree from a flat ``path -> array`` mapping, checking names and
-  shapes (:func:`assign`, raising :class:`CheckpointMismatchError`), and
-* saves / restores finetuned parameters with orbax (:func:`save_params`, :func:`restore_params`).
+  ``model.safetensors.index.json`` or ``flax_model.msgpack`` -- never through pickle.
+
+Assigning the arrays to a model's parameters is :mod:`equijax.models._convert`'s job
+(``convert``, ``assign``); the sequence resolve -> config -> build -> read -> assign is written
+once in :func:`equijax.models._load.load_pretrained`; saving finetuned parameters is
+:mod:`equijax.models._orbax`'s.
 
 Examples:
-    >>> import numpy as np
-    >>> f32 = np.float32
-    >>> template = {"dense": {"kernel": np.zeros((2, 3), f32), "bias": np.zeros(3, f32)}}
-    >>> params = assign(template, {"dense.kernel": np.ones((2, 3)), ("dense", "bias"): np.ones(3)})
-    >>> float(params["dense"]["kernel"].sum())
-    6.0
+    >>> import tempfile, numpy as np
+    >>> from safetensors.numpy import save_file
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     save_file({"w": np.ones((2, 3), np.float32)}, f"{d}/model.safetensors")
+    ...     read_state_dict(resolve_pretrained(d))["w"].shape
+    (2, 3)
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import pathlib
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 
+# assignment lives in _convert; these names stay importable from here for code written before
+from equijax.models._convert import CheckpointMismatchError, assign, flatten_params  # noqa: F401
+
 __all__ = [
-    "CheckpointMismatchError",
-    "assign",
-    "flatten_params",
+    "WEIGHT_FILES",
     "read_config",
     "read_state_dict",
     "resolve_pretrained",
-    "restore_params",
-    "save_params",
 ]
 
-PyTree = Any
-
-_DEFAULT_FILENAMES = ("model.safetensors", "model.safetensors.index.json", "flax_model.msgpack")
-_MAX_LISTED = 50
-
-
-class CheckpointMismatchError(ValueError):
-    """A checkpoint's parameter names or shapes do not match the model built from its config.
-
-    Attributes:
-        missing: sorted keys the model needs but the checkpoint lacks.
-        unexpected: sorted keys the checkpoint has but the model does not use.
-        mismatched: sorted ``(key, expected_shape, found_shape)`` triples.
-    """
-
-    def __init__(
-        self,
-        missing: Sequence[str] = (),
-        unexpected: Sequence[str] = (),
-        mismatched: Sequence[tuple[str, tuple[int, ...], tuple[int, ...]]] = (),
-        *,
-        context: str = "",
-    ):
-        self.missing = sorted(missing)
-        self.unexpected = sorted(unexpected)
-        self.mismatched = sorted(mismatched)
-        lines = [f"checkpoint does not match the model{(' (' + context + ')') if context else ''}:"]
-        if self.missing:
-            lines.append(f"  missing keys ({len(self.missing)}): " + _listing(self.missing))
-        if self.unexpected:
-            n = len(self.unexpected)
-            lines.append(f"  unexpected keys ({n}): " + _listing(self.unexpected))
-        if self.mismatched:
-            items = [f"{k} (expected {tuple(e)}, found {tuple(f)})" for k, e, f in self.mismatched]
-            lines.append(f"  mis-shaped keys ({len(items)}): " + _listing(items))
-        lines.append(
-            "  check that config.json belongs to these weights (same architecture and sizes)."
-        )
-        super().__init__("\n".join(lines))
-
-
-def _listing(items: Sequence[str]) -> str:
-    shown = ", ".join(items[:_MAX_LISTED])
-    if len(items) > _MAX_LISTED:
-        shown += f", ... ({len(items) - _MAX_LISTED} more)"
-    return shown
+#: Weight files read by default, in order of preference.
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "flax_model.msgpack")
 
 
 def resolve_pretrained(
@@ -157,17 +112,18 @@ def resolve_pretrained(
     return pathlib.Path(local)
 
 
-def read_config(directory: str | os.PathLike) -> dict:
-    """Read ``config.json`` from a checkpoint directory.
+def read_config(directory: str | os.PathLike, *, filename: str = "config.json") -> dict:
+    """Read a checkpoint directory's config file (``config.json`` by default).
 
     Args:
         directory: the checkpoint directory.
+        filename: the config file's name (e.g. ``"open_clip_config.json"``).
 
     Returns:
         The parsed JSON object.
 
     Raises:
-        FileNotFoundError: if ``directory/config.json`` does not exist.
+        FileNotFoundError: if ``directory/filename`` does not exist.
         ValueError: if it is not a JSON object.
 
     Examples:
@@ -177,11 +133,11 @@ def read_config(directory: str | os.PathLike) -> dict:
         ...     read_config(d)["n_layer"]
         2
     """
-    path = pathlib.Path(directory) / "config.json"
+    path = pathlib.Path(directory) / filename
     if not path.is_file():
         raise FileNotFoundError(
-            f"no config.json in {str(directory)!r}; a checkpoint directory needs config.json "
-            "next to its weights (as written by save_pretrained)"
+            f"no {filename} in {str(directory)!r}; a checkpoint directory needs {filename} "
+            "next to its weights (as written by save_pretrained, or OpenCLIP)"
         )
     with open(path, encoding="utf-8") as f:
         config = json.load(f)
@@ -191,7 +147,7 @@ def read_config(directory: str | os.PathLike) -> dict:
 
 
 def read_state_dict(
-    directory: str | os.PathLike, *, filenames: Sequence[str] = _DEFAULT_FILENAMES
+    directory: str | os.PathLike, *, filenames: Sequence[str] = WEIGHT_FILES
 ) -> dict[str, np.ndarray]:
     """Read a checkpoint's weights as a flat ``name -> np.ndarray`` dict, without pickle.
 
@@ -279,229 +235,3 @@ def _read_safetensors(path: pathlib.Path) -> dict[str, np.ndarray]:
             "reading *.safetensors needs the safetensors package: pip install safetensors"
         ) from err
     return dict(load_file(str(path)))
-
-
-def _flatten(tree: Mapping, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], Any]:
-    out: dict[tuple[str, ...], Any] = {}
-    for k, v in tree.items():
-        key = (*prefix, str(k))
-        if isinstance(v, Mapping):
-            out.update(_flatten(v, key))
-        else:
-            out[key] = v
-    return out
-
-
-def flatten_params(params: Mapping) -> dict[str, Any]:
-    """Flatten a nested params dict into ``{"a.b.c": leaf}``.
-
-    Args:
-        params: nested mappings (e.g. Flax linen params; ``FrozenDict`` works too).
-
-    Returns:
-        A flat dict with ``"."``-joined keys.
-
-    Examples:
-        >>> flatten_params({"a": {"b": 1, "c": {"d": 2}}})
-        {'a.b': 1, 'a.c.d': 2}
-    """
-    return {".".join(k): v for k, v in _flatten(params).items()}
-
-
-def assign(
-    template: PyTree,
-    arrays: Mapping[tuple[str, ...] | str, np.ndarray],
-    *,
-    dtype: Any = None,
-    context: str = "",
-) -> PyTree:
-    """Fill a params pytree with checkpoint arrays, checking names and shapes.
-
-    Args:
-        template: nested dicts of arrays or ``jax.ShapeDtypeStruct`` (e.g. from
-            ``jax.eval_shape(model.init, ...)``) giving every leaf's path and shape.
-        arrays: mapping from a leaf path -- a tuple of keys or a ``"."``-joined string -- to an
-            array of the template's shape. Every template leaf must be present, and nothing else.
-        dtype: if given, floating arrays are cast to this dtype; otherwise to the template leaf's
-            dtype when it has one (``float32`` for NumPy/JAX float leaves).
-        context: optional text (e.g. the checkpoint directory) added to error messages.
-
-    Returns:
-        A pytree with the template's nested-dict structure whose leaves are ``jax.Array``.
-
-    Raises:
-        CheckpointMismatchError: if keys are missing or unexpected, or shapes differ; the error
-            lists all of them, sorted.
-        TypeError: if ``template`` is not a mapping.
-
-    Examples:
-        >>> import numpy as np
-        >>> template = {"w": np.zeros((2,), np.float32), "b": np.zeros((2,), np.float32)}
-        >>> try:
-        ...     assign(template, {"w": np.ones((3,)), "c": np.ones(2)})
-        ... except CheckpointMismatchError as err:
-        ...     print(err.missing, err.unexpected, err.mismatched)
-        ['b'] ['c'] [('w', (2,), (3,))]
-    """
-    import jax
-    import jax.numpy as jnp
-
-    if not isinstance(template, Mapping):
-        raise TypeError(
-            f"template must be a nested mapping of arrays, got {type(template).__name__}"
-        )
-    flat_template = flatten_params(template)
-    flat_arrays: dict[str, Any] = {}
-    for k, v in arrays.items():
-        key = ".".join(k) if isinstance(k, tuple) else str(k)
-        flat_arrays[key] = v
-    missing = [k for k in flat_template if k not in flat_arrays]
-    unexpected = [k for k in flat_arrays if k not in flat_template]
-    mismatched = []
-    for k, leaf in flat_template.items():
-        if k in flat_arrays:
-            want = tuple(np.shape(leaf))
-            got = tuple(np.shape(flat_arrays[k]))
-            if want != got:
-                mismatched.append((k, want, got))
-    if missing or unexpected or mismatched:
-        raise CheckpointMismatchError(missing, unexpected, mismatched, context=context)
-
-    def convert(key: str, leaf: Any) -> Any:
-        value = flat_arrays[key]
-        target = dtype if dtype is not None else getattr(leaf, "dtype", None)
-        src = np.asarray(value)
-        if target is not None and jnp.issubdtype(src.dtype, jnp.floating):
-            return jnp.asarray(src, dtype=jax.dtypes.canonicalize_dtype(target))
-        return jnp.asarray(src)
-
-    def rebuild(tree: Mapping, prefix: tuple[str, ...]) -> dict:
-        out = {}
-        for k, v in tree.items():
-            key = (*prefix, str(k))
-            out[k] = rebuild(v, key) if isinstance(v, Mapping) else convert(".".join(key), v)
-        return out
-
-    return rebuild(template, ())
-
-
-_ORBAX_MARKERS = ("_CHECKPOINT_METADATA", "_METADATA")
-
-
-def _is_checkpoint(path: pathlib.Path) -> bool:
-    return any((path / marker).is_file() for marker in _ORBAX_MARKERS)
-
-
-def save_params(path: str | os.PathLike, params: PyTree) -> None:
-    """Save a params pytree with orbax; replaces an earlier checkpoint, never other files.
-
-    ``path`` may be new, an empty directory, or a checkpoint written earlier (which is
-    replaced). Anything else -- a file, or a directory holding files that are not an orbax
-    checkpoint -- is refused, because writing there would delete its contents.
-
-    Args:
-        path: target directory (made absolute; orbax requires absolute paths).
-        params: pytree of arrays.
-
-    Raises:
-        FileExistsError: ``path`` is a file, or a non-empty directory that is not a checkpoint.
-
-    Examples:
-        >>> import tempfile, jax.numpy as jnp
-        >>> with tempfile.TemporaryDirectory() as d:
-        ...     save_params(f"{d}/ckpt", {"w": jnp.ones(3)})
-        ...     float(restore_params(f"{d}/ckpt")["w"].sum())
-        3.0
-    """
-    import orbax.checkpoint as ocp
-
-    path = pathlib.Path(path).expanduser().absolute()
-    if path.is_file():
-        raise FileExistsError(
-            f"save_params: {str(path)!r} is a file; pass a new directory for the checkpoint"
-        )
-    if path.is_dir() and any(path.iterdir()) and not _is_checkpoint(path):
-        n = sum(1 for _ in path.iterdir())
-        raise FileExistsError(
-            f"save_params: {str(path)!r} is a non-empty directory ({n} entries) that is not an "
-            "orbax checkpoint; saving there would delete its contents. Pass a new or empty "
-            "directory (or a checkpoint written by save_params, which is replaced)"
-        )
-    with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(path, params, force=True)
-        ckptr.wait_until_finished()
-
-
-def restore_params(path: str | os.PathLike, template: PyTree | None = None) -> PyTree:
-    """Restore a params pytree saved by :func:`save_params`.
-
-    Args:
-        path: the checkpoint directory.
-        template: optional pytree (arrays or ``jax.ShapeDtypeStruct``) fixing structure, shapes,
-            dtypes and shardings of the result.
-
-    Returns:
-        The restored pytree.
-
-    Raises:
-        FileNotFoundError: if ``path`` does not exist.
-        ValueError: the checkpoint is damaged (e.g. a truncated ``_METADATA`` or array file);
-            the message names the checkpoint and the file orbax/TensorStore failed on.
-    """
-    import orbax.checkpoint as ocp
-
-    path = pathlib.Path(path).expanduser().absolute()
-    if not path.exists():
-        raise FileNotFoundError(f"no orbax checkpoint at {str(path)!r}; save one with save_params")
-    for marker in _ORBAX_MARKERS:
-        meta = path / marker
-        if meta.is_file():
-            try:
-                json.loads(meta.read_text(encoding="utf-8"))
-            except (ValueError, UnicodeDecodeError) as err:
-                raise ValueError(
-                    f"damaged checkpoint: {str(meta)!r} is not valid JSON ({err}); the file is "
-                    "truncated or corrupted, save the parameters again"
-                ) from err
-    try:
-        with ocp.StandardCheckpointer() as ckptr:
-            if template is None:
-                return ckptr.restore(path)
-            import jax
-
-            abstract = jax.tree_util.tree_map(
-                lambda x: (
-                    x
-                    if isinstance(x, jax.ShapeDtypeStruct)
-                    else jax.ShapeDtypeStruct(np.shape(x), getattr(x, "dtype", np.asarray(x).dtype))
-                ),
-                template,
-            )
-            return ckptr.restore(path, abstract)
-    except (FileNotFoundError, TypeError) as err:
-        raise type(err)(f"could not restore the checkpoint at {str(path)!r}: {err}") from err
-    except (ValueError, OSError, RuntimeError) as err:
-        raise ValueError(
-            f"could not restore the checkpoint at {str(path)!r} (damaged or incompatible): "
-            f"{type(err).__name__}: {err}"
-        ) from err
-
-
-@functools.lru_cache(maxsize=1)
-def bytes_to_unicode() -> dict[int, str]:
-    """The byte -> printable-unicode map of GPT-2 / CLIP byte-level BPE (``" "`` -> ``"Ġ"``).
-
-    Examples:
-        >>> bytes_to_unicode()[ord(" ")], len(bytes_to_unicode())
-        ('Ġ', 256)
-    """
-    bs = list(range(ord("!"), ord("~") + 1))
-    bs += list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs), strict=True))

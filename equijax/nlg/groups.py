@@ -34,7 +34,7 @@ from typing import Any, Literal
 import numpy as np
 
 from equijax._src.groups import PermutationGroup, permutation
-from equijax.models import _hub
+from equijax.models.gpt2.tokenizer import bytes_to_unicode
 
 __all__ = [
     "ATTRIBUTES",
@@ -101,7 +101,7 @@ class DemographicGroup:
 
 def _byte_encoder() -> dict[int, str]:
     """GPT-2's reversible byte -> printable-unicode map (``" "`` -> ``"Ġ"``)."""
-    return _hub.bytes_to_unicode()
+    return bytes_to_unicode()
 
 
 def _encoder(tokenizer: Any) -> tuple[Callable[[str], list[int] | None], int]:

@@ -1,8 +1,11 @@
-"""CLIP (ViT image tower + text tower) in Flax, loading Hugging Face ``CLIPModel`` checkpoints.
+"""CLIP in Flax: ViT towers from Hugging Face ``CLIPModel``, ResNet towers from OpenCLIP files.
 
-The port follows ``transformers``' ``CLIPModel`` (Radford et al., 2021) weight for weight, so a
-checkpoint such as ``openai/clip-vit-base-patch32`` (ViT-B/32), ``openai/clip-vit-base-patch16``
-(ViT-B/16) or any other size described by its ``config.json`` loads without conversion scripts.
+The ViT port follows ``transformers``' ``CLIPModel`` (Radford et al., 2021) weight for weight, so
+a checkpoint such as ``openai/clip-vit-base-patch32`` (ViT-B/32), ``openai/clip-vit-base-patch16``
+(ViT-B/16) or any other size described by its ``config.json`` loads without conversion scripts;
+the ModifiedResNet port (:class:`CLIPResNet`: RN50, RN101) reads OpenCLIP checkpoints such as
+``timm/resnet50_clip.openai``. ``model, variables = clip.from_pretrained(name_or_path)`` loads
+either.
 
 Everything is exposed as pure functions of ``(params, inputs)``:
 
@@ -17,13 +20,14 @@ Everything is exposed as pure functions of ``(params, inputs)``:
 so ``jax.jit``, ``jax.grad`` (w.r.t. ``params``) and the equijax symmetrisers compose with them,
 e.g. ``ej.equitune(lambda x: model.zero_shot_logits(params, x, W), G, images)``.
 
-The package reads like the family it ports: :mod:`~equijax.models.clip.model` (configs, towers,
-the functional shell :class:`CLIPBase` shared with :mod:`equijax.models.clip_resnet`),
-:mod:`~equijax.models.clip.convert` (the HF name-mapping rule and :func:`from_pretrained`) and
-:mod:`~equijax.models.clip.tokenizer` (BPE vocabulary files, :func:`load_tokenizer`,
-:func:`tokenize`) and :mod:`~equijax.models.clip.zoo` (the paper's backbones by name, either
-family behind one ``load``, a dataset's zero-shot classifier). The public names of ``model``,
-``convert`` and ``tokenizer`` are re-exported here.
+The package reads like the family it ports: :mod:`~equijax.models.clip.model` (configs, ViT
+towers, the functional shell :class:`CLIPBase` shared by both towers),
+:mod:`~equijax.models.clip.resnet` (the ModifiedResNet config and towers,
+:class:`CLIPResNet`), :mod:`~equijax.models.clip.convert` (the name mappings of both checkpoint
+formats and :func:`from_pretrained`), :mod:`~equijax.models.clip.tokenizer` (BPE vocabulary
+files, :func:`load_tokenizer`, :func:`tokenize`) and :mod:`~equijax.models.clip.zoo` (the
+paper's backbones by name, a dataset's zero-shot classifier). The public names of ``model``,
+``resnet``, ``convert`` and ``tokenizer`` are re-exported here.
 
 ``params`` is a Flax variables dict ``{"params": ...}`` whose module names mirror the Hugging Face
 names (``vision_model/encoder/layers_0/self_attn/q_proj/kernel`` <->
@@ -40,9 +44,10 @@ Examples:
     (2, 1)
 """
 
-from equijax.models.clip import convert, model, tokenizer, zoo
+from equijax.models.clip import convert, model, resnet, tokenizer, zoo
 from equijax.models.clip.convert import *  # noqa: F403
 from equijax.models.clip.model import *  # noqa: F403
+from equijax.models.clip.resnet import *  # noqa: F403
 from equijax.models.clip.tokenizer import *  # noqa: F403
 
-__all__ = [*model.__all__, *convert.__all__, *tokenizer.__all__, "zoo"]
+__all__ = [*model.__all__, *resnet.__all__, *convert.__all__, *tokenizer.__all__, "zoo"]

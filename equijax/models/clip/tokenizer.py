@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from equijax.models import _hub
+from equijax.models._bpe import bytes_to_unicode
 
 __all__ = ["load_tokenizer", "tokenize", "write_bpe_vocab", "write_tokenizer_files"]
 
@@ -40,7 +41,7 @@ def write_bpe_vocab(merges: Sequence[str], directory: str | os.PathLike) -> None
     ``</w>`` (end-of-word) forms, one token per merge (the merged pair) and
     ``<|startoftext|>``, ``<|endoftext|>`` (the largest id). Any list of merges gives a working
     tokenizer: with OpenAI's 48,894 merges it is CLIP's; with a handful (as in
-    :func:`equijax.models.tiny.write_tiny_clip_tokenizer`) a small offline test vocabulary.
+    :func:`equijax.models.testing.write_tiny_clip_tokenizer`) a small offline test vocabulary.
 
     Args:
         merges: merge rules ``"a b"`` in priority order (each merges two existing symbols).
@@ -63,7 +64,7 @@ def write_bpe_vocab(merges: Sequence[str], directory: str | os.PathLike) -> None
     bad = [m for m in merges if len(m.split()) != 2]
     if bad:
         raise ValueError(f"merges must be 'left right' pairs; bad entries: {bad[:3]}")
-    byte_symbols = list(_hub.bytes_to_unicode().values())
+    byte_symbols = list(bytes_to_unicode().values())
     vocab = byte_symbols + [s + "</w>" for s in byte_symbols]
     vocab += ["".join(m.split()) for m in merges]
     vocab += ["<|startoftext|>", "<|endoftext|>"]

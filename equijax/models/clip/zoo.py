@@ -20,6 +20,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from equijax.models.clip import convert
+from equijax.models.clip import tokenizer as tokenizer_lib
+from equijax.models.clip.model import zero_shot_classifier
+
 __all__ = ["DEFAULT_TOKENIZER", "PAPER_MODELS", "feature_dim", "load", "zero_shot_head"]
 
 #: The paper's CLIP backbones and the hub checkpoints that hold them.
@@ -33,21 +37,13 @@ PAPER_MODELS = {
 DEFAULT_TOKENIZER = "openai/clip-vit-base-patch32"
 
 
-def _is_open_clip(ident: str) -> bool:
-    local = pathlib.Path(ident).expanduser()
-    if local.is_dir():
-        return (local / "open_clip_config.json").is_file()
-    return ident.startswith("timm/") and "_clip." in ident
-
-
 def load(name_or_path: str | os.PathLike, *, dtype: Any = None) -> tuple[Any, Any, str]:
     """``(model, variables, tokenizer_source)`` for a paper name, hub id or local directory.
 
     ``"ViT-B/32"``, ``"ViT-B/16"``, ``"RN50"``, ``"RN101"`` map through :data:`PAPER_MODELS`;
-    OpenCLIP directories / ``timm/*_clip.*`` ids load with
-    :func:`equijax.models.clip_resnet.from_pretrained` (tokenizer :data:`DEFAULT_TOKENIZER` unless
-    the directory holds ``vocab.json``), everything else with
-    :func:`equijax.models.clip.from_pretrained` (its own tokenizer files).
+    the checkpoint loads with :func:`equijax.models.clip.from_pretrained` (a Hugging Face
+    ``CLIPModel`` or an OpenCLIP ResNet). OpenCLIP checkpoints have no tokenizer files: their
+    tokenizer source is :data:`DEFAULT_TOKENIZER` unless the directory holds ``vocab.json``.
 
     Args:
         name_or_path: paper name, hub id or local checkpoint directory.
@@ -57,15 +53,12 @@ def load(name_or_path: str | os.PathLike, *, dtype: Any = None) -> tuple[Any, An
         ``(model, variables, tokenizer_source)``; pass the last to
         :func:`equijax.models.clip.load_tokenizer`.
     """
-    from equijax.models import clip, clip_resnet
-
     ident = PAPER_MODELS.get(os.fspath(name_or_path), os.fspath(name_or_path))
-    if _is_open_clip(ident):
-        model, variables = clip_resnet.from_pretrained(ident, dtype=dtype)
+    model, variables = convert.from_pretrained(ident, dtype=dtype)
+    if convert.is_open_clip(ident):
         local = pathlib.Path(ident).expanduser()
         has_vocab = local.is_dir() and (local / "vocab.json").is_file()
         return model, variables, ident if has_vocab else DEFAULT_TOKENIZER
-    model, variables = clip.from_pretrained(ident, dtype=dtype)
     return model, variables, ident
 
 
@@ -108,13 +101,12 @@ def zero_shot_head(
         ValueError: unknown dataset / template set.
     """
     from equijax.data import zero_shot
-    from equijax.models import clip
 
     names, _ = zero_shot.get_zero_shot_prompts(dataset)
     _, temps = zero_shot.get_zero_shot_prompts(templates or dataset)
     if isinstance(tokenizer, str | os.PathLike):
-        tokenizer = clip.load_tokenizer(tokenizer)
+        tokenizer = tokenizer_lib.load_tokenizer(tokenizer)
     encode = jax.jit(functools.partial(model.encode_text, variables))
-    w = clip.zero_shot_classifier(encode, tokenizer, names, temps,
+    w = zero_shot_classifier(encode, tokenizer, names, temps,
                                   context_length=model.context_length)  # fmt: skip
     return w, len(temps)

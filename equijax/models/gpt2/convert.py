@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from equijax.models import _convert, _hub
+from equijax.models import _convert, _load
 from equijax.models.gpt2.model import GPT2Config, GPT2LMHeadModel
 
 __all__ = ["convert_state_dict", "from_pretrained"]
@@ -35,7 +35,7 @@ def convert_state_dict(
 
     Returns:
         dict from param paths to arrays; unknown names are kept under their own name so that
-        :func:`~equijax.models._hub.assign` reports them.
+        :func:`~equijax.models._convert.assign` reports them.
     """
     return _convert.convert(
         state_dict, functools.partial(_gpt2_rule, tied=config.tie_word_embeddings),
@@ -60,6 +60,25 @@ def _gpt2_rule(name: str, *, tied: bool) -> _convert.Target | str | None:
     if mods[-1].startswith("ln_"):
         return _convert.Target("norm", mods)
     return _convert.Target("conv1d", mods)  # HF Conv1D: (in, out); HF-Flax kernel: (out, in)
+
+
+def _template(model: GPT2LMHeadModel) -> dict:
+    ids = jax.ShapeDtypeStruct((1, 1), jnp.int32)
+    return jax.eval_shape(lambda x: model.init(jax.random.key(0), x), ids)["params"]
+
+
+#: Hugging Face ``GPT2LMHeadModel`` checkpoints (safetensors or HF-Flax msgpack).
+_FAMILY = _load.Family(
+    config=lambda raw, name_or_path: GPT2Config.from_hf(raw),
+    build=lambda config, dtype, compute_dtype: GPT2LMHeadModel(
+        config, dtype=compute_dtype or dtype, param_dtype=dtype
+    ),
+    template=_template,
+    convert=convert_state_dict,
+    download=("*.json", "*.safetensors", "*.msgpack", "merges.txt", "vocab.json"),
+    msgpack_fallback=False,
+    params_only=True,
+)
 
 
 def from_pretrained(
@@ -87,17 +106,9 @@ def from_pretrained(
         FileNotFoundError: if the directory holds no supported checkpoint file.
         CheckpointMismatchError: if the weights do not fit the config.
     """
-    directory = _hub.resolve_pretrained(
+    return _load.load_pretrained(
+        _FAMILY,
         name_or_path,
-        allow_patterns=["*.json", "*.safetensors", "*.msgpack", "merges.txt", "vocab.json"],
+        dtype=jnp.float32 if dtype is None else dtype,
+        compute_dtype=compute_dtype,
     )
-    dtype = jnp.float32 if dtype is None else dtype
-    config = GPT2Config.from_hf(_hub.read_config(directory))
-    model = GPT2LMHeadModel(config, dtype=compute_dtype or dtype, param_dtype=dtype)
-    state_dict = _hub.read_state_dict(directory)
-    ids = jax.ShapeDtypeStruct((1, 1), jnp.int32)
-    template = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), ids)["params"]
-    params = _hub.assign(
-        template, convert_state_dict(state_dict, config), dtype=dtype, context=str(directory)
-    )
-    return model, {"params": params}

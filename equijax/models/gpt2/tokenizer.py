@@ -8,8 +8,9 @@ import shutil
 import tempfile
 
 from equijax.models import _hub
+from equijax.models._bpe import bytes_to_unicode
 
-__all__ = ["load_tokenizer"]
+__all__ = ["bytes_to_unicode", "load_tokenizer"]
 
 
 def load_tokenizer(name_or_path: str | os.PathLike):

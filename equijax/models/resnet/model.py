@@ -1,41 +1,11 @@
-"""ResNet (Hugging Face ``microsoft/resnet-*``) in Flax linen, loading HF checkpoints.
+"""ResNet modules: the static config, the linen network and ImageNet preprocessing.
 
-A faithful port of ``transformers``' ``ResNetForImageClassification`` (basic blocks for
-ResNet-18/34, bottleneck blocks for ResNet-50/101/152) operating on **NHWC** images (use
-:func:`nchw_to_nhwc` for PyTorch-layout arrays). Parameter names mirror the PyTorch module tree, so
-checkpoints load by name with shape checks (:class:`~equijax.models._hub.CheckpointMismatchError`).
-
-BatchNorm runs in inference mode (running statistics) by default; pass ``train=True`` and
-``mutable=["batch_stats"]`` to use and update batch statistics when finetuning.
-
-Usage::
-
-    from equijax.models import resnet
-    model, variables = resnet.from_pretrained("microsoft/resnet-50")   # or a local directory
-    images = resnet.preprocess(uint8_images_nhwc)                      # ImageNet normalisation
-    out = model.apply(variables, images)     # ResNetOutput(logits, pooled, last_hidden_state)
-    # pure function of (variables, images): jit / grad / equitune all work
-    logits_fn = lambda v, x: model.apply(v, x).logits
-    y = ej.equitune(lambda x: logits_fn(variables, x), ej.groups.rot90(), images)
-
-Examples:
-    >>> import jax, jax.numpy as jnp
-    >>> cfg = ResNetConfig(embedding_size=4, hidden_sizes=(8,), depths=(1,),
-    ...                    layer_type="basic", num_labels=5)
-    >>> model = ResNet(cfg)
-    >>> x = jnp.zeros((2, 16, 16, 3))
-    >>> variables = jax.jit(model.init)(jax.random.key(0), x)
-    >>> out = jax.jit(model.apply)(variables, x)
-    >>> out.logits.shape, out.pooled.shape, out.last_hidden_state.shape
-    ((2, 5), (2, 8), (2, 4, 4, 8))
+A port of ``transformers``' ``ResNetForImageClassification``; see :mod:`equijax.models.resnet`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import pathlib
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -45,7 +15,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from equijax.models import _convert, _hub
 from equijax.models._activations import ACTIVATIONS, check_activation
 from equijax.models.preprocess import nchw_to_nhwc
 
@@ -55,9 +24,6 @@ __all__ = [
     "ResNet",
     "ResNetConfig",
     "ResNetOutput",
-    "convert_state_dict",
-    "from_pretrained",
-    "load_variables",
     "nchw_to_nhwc",
     "preprocess",
 ]
@@ -328,113 +294,3 @@ def preprocess(
             f"shape {x.shape}"
         )
     return (x.astype(jnp.float32) - mean_a) / std_a
-
-
-_PT_LAYER = re.compile(r"^encoder\.stages\.(\d+)\.layers\.(\d+)\.(.*)$")
-
-
-def convert_state_dict(state_dict: Mapping[str, np.ndarray]) -> dict[tuple[str, ...], np.ndarray]:
-    """Map HF ResNet weight names/layouts (PyTorch or HF-Flax) to Flax variable paths.
-
-    ``resnet.`` prefixes are stripped, ``num_batches_tracked`` dropped, conv kernels transposed
-    from ``(O, I, kh, kw)`` to ``(kh, kw, I, O)`` and linear weights from ``(O, I)`` to ``(I, O)``.
-    BatchNorm ``running_mean/var`` go to the ``batch_stats`` collection. HF-Flax names
-    (``flax_model.msgpack`` of ``FlaxResNetForImageClassification``: ``params.``/``batch_stats.``
-    prefixes, ``kernel``/``scale``/``mean``/``var`` leaves) map to the same paths. Layout rules
-    are the shared ones of :func:`equijax.models._convert.convert`.
-
-    Args:
-        state_dict: flat ``name -> array`` dict (as from
-            :func:`~equijax.models._hub.read_state_dict`).
-
-    Returns:
-        dict from ``(collection, module, ..., leaf)`` tuples to arrays. Names that do not fit the
-        HF ResNet layout are kept under their own name so that
-        :func:`~equijax.models._hub.assign` reports them.
-    """
-    return _convert.convert(state_dict, _resnet_rule)
-
-
-def _resnet_rule(name: str) -> _convert.Target | None:
-    """HF ResNet tensor name -> owning Flax module (see :mod:`equijax.models._convert`)."""
-    key = name.removeprefix("resnet.")
-    m = _PT_LAYER.match(key)
-    if m:
-        rest = _convert.join_indices(m.group(3), "layer").split(".")[:-1]
-        mods = (f"stages_{m.group(1)}_layers_{m.group(2)}", *rest)
-    elif key.startswith("embedder.embedder."):
-        mods = ("embedder", *key.removeprefix("embedder.embedder.").split(".")[:-1])
-    elif key.startswith("classifier.1."):
-        return _convert.Target("linear", ("classifier",))
-    else:
-        return None
-    kind = {"convolution": "conv", "normalization": "norm"}.get(mods[-1])
-    return _convert.Target(kind, mods) if kind else None
-
-
-def load_variables(
-    model: ResNet, state_dict: Mapping[str, np.ndarray], *, dtype: Any = None, context: str = ""
-) -> dict:
-    """Build ``{"params", "batch_stats"}`` for ``model`` from an HF ResNet state dict.
-
-    Raises:
-        CheckpointMismatchError: listing missing / unexpected / mis-shaped weights.
-    """
-    cfg = model.config
-    size = max(cfg.total_stride, 32)
-    dummy = jax.ShapeDtypeStruct((1, size, size, cfg.num_channels), jnp.float32)
-    template = jax.eval_shape(lambda x: model.init(jax.random.key(0), x), dummy)
-    converted = convert_state_dict(state_dict)
-    return _hub.assign(template, converted, dtype=dtype, context=context)
-
-
-def from_pretrained(
-    name_or_path: str | os.PathLike,
-    *,
-    dtype: Any = None,
-    compute_dtype: Any = None,
-) -> tuple[ResNet, dict]:
-    """Load an HF ResNet checkpoint (hub id such as ``"microsoft/resnet-50"`` or local directory).
-
-    Reads ``config.json`` and ``model.safetensors`` (or a sharded ``model.safetensors.index.json``,
-    or the HF-Flax ``flax_model.msgpack`` of ``FlaxResNetForImageClassification``); never PyTorch
-    pickles. Follows the contract of :mod:`equijax.models`.
-
-    Args:
-        name_or_path: hub id or directory written by ``save_pretrained``.
-        dtype: parameter and computation dtype (``None``: float32; ``jnp.bfloat16`` halves
-            memory).
-        compute_dtype: computation dtype of the returned module if it should differ from
-            ``dtype``.
-
-    Returns:
-        ``(model, variables)`` where ``variables = {"params": ..., "batch_stats": ...}``; call
-        ``model.apply(variables, images_nhwc)``.
-
-    Raises:
-        OSError: if the id can be neither found locally nor downloaded.
-        FileNotFoundError: if the directory holds no supported checkpoint file.
-        CheckpointMismatchError: if the weights do not fit the config.
-
-    Examples:
-        >>> import tempfile, json, pathlib
-        >>> from safetensors.numpy import save_file
-        >>> with tempfile.TemporaryDirectory() as d:
-        ...     cfg = {"depths": [1], "hidden_sizes": [8], "embedding_size": 8}
-        ...     _ = pathlib.Path(d, "config.json").write_text(json.dumps(cfg))
-        ...     save_file({"classifier.1.bias": np.zeros(3, np.float32)}, f"{d}/model.safetensors")
-        ...     from_pretrained(d)  # doctest: +IGNORE_EXCEPTION_DETAIL
-        Traceback (most recent call last):
-        CheckpointMismatchError: checkpoint does not match the model...
-    """
-    dtype = jnp.float32 if dtype is None else dtype
-    is_local = pathlib.Path(name_or_path).expanduser().is_dir()
-    patterns = ["*.json", "*.safetensors"]
-    directory = _hub.resolve_pretrained(name_or_path, allow_patterns=patterns)
-    if not is_local and not any(directory.glob("model*.safetensors")):
-        directory = _hub.resolve_pretrained(name_or_path, allow_patterns=[*patterns, "*.msgpack"])
-    config = ResNetConfig.from_hf(_hub.read_config(directory))
-    model = ResNet(config, dtype=compute_dtype or dtype, param_dtype=dtype)
-    state_dict = _hub.read_state_dict(directory)
-    variables = load_variables(model, state_dict, dtype=dtype, context=str(directory))
-    return model, variables

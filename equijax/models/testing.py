@@ -1,4 +1,8 @@
-"""Tiny random checkpoints on disk, in the real formats, for tests and offline smoke runs.
+"""Test checkpoint writers: tiny random checkpoints on disk, in the real formats.
+
+For tests, doctests and the ``tiny-random`` smoke runs of the experiments. The ``equijax.models``
+face does not import this module; import it by name (``from equijax.models import testing`` or
+``from equijax.models.testing import write_tiny_random_gpt2``).
 
 Each writer saves a randomly initialised model of a few thousand parameters in the exact
 on-disk layout of the real checkpoints, so the loaders (``from_pretrained``) and tokenizers read
@@ -45,6 +49,7 @@ __all__ = [
     "TINY_CLIP_VOCAB_SIZE",
     "gpt2_tokenizer_files",
     "is_random_model",
+    "to_open_clip",
     "write_tiny_clip_tokenizer",
     "write_tiny_random_clip",
     "write_tiny_random_clip_resnet",
@@ -278,7 +283,7 @@ def write_tiny_random_clip_resnet(directory: str | os.PathLike, seed: int = 0) -
 
     ``open_clip_config.json`` (``{"model_cfg": ...}``, marked with :data:`RANDOM_MARKER`) and
     ``open_clip_model.safetensors`` with OpenCLIP's tensor names, written from the equijax port's
-    random initialisation (:func:`equijax.models.clip_resnet.to_open_clip`), so no torch and no
+    random initialisation (:func:`to_open_clip`), so no torch and no
     ``open-clip-torch`` are needed. 64x64 images, embeddings of size 16.
 
     Args:
@@ -286,12 +291,12 @@ def write_tiny_random_clip_resnet(directory: str | os.PathLike, seed: int = 0) -
         seed: PRNG seed of the weights.
 
     Returns:
-        ``directory`` as a path, loadable with :func:`equijax.models.clip_resnet.from_pretrained`.
+        ``directory`` as a path, loadable with :func:`equijax.models.clip.from_pretrained`.
     """
     import jax
     from safetensors.numpy import save_file
 
-    from equijax.models import clip_resnet
+    from equijax.models import clip
 
     cfg: dict[str, Any] = {
         "embed_dim": 16, "quick_gelu": True,
@@ -299,9 +304,9 @@ def write_tiny_random_clip_resnet(directory: str | os.PathLike, seed: int = 0) -
         "text_cfg": {"context_length": 77, "vocab_size": TINY_CLIP_VOCAB_SIZE, "width": 16,
                      "heads": 2, "layers": 1},
     }  # fmt: skip
-    model = clip_resnet.CLIPResNet(clip_resnet.CLIPResNetConfig.from_open_clip(cfg))
+    model = clip.CLIPResNet(clip.CLIPResNetConfig.from_open_clip(cfg))
     params = model.init(jax.random.key(seed))
-    state = clip_resnet.to_open_clip(params)
+    state = to_open_clip(params)
     directory = pathlib.Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_file(state, str(directory / "open_clip_model.safetensors"))
@@ -309,3 +314,95 @@ def write_tiny_random_clip_resnet(directory: str | os.PathLike, seed: int = 0) -
     (directory / "open_clip_config.json").write_text(json.dumps(config, indent=2))
     write_tiny_clip_tokenizer(directory)
     return directory
+
+
+def _text_block_names() -> dict[tuple[str, ...], str]:
+    from equijax.models.clip.convert import _TEXT_BLOCK_MODULES  # the name mapping it inverts
+
+    return {v: k for k, v in _TEXT_BLOCK_MODULES.items()}
+
+
+_FLAX_TO_TORCH_LEAF = {
+    "scale": "weight",
+    "bias": "bias",
+    "mean": "running_mean",
+    "var": "running_var",
+}
+
+
+def to_open_clip(params: Any) -> dict[str, np.ndarray]:
+    """The inverse of :func:`equijax.models.clip.open_clip_to_flax`: variables -> OpenCLIP arrays.
+
+    Used to write OpenCLIP-format checkpoints without torch (:func:`write_tiny_random_clip_resnet`);
+    the fused text attention projection is re-assembled as ``in_proj_weight`` / ``in_proj_bias``.
+
+    Args:
+        params: variables ``{"params": ..., "batch_stats": ...}`` of a
+            :class:`~equijax.models.clip.CLIPResNet`.
+
+    Returns:
+        ``name -> float32 array`` with OpenCLIP names and PyTorch layouts.
+
+    Examples:
+        >>> import jax
+        >>> from equijax.models import clip
+        >>> model = clip.CLIPResNet(clip.CLIPResNetConfig.tiny())
+        >>> state = to_open_clip(model.init(jax.random.key(0)))
+        >>> state["visual.conv1.weight"].shape, state["text_projection"].shape
+        ((4, 3, 3, 3), (16, 16))
+    """
+    from equijax.models._convert import flatten_params
+
+    out: dict[str, np.ndarray] = {}
+    fused: dict[str, dict[str, np.ndarray]] = {}
+    for key, value in flatten_params(params).items():
+        value = np.array(value, np.float32, order="C")  # keeps 0-d arrays 0-d
+        collection, *mods, leaf = key.split(".")
+        if mods and mods[0] == "visual":
+            names = []
+            for m in mods:
+                head, _, idx = m.rpartition("_")
+                names.append(f"{head}.{idx}" if idx.isdigit() and head else m)
+            stem = ".".join(names)
+            owner = mods[-1]
+            if collection == "batch_stats" or owner.startswith("bn") or owner == "downsample_1":
+                out[f"{stem}.{_FLAX_TO_TORCH_LEAF[leaf]}"] = value
+            elif leaf == "kernel":
+                w = value.transpose(3, 2, 0, 1) if value.ndim == 4 else value.T
+                out[f"{stem}.weight"] = np.ascontiguousarray(w)
+            else:
+                out[f"{stem}.{leaf}"] = value
+        elif mods[:1] == ["text_model"]:
+            rest = mods[1:]
+            if rest == ["embeddings", "token_embedding"]:
+                out["token_embedding.weight"] = value
+            elif rest == ["embeddings", "position_embedding"]:
+                out["positional_embedding"] = value
+            elif rest == ["final_layer_norm"]:
+                out[f"ln_final.{_FLAX_TO_TORCH_LEAF[leaf]}"] = value
+            else:  # encoder / layers_N / module...
+                layer = rest[1].removeprefix("layers_")
+                prefix = f"transformer.resblocks.{layer}"
+                module = tuple(rest[2:])
+                if module in (("self_attn", p) for p in ("q_proj", "k_proj", "v_proj")):
+                    fused.setdefault(f"{prefix}.attn.in_proj_{leaf}", {})[module[1]] = value
+                    continue
+                name = _text_block_names()[module]
+                if leaf == "kernel":
+                    out[f"{prefix}.{name}.weight"] = np.ascontiguousarray(value.T)
+                else:
+                    out[f"{prefix}.{name}.{_FLAX_TO_TORCH_LEAF.get(leaf, leaf)}"] = value
+        elif mods == ["text_projection"]:
+            out["text_projection"] = value
+        else:
+            out[".".join([*mods, leaf])] = value
+    for name, parts in fused.items():
+        qkv = [parts[p] for p in ("q_proj", "k_proj", "v_proj")]
+        if name.endswith("kernel"):
+            out[name.replace("in_proj_kernel", "in_proj_weight")] = np.concatenate(
+                [q.T for q in qkv]
+            )
+        else:
+            out[name] = np.concatenate(qkv)
+    # C order for every array (safetensors writes raw buffers; 0-d arrays stay 0-d)
+    return {k: np.array(v, np.float32, order="C") for k, v in out.items()}
