@@ -31,12 +31,14 @@ def test_sort_frame_canonical_array_ignores_the_sign_of_zero_and_nan_payloads():
     spec = ej.frames.sort_frame(3)
     a = jnp.array([[[0.0, 1.0], [-0.0, 1.0], [2.0, 0.0]]])
     b = a[:, jnp.array([1, 0, 2])]  # the same set, the two zeros swapped
-    canon = lambda x: spec.act(spec.frame_fn(x).elements[:, 0], x)  # noqa: E731
+    canon = lambda x: spec.act(spec.frame_fn(x).elements[:, 0], x)
     ca, cb = np.asarray(canon(a)), np.asarray(canon(b))
     assert ca.tobytes() == cb.tobytes()  # bitwise, sign of zero included
     assert not np.signbit(ca).any()
-    fn = lambda p: 1.0 / p[:, 0, 0]  # noqa: E731  sees the sign of a zero
-    assert ej.frame_average(fn, a, frame=spec).tolist() == ej.frame_average(fn, b, frame=spec).tolist()
+    fn = lambda p: 1.0 / p[:, 0, 0]
+    assert (
+        ej.frame_average(fn, a, frame=spec).tolist() == ej.frame_average(fn, b, frame=spec).tolist()
+    )
     # NaNs with different sign bits tie in the sort, and are made one NaN
     n1 = jnp.array([[[jnp.nan, 1.0], [-jnp.nan, 1.0], [0.0, 0.0]]])
     n2 = n1[:, jnp.array([1, 0, 2])]
@@ -93,7 +95,7 @@ def test_rotate_images_refuses_non_finite_concrete_angles():
 def test_sampled_equitune_accepts_python_and_numpy_elements(kind):
     G = ej.groups.rot90()
     x = jax.random.normal(jax.random.key(0), (2, 2, 2, 1))
-    fn = lambda im: im.reshape(im.shape[0], -1)[:, :3]  # noqa: E731
+    fn = lambda im: im.reshape(im.shape[0], -1)[:, :3]
     given = {"list": [0, 2, 3], "tuple": (0, 2, 3), "numpy": np.array([0, 2, 3])}[kind]
     got = ej.sampled_equitune(fn, G, x, elements=given)
     want = ej.sampled_equitune(fn, G, x, elements=jnp.array([0, 2, 3]))
@@ -105,7 +107,7 @@ def test_sampled_equitune_accepts_python_and_numpy_elements(kind):
 def test_sampled_equitune_refuses_elements_that_are_not_indices():
     G = ej.groups.dihedral()
     x = jnp.ones((2, 4, 4, 1))
-    fn = lambda im: im.reshape(im.shape[0], -1)  # noqa: E731
+    fn = lambda im: im.reshape(im.shape[0], -1)
     with pytest.raises(TypeError, match=r"jnp.arange\(G.order\)"):
         ej.sampled_equitune(fn, G, x, elements=G.elements)  # (k, f) pairs, not indices
     with pytest.raises(TypeError, match="integer"):
@@ -114,9 +116,11 @@ def test_sampled_equitune_refuses_elements_that_are_not_indices():
         ej.sampled_equitune(fn, G, x, elements=[])
     S = ej.SymmetricGroup(3)
     pts = jnp.arange(12.0).reshape(2, 3, 2)
-    flat = lambda p: p.reshape(p.shape[0], -1)  # noqa: E731
+    flat = lambda p: p.reshape(p.shape[0], -1)
     got = ej.sampled_equitune(flat, S, pts, elements=[[0, 1, 2], [1, 0, 2]])
-    np.testing.assert_allclose(got, ej.sampled_equitune(flat, S, pts, elements=S.elements()[jnp.array([0, 2])]))
+    np.testing.assert_allclose(
+        got, ej.sampled_equitune(flat, S, pts, elements=S.elements()[jnp.array([0, 2])])
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -141,9 +145,9 @@ def test_run_save_converts_numpy_history_and_refuses_what_has_no_json_form(tmp_p
     with resume_or_start(d, {"lr": 0.1}, {"w": jnp.zeros(2)}) as run:
         run.save(1, {"w": jnp.ones(2)}, [{"loss": np.float32(0.5), "n": np.int64(3)}])
         with pytest.raises(CheckpointError, match=r"step 2 .*history\[1\]\['loss'\]"):
-            run.save(2, {"w": 2 * jnp.ones(2)}, run.history + [{"loss": object()}])
+            run.save(2, {"w": 2 * jnp.ones(2)}, [*run.history, {"loss": object()}])
         assert run.step == 1  # nothing of the failed save was recorded
-        run.save(2, {"w": 2 * jnp.ones(2)}, run.history + [{"loss": jnp.float32(0.25)}])
+        run.save(2, {"w": 2 * jnp.ones(2)}, [*run.history, {"loss": jnp.float32(0.25)}])
     with resume_or_start(d, {"lr": 0.1}, {"w": jnp.zeros(2)}) as run:
         assert run.step == 2
         assert run.history == [{"loss": 0.5, "n": 3}, {"loss": 0.25}]
@@ -168,7 +172,17 @@ def test_run_close_reports_a_failed_pending_save_as_checkpoint_error(tmp_path):
 
     manager.wait_until_finished = failing_wait
     manager.close = lambda: closed.append(True) or real_close()
-    with pytest.raises(CheckpointError, match="step 1 .* was not written"):
+    with pytest.raises(CheckpointError, match=r"step 1 .* was not written"):
         run.close()
     assert closed == [True] and run._manager is None  # released all the same
     run.close()  # a second close is a no-op
+
+
+def test_frame_average_refuses_frames_without_a_positive_finite_weight():
+    act = ej.frames.per_example_act(ej.groups.rot90())
+    x = jnp.ones((2, 2, 2, 1))
+    fn = lambda im: im.reshape(im.shape[0], -1)
+    for w in ([[1.0], [0.0]], [[1.0], [jnp.nan]], [[1.0], [-1.0]]):
+        frame_fn = lambda x, w=w: ej.frames.Frame(jnp.zeros((2, 1), jnp.int32), jnp.array(w))
+        with pytest.raises(ValueError, match="frame weights"):
+            ej.frame_average(fn, x, frame_fn=frame_fn, act=act)

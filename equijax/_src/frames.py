@@ -158,6 +158,13 @@ def frame_average(
     b = orbit._batch_size(x)
     if weights.ndim != 2 or weights.shape[0] != b:
         raise ValueError(f"frame weights must have shape (B, F) with B={b}, got {weights.shape}.")
+    if not isinstance(weights, jax.core.Tracer) and weights.size:
+        w = np.asarray(weights)
+        if not np.isfinite(w).all() or (w < 0).any() or not (w > 0).any(axis=1).all():
+            raise ValueError(
+                "frame weights must be finite and non-negative with at least one positive weight "
+                "per example (a slot of weight 0 is padding); check frame_fn."
+            )
     num_slots = weights.shape[1]
     elements = jax.lax.stop_gradient(fr.elements)
 

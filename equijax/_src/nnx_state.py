@@ -275,3 +275,20 @@ def scan(
     (final, state), ys = jax.lax.scan(step, (init, rest), xs)
     nnx.update(nodes, state)
     return final, ys
+
+
+def keep_state(fn: Any) -> Callable[[], None]:
+    """Snapshots the non-parameter NNX state ``fn`` uses; the returned function restores it.
+
+    Used for an empty batch: BatchNorm statistics of zero examples are NaN, and an empty batch
+    must leave the model as it was.
+    """
+    found = find(fn)
+    if not found.nodes:
+        return lambda: None
+    nnx = _nnx()
+    nodes = found.nodes
+    import jax
+
+    saved = jax.tree.map(lambda a: a, nnx.state(nodes, nnx.Not(nnx.Param)))  # new Variables
+    return lambda: nnx.update(nodes, saved)

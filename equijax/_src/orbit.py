@@ -184,6 +184,8 @@ def orbit_reduce(
     batching = resolve_batching(batching, fn)
     c = validate_chunk_size(chunk_size, n)
     b = _batch_size(x)
+    # an empty batch leaves NNX state (BatchNorm statistics of 0 examples are NaN) unchanged
+    restore = nnx_state.keep_state(fn) if b == 0 else lambda: None
 
     def run(idx: Sequence[Any], index_array: jax.Array, fn: Callable = fn) -> Chunk:
         xs = _stack([transform(i, x) for i in idx])
@@ -251,6 +253,7 @@ def orbit_reduce(
         if collect_aux:
             auxes.append(aux_rest.reshape(rest * c, b))
     result = reducer.finalize(partial)
+    restore()
     if not collect_aux:
         return result, None
     return result, jnp.concatenate(auxes, axis=0)
