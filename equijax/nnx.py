@@ -1,11 +1,14 @@
 """Flax NNX shells around the functional core: ``EquiTune``, ``EquiZero``, ``LambdaEquiTune``.
 
-Each shell wraps any ``nnx.Module`` (or callable holding NNX state) and is itself an
-``nnx.Module``: train it with ``nnx.jit`` + ``nnx.value_and_grad`` and an ``nnx.Optimizer``,
-switch modes with ``.train()`` / ``.eval()``. The group axis is folded into the batch (one call
-of the wrapped model on ``|G| · B`` examples), so stateful layers work in training mode:
-BatchNorm statistics then cover the ``|G| · B`` transformed examples, and Dropout draws one
-mask per transformed example. In eval mode the output is exactly invariant/equivariant.
+Each shell wraps any ``nnx.Module`` (or a closure, bound method, ``functools.partial`` or
+function over NNX modules, including module-level globals: the shell then owns those modules;
+a callable whose state it cannot own, or no NNX state at all, is refused with a ``TypeError``)
+and is itself an ``nnx.Module``: train it with ``nnx.jit`` + ``nnx.value_and_grad`` and an
+``nnx.Optimizer``, switch modes with ``.train()`` / ``.eval()``. The group axis is folded
+into the batch (one call of the wrapped model on ``|G| · B`` examples), so stateful layers
+work in training mode: BatchNorm statistics then cover the ``|G| · B`` transformed examples,
+and Dropout draws one mask per transformed example. In eval mode the output is exactly
+invariant/equivariant.
 
 Linen ports (``equijax.models``) are used from NNX code through Flax's bridge:
 :func:`from_linen` wraps a linen module with ``nnx.bridge.ToNNX`` and initialises it.
@@ -119,10 +122,16 @@ class EquiTune(_Shell):
     r"""``x -> 1/|G| Σ_g g⁻¹ M(g x)`` for an NNX model ``M`` (see :func:`equijax.equitune`).
 
     Args:
-      model: the NNX model, batch -> batch of outputs.
+      model: the NNX model, batch -> batch of outputs: an ``nnx.Module``, or a closure, bound
+        method, ``functools.partial`` or function (globals included) over NNX modules, which
+        the shell then owns (``nnx.state(shell)`` holds them).
       group: a finite group.
       in_action: ``(g, x) -> g x``; defaults to ``group.act``.
       out_action: ``(g, y) -> g y``; ``None`` for invariant outputs.
+
+    Raises:
+      TypeError: ``model`` is not callable, keeps NNX state where the shell cannot own it (an
+        attribute of a plain object), or the shell would hold no NNX state at all.
 
     Examples:
       >>> import jax.numpy as jnp

@@ -191,3 +191,19 @@ def test_an_empty_batch_leaves_nnx_batchnorm_statistics_unchanged():
     assert ej.nnx.EquiTune(net, FLIP)(x).shape == (0, 3)
     np.testing.assert_array_equal(net.bn.mean[...], np.zeros(8))  # not NaN (mean of 0 examples)
     np.testing.assert_array_equal(net.bn.var[...], np.ones(8))
+
+
+def test_a_stateful_lambda_network_trains_with_chunk_size():
+    lin = nnx.Linear(4, 3, rngs=nnx.Rngs(0))
+    lam = ej.nnx.LambdaNet(4, hidden=4, rngs=nnx.Rngs(0, dropout=1))
+    lam.train()
+    x = jnp.ones((2, 2, 2, 1))
+    flat = lambda z: z.reshape(z.shape[0], -1)
+    call = nnx.jit(
+        lambda lin, lam, x: ej.lambda_equitune(
+            lambda z: lin(flat(z)), C4, x, weight_fn=lambda z: lam(flat(z)), chunk_size=1
+        )
+    )
+    count = int(lam.drop.rngs.count[...])
+    assert call(lin, lam, x).shape == (2, 3)
+    assert int(lam.drop.rngs.count[...]) == count + 2 * 4  # two dropout layers, four chunks

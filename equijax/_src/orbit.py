@@ -185,9 +185,11 @@ def orbit_reduce(
     c = validate_chunk_size(chunk_size, n)
     b = _batch_size(x)
     # an empty batch leaves NNX state (BatchNorm statistics of 0 examples are NaN) unchanged
-    restore = nnx_state.keep_state(fn) if b == 0 else lambda: None
+    restore = nnx_state.keep_state((fn, aux_fn)) if b == 0 else lambda: None
 
-    def run(idx: Sequence[Any], index_array: jax.Array, fn: Callable = fn) -> Chunk:
+    def run(
+        idx: Sequence[Any], index_array: jax.Array, fn: Callable = fn, aux_fn: Any = aux_fn
+    ) -> Chunk:
         xs = _stack([transform(i, x) for i in idx])
         if orbit_sharding is not None:
             xs = jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, orbit_sharding), xs)
@@ -244,12 +246,12 @@ def orbit_reduce(
     if rest:
         index = jnp.arange(first, n, dtype=jnp.int32).reshape(rest, c)
 
-        def body(f: Callable, carry: PyTree, idx: jax.Array) -> tuple[PyTree, Any]:
-            chunk = run([idx[j] for j in range(c)], idx, f)
+        def body(fs: tuple, carry: PyTree, idx: jax.Array) -> tuple[PyTree, Any]:
+            chunk = run([idx[j] for j in range(c)], idx, *fs)
             return reducer.merge(carry, reducer.summarize(chunk)), chunk.aux
 
-        # a stateful NNX model's state is carried through the scan (nnx_state.scan)
-        partial, aux_rest = nnx_state.scan(fn, body, partial, index)
+        # the NNX state of fn and aux_fn (e.g. a λ network) is carried through the scan
+        partial, aux_rest = nnx_state.scan((fn, aux_fn), body, partial, index)
         if collect_aux:
             auxes.append(aux_rest.reshape(rest * c, b))
     result = reducer.finalize(partial)
