@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dis
 import functools
+import itertools
 import sys
 import types
 from collections.abc import Callable
@@ -84,7 +85,20 @@ def _cells(fn: types.FunctionType) -> list[tuple[str, Any]]:
 
 
 def find(obj: Any) -> Found:
-    """The NNX graph nodes ``obj`` uses (see the module docstring), and the hidden ones."""
+    """The NNX graph nodes ``obj`` uses (see the module docstring), and the hidden ones.
+
+    Examples:
+      >>> import functools
+      >>> from flax import nnx
+      >>> lin = nnx.Linear(2, 3, rngs=nnx.Rngs(0))
+      >>> fn = functools.partial(lambda m, z: m(z), lin)
+      >>> found = find(fn)
+      >>> found.nodes[0] is lin, found.hidden
+      (True, [])
+      >>> twin = nnx.clone(lin)
+      >>> find(rebind(fn, found.nodes, [twin])).nodes[0] is twin
+      True
+    """
     nnx = _nnx()
     found = Found([], [])
     if nnx is None:
@@ -109,7 +123,7 @@ def find(obj: Any) -> Found:
             for i, v in enumerate(o[:_MAX_ITEMS]):
                 visit(v, f"{where}[{i}]", d)
         elif type(o) is dict:
-            for k, v in list(o.items())[:_MAX_ITEMS]:
+            for k, v in itertools.islice(o.items(), _MAX_ITEMS):
                 visit(v, f"{where}[{k!r}]", d)
         elif isinstance(o, functools.partial):
             visit(o.func, f"{where}.func", d)
@@ -134,7 +148,7 @@ def find(obj: Any) -> Found:
                 attrs = vars(o)
             except TypeError:
                 return
-            for k, v in list(attrs.items())[:_MAX_ITEMS]:
+            for k, v in itertools.islice(attrs.items(), _MAX_ITEMS):
                 if is_node(v):
                     found.hidden.append(f"{where}.{k} (an attribute of a {type(o).__name__})")
 
@@ -181,7 +195,7 @@ def rebind(obj: Any, nodes: list[Any], replacements: list[Any]) -> Any:
             if any(a is not b for a, b in zip(items, o, strict=False)):
                 new = type(o)([*items, *o[_MAX_ITEMS:]])
         elif type(o) is dict:
-            keys = list(o)[:_MAX_ITEMS]
+            keys = list(itertools.islice(o, _MAX_ITEMS))
             vals = {k: go(o[k], d) for k in keys}
             if any(vals[k] is not o[k] for k in keys):
                 new = {**o, **vals}
