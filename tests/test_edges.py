@@ -186,3 +186,11 @@ def test_frame_average_refuses_frames_without_a_positive_finite_weight():
         frame_fn = lambda x, w=w: ej.frames.Frame(jnp.zeros((2, 1), jnp.int32), jnp.array(w))
         with pytest.raises(ValueError, match="frame weights"):
             ej.frame_average(fn, x, frame_fn=frame_fn, act=act)
+
+
+def test_average_tied_points_checks_y_and_image_rotations_take_numpy_ints():
+    with pytest.raises(ValueError, match="one row per point"):
+        ej.frames.average_tied_points(jnp.ones((2, 3, 1)), jnp.ones((2, 4)))
+    assert ej.rotations.image_rotations(np.int64(4)).order == 4
+    with pytest.raises(ValueError, match="positive int"):
+        ej.rotations.image_rotations(4.0)

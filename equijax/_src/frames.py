@@ -281,6 +281,11 @@ def average_tied_points(points: ArrayLike, y: ArrayLike, axis: int = 1) -> jax.A
     """
     points, y = jnp.asarray(points), jnp.asarray(y)
     n = points.shape[axis]
+    if y.ndim < 2 or y.shape[0] != points.shape[0] or y.shape[axis] != n:
+        raise ValueError(
+            f"y must hold one row per point along axis {axis}: batch {points.shape[0]} and "
+            f"{n} points, got points {points.shape} and y {y.shape}."
+        )
     p = _points(points, axis if axis >= 0 else points.ndim + axis, n)
     a, b = p[:, :, None, :], p[:, None, :, :]
     equal = (

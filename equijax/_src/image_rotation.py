@@ -23,6 +23,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from equijax._src.groups import AngleLaw, FiniteGroup
@@ -216,7 +217,8 @@ def image_rotations(n: int, *, mask: bool = True) -> ImageRotationGroup:
       >>> G.order, G.compose(5, 6)
       (8, 3)
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}.")
+    n = int(n)
     table = tuple(tuple((a + b) % n for b in range(n)) for a in range(n))
     return ImageRotationGroup(name=f"C{n}-images", table=table, n=n, mask=mask)
