@@ -1,11 +1,14 @@
 """Flax NNX shells around the functional core: ``EquiTune``, ``EquiZero``, ``LambdaEquiTune``.
 
-Each shell wraps any ``nnx.Module`` (or callable holding NNX state) and is itself an
-``nnx.Module``: train it with ``nnx.jit`` + ``nnx.value_and_grad`` and an ``nnx.Optimizer``,
-switch modes with ``.train()`` / ``.eval()``. The group axis is folded into the batch (one call
-of the wrapped model on ``|G| · B`` examples), so stateful layers work in training mode:
-BatchNorm statistics then cover the ``|G| · B`` transformed examples, and Dropout draws one
-mask per transformed example. In eval mode the output is exactly invariant/equivariant.
+Each shell wraps any ``nnx.Module`` (or a closure, bound method, ``functools.partial`` or
+function over NNX modules, including module-level globals: the shell then owns those modules;
+a callable whose state it cannot own, or no NNX state at all, is refused with a ``TypeError``)
+and is itself an ``nnx.Module``: train it with ``nnx.jit`` + ``nnx.value_and_grad`` and an
+``nnx.Optimizer``, switch modes with ``.train()`` / ``.eval()``. The group axis is folded
+into the batch (one call of the wrapped model on ``|G| · B`` examples), so stateful layers
+work in training mode: BatchNorm statistics then cover the ``|G| · B`` transformed examples,
+and Dropout draws one mask per transformed example. In eval mode the output is exactly
+invariant/equivariant.
 
 Linen ports (``equijax.models``) are used from NNX code through Flax's bridge:
 :func:`from_linen` wraps a linen module with ``nnx.bridge.ToNNX`` and initialises it.
@@ -21,7 +24,7 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.core import unfreeze
 
-from equijax._src import common
+from equijax._src import common, nnx_state
 from equijax._src.equitune import equitune
 from equijax._src.equizero import equizero
 from equijax._src.groups import FiniteGroup
@@ -35,10 +38,24 @@ def _check_model(model: Any) -> None:
         raise TypeError(f"model must be a callable nnx.Module, got {type(model).__name__}.")
 
 
+# The callables a shell may hold, in the order their NNX state is owned.
+_ROLES = ("model", "lambda_net", "loss", "in_action", "out_action")
+_METHODS = {"EquiTune": "equitune", "EquiZero": "equizero", "LambdaEquiTune": "lambda_equitune"}
+
+
 class _Shell(nnx.Module):
     """What every shell holds: the model, the group and the actions. The group axis is folded
     into the batch (:func:`equijax._src.common.call_shell`): ``jax.vmap`` over a stateful
-    module fails in training mode."""
+    module fails in training mode.
+
+    **Owned state.** A callable that is not itself an ``nnx.Module`` (a closure, a bound
+    method, a ``functools.partial``, a function using a module-level global) is searched for
+    the NNX state it uses (:func:`equijax._src.nnx_state.find`); the shell holds that state
+    (``_owned``), so ``nnx.state``, ``nnx.Optimizer`` and ``nnx.jit`` see it, and calls the
+    callable rebound to the shell's copies (:func:`equijax._src.nnx_state.rebind`). A callable
+    whose state the shell cannot own, or a shell holding no NNX state at all, is refused at
+    construction.
+    """
 
     def __init__(
         self,
@@ -53,15 +70,68 @@ class _Shell(nnx.Module):
         self.in_action = in_action
         self.out_action = out_action
 
+    def _own(self) -> None:
+        """Owns the NNX state of every callable (see the class docstring); called last in
+        each shell's ``__init__``."""
+        name = type(self).__name__
+        owned = {}
+        for role in _ROLES:
+            obj = getattr(self, role, None)
+            if obj is None or nnx.graph.is_graph_node(obj):
+                continue
+            found = nnx_state.find(obj)
+            if found.hidden:
+                raise TypeError(
+                    f"{name}: {role} uses NNX state the shell cannot own, {found.hidden[0]}; make "
+                    "that object an nnx.Module, or pass the module itself (or a closure / bound "
+                    "method of it)."
+                )
+            if found.nodes:
+                owned[role] = nnx.List(found.nodes)
+        self._owned = nnx.Dict(owned)
+        if not jax.tree.leaves(nnx.state(self)):
+            raise TypeError(
+                f"{name}: model holds no Flax NNX state (no nnx.Module, Variable or Rngs in it, "
+                "its closure, bound instance, defaults or the globals it uses), so the shell "
+                "would train nothing; pass the nnx.Module itself, or call "
+                f"ej.{_METHODS.get(name, 'equitune')}(fn, G, x) for a stateless function."
+            )
+
+    def _use(self, role: str) -> Any:
+        """The callable of ``role``, rebound to the state this shell holds now (under
+        ``nnx.jit`` / ``nnx.value_and_grad`` these are the transform's copies)."""
+        obj = getattr(self, role)
+        if obj is None or role not in self._owned:
+            return obj
+        return nnx_state.rebind(obj, nnx_state.find(obj).nodes, list(self._owned[role]))
+
+    def _call(self, method: Callable[..., Any], x: Any, **own: Any) -> Any:
+        return common.call_shell(method, self._use("model"), _Actions(self), x, **own)
+
+
+class _Actions:
+    """The view of a shell :func:`equijax._src.common.call_shell` reads, with rebound actions."""
+
+    def __init__(self, shell: _Shell) -> None:
+        self.group = shell.group
+        self.in_action = shell._use("in_action")
+        self.out_action = shell._use("out_action")
+
 
 class EquiTune(_Shell):
     r"""``x -> 1/|G| Σ_g g⁻¹ M(g x)`` for an NNX model ``M`` (see :func:`equijax.equitune`).
 
     Args:
-      model: the NNX model, batch -> batch of outputs.
+      model: the NNX model, batch -> batch of outputs: an ``nnx.Module``, or a closure, bound
+        method, ``functools.partial`` or function (globals included) over NNX modules, which
+        the shell then owns (``nnx.state(shell)`` holds them).
       group: a finite group.
       in_action: ``(g, x) -> g x``; defaults to ``group.act``.
       out_action: ``(g, y) -> g y``; ``None`` for invariant outputs.
+
+    Raises:
+      TypeError: ``model`` is not callable, keeps NNX state where the shell cannot own it (an
+        attribute of a plain object), or the shell would hold no NNX state at all.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -83,9 +153,10 @@ class EquiTune(_Shell):
         out_action: Callable[[Any, Any], Any] | None = None,
     ) -> None:
         super().__init__(model, group, in_action, out_action)
+        self._own()
 
     def __call__(self, x: jax.Array) -> Any:
-        return common.call_shell(equitune, self.model, self, x)
+        return self._call(equitune, x)
 
 
 class EquiZero(_Shell):
@@ -122,10 +193,11 @@ class EquiZero(_Shell):
         super().__init__(model, group, in_action, out_action)
         self.loss = loss
         self.straight_through = straight_through
+        self._own()
 
     def __call__(self, x: jax.Array) -> Any:
-        return common.call_shell(
-            equizero, self.model, self, x, loss=self.loss, straight_through=self.straight_through
+        return self._call(
+            equizero, x, loss=self._use("loss"), straight_through=self.straight_through
         )
 
 
@@ -209,14 +281,13 @@ class LambdaEquiTune(_Shell):
         self.lambda_net = lambda_net
         self.has_aux = has_aux
         self.normalize = normalize
+        self._own()
 
     def __call__(self, x: jax.Array) -> Any:
-        return common.call_shell(
+        return self._call(
             lambda_equitune,
-            self.model,
-            self,
             x,
-            weight_fn=self.lambda_net,
+            weight_fn=self._use("lambda_net"),
             has_aux=self.has_aux,
             normalize=self.normalize,
         )

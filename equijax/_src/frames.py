@@ -14,6 +14,7 @@ fixed score over the orbit of an image (C4, D4 or any finite image group).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -157,6 +158,13 @@ def frame_average(
     b = orbit._batch_size(x)
     if weights.ndim != 2 or weights.shape[0] != b:
         raise ValueError(f"frame weights must have shape (B, F) with B={b}, got {weights.shape}.")
+    if not isinstance(weights, jax.core.Tracer) and weights.size:
+        w = np.asarray(weights)
+        if not np.isfinite(w).all() or (w < 0).any() or not (w > 0).any(axis=1).all():
+            raise ValueError(
+                "frame weights must be finite and non-negative with at least one positive weight "
+                "per example (a slot of weight 0 is padding); check frame_fn."
+            )
     num_slots = weights.shape[1]
     elements = jax.lax.stop_gradient(fr.elements)
 
@@ -197,9 +205,12 @@ def sort_frame(n: int, axis: int = 1) -> FrameSpec:
 
     **Ties.** If two points are identical, every sort that swaps them is also in the frame;
     they produce the very same canonical array, so invariant outputs are exact with the single
-    (stable) sort returned here. For per-point (equivariant) outputs, the full frame average
-    equals the single-sort output with the rows of tied points averaged: apply
-    :func:`average_tied_points` to the result.
+    (stable) sort returned here. Coordinates compare as numbers: ``-0.0`` ties with ``0.0`` and
+    every NaN ties with every NaN, so the frame's ``act`` canonicalises them (``-0.0`` becomes
+    ``0.0``, every NaN the standard NaN) and tied points give bitwise the same canonical
+    array. For per-point (equivariant) outputs, the full frame average equals the single-sort
+    output with the rows of tied points averaged: apply :func:`average_tied_points` to the
+    result.
 
     Args:
       n: number of points.
@@ -225,7 +236,7 @@ def sort_frame(n: int, axis: int = 1) -> FrameSpec:
             raise ValueError(
                 f"sort_frame({n}, axis={axis}) needs x.shape[{axis}] == {n}, got shape {x.shape}."
             )
-        pts = jnp.moveaxis(x, ax, 1).reshape(x.shape[0], n, -1)
+        pts = _points(x, ax, n)
 
         def order(p: jax.Array) -> jax.Array:
             keys = tuple(p[:, j] for j in reversed(range(p.shape[1])))
@@ -235,13 +246,32 @@ def sort_frame(n: int, axis: int = 1) -> FrameSpec:
         h = group.inverse(o)  # (h x)[h[i]] = x[i] puts point o[r] at slot r
         return Frame(elements=h[:, None, :], weights=jnp.ones((x.shape[0], 1), jnp.float32))
 
-    return FrameSpec(frame_fn=frame_fn, act=group.act, inverse=group.inverse)
+    def act(h: jax.Array, x: ArrayLike) -> jax.Array:
+        return group.act(h, _canonical_numbers(jnp.asarray(x)))
+
+    return FrameSpec(frame_fn=frame_fn, act=act, inverse=group.inverse)
+
+
+def _points(x: jax.Array, axis: int, n: int) -> jax.Array:
+    """``(B, n, d)``: the points along ``axis`` with their features flattened (``B = 0`` too)."""
+    moved = jnp.moveaxis(x, axis, 1)
+    return moved.reshape(x.shape[0], n, math.prod(moved.shape[2:]))
+
+
+def _canonical_numbers(x: jax.Array) -> jax.Array:
+    """``-0.0 -> 0.0`` and every NaN -> the standard NaN (what compares equal is made equal)."""
+    if not jnp.issubdtype(x.dtype, jnp.inexact):
+        return x
+    x = jnp.where(x == 0, jnp.zeros((), x.dtype), x)
+    return jnp.where(jnp.isnan(x), jnp.full((), jnp.nan, x.dtype), x)
 
 
 def average_tied_points(points: ArrayLike, y: ArrayLike, axis: int = 1) -> jax.Array:
     """Averages per-point outputs over identical points (the tie rule of :func:`sort_frame`).
 
-    ``out[b, i] = mean_{j : points[b, j] == points[b, i]} y[b, j]`` along ``axis``.
+    ``out[b, i] = mean_{j : points[b, j] == points[b, i]} y[b, j]`` along ``axis``, with the
+    tie rule of the sort: coordinates compare as numbers (``-0.0 == 0.0``) and NaN ties with
+    NaN, so a point with a NaN coordinate is tied with itself (its row is never ``0 / 0``).
 
     Examples:
       >>> import jax.numpy as jnp, equijax as ej
@@ -251,8 +281,17 @@ def average_tied_points(points: ArrayLike, y: ArrayLike, axis: int = 1) -> jax.A
     """
     points, y = jnp.asarray(points), jnp.asarray(y)
     n = points.shape[axis]
-    p = jnp.moveaxis(points, axis, 1).reshape(points.shape[0], n, -1)
-    same = jnp.all(p[:, :, None, :] == p[:, None, :, :], axis=-1).astype(y.dtype)  # (B, n, n)
+    if y.ndim < 2 or y.shape[0] != points.shape[0] or y.shape[axis] != n:
+        raise ValueError(
+            f"y must hold one row per point along axis {axis}: batch {points.shape[0]} and "
+            f"{n} points, got points {points.shape} and y {y.shape}."
+        )
+    p = _points(points, axis if axis >= 0 else points.ndim + axis, n)
+    a, b = p[:, :, None, :], p[:, None, :, :]
+    equal = (
+        (a == b) | (jnp.isnan(a) & jnp.isnan(b)) if jnp.issubdtype(p.dtype, jnp.inexact) else a == b
+    )
+    same = jnp.all(equal, axis=-1).astype(y.dtype)  # (B, n, n)
     yy = jnp.moveaxis(y, axis, 1)
     avg = jnp.einsum("bij,bj...->bi...", same, yy) / same.sum(-1).reshape(
         same.shape[:2] + (1,) * (yy.ndim - 2)
@@ -350,7 +389,9 @@ def image_frame(
         scores = jnp.stack([s_fn(group.act(g, x)) for g in range(group.order)])  # (|G|, B)
         order = jnp.argsort(-scores, axis=0, stable=True)[:max_size]  # (F, B)
         top = jnp.take_along_axis(scores, order, axis=0)
-        weights = (top == top[:1]).astype(jnp.float32)
+        # slot 0 always counts (even for a NaN score); later slots only for exact ties
+        tied = (top == top[:1]) | (jnp.isnan(top) & jnp.isnan(top[:1]))
+        weights = tied.at[0].set(True).astype(jnp.float32)
         return Frame(elements=order.T.astype(jnp.int32), weights=weights.T)
 
     return FrameSpec(frame_fn=frame_fn, act=act, inverse=lambda g: group.inverse(g))

@@ -23,6 +23,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 from equijax._src.groups import AngleLaw, FiniteGroup
@@ -110,6 +111,10 @@ def rotate_images(images: ArrayLike, angles: ArrayLike, *, mask: bool = True) ->
       ``(B, H, W, C)`` images. Exact for multiples of 90° (bitwise ``mask * rot90``);
       differentiable in ``images`` and ``angles``; ``jit``/``vmap``-friendly.
 
+    Raises:
+      ValueError: non-square or non-batched images, misshapen angles, or concrete angles that
+        are not finite (traced angles cannot be checked).
+
     Examples:
       >>> import jax.numpy as jnp
       >>> x = jnp.arange(16.0).reshape(1, 4, 4, 1)
@@ -126,6 +131,11 @@ def rotate_images(images: ArrayLike, angles: ArrayLike, *, mask: bool = True) ->
         raise ValueError(
             f"angles must be a scalar or one angle per image, shape ({x.shape[0]},), got "
             f"{angles.shape}."
+        )
+    if not isinstance(angles, jax.core.Tracer) and not bool(jnp.isfinite(angles).all()):
+        raise ValueError(
+            f"angles must be finite, got {int((~jnp.isfinite(angles)).sum())} NaN or infinite "
+            "angle(s); a non-finite angle is no rotation."
         )
     return _rotate(x, angles, mask)
 
@@ -189,11 +199,12 @@ class ImageRotationGroup(FiniteGroup):
     mask: bool = True
 
     def angle(self, g: Any) -> jax.Array:
+        """The angle ``2πg/n`` of element ``g`` (validated like every element index: a float,
+        bool or non-integer array raises ``TypeError``; an integer array is taken mod ``n``)."""
+        g = self._check_index(g)
         return 2.0 * jnp.pi * jnp.asarray(g, jnp.float32) / self.n
 
     def act(self, g: Any, x: ArrayLike) -> jax.Array:
-        if isinstance(g, int) and not isinstance(g, bool):
-            self._check_index(g)
         return rotate_images(x, self.angle(g), mask=self.mask)
 
 
@@ -206,7 +217,8 @@ def image_rotations(n: int, *, mask: bool = True) -> ImageRotationGroup:
       >>> G.order, G.compose(5, 6)
       (8, 3)
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n must be a positive int, got {n!r}.")
+    n = int(n)
     table = tuple(tuple((a + b) % n for b in range(n)) for a in range(n))
     return ImageRotationGroup(name=f"C{n}-images", table=table, n=n, mask=mask)

@@ -22,8 +22,6 @@ and NaN rules of the argmin (:func:`argmin_ties`), and the order-independent sum
 
 from __future__ import annotations
 
-import functools
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, NamedTuple
 
@@ -31,6 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
+
+from equijax._src import nnx_state
 
 PyTree = Any
 Batching = Literal["vmap", "fold"] | None
@@ -85,31 +85,11 @@ def check_exact(exact: bool, chunk_size: int | None, n: int) -> bool:
     return bool(exact)
 
 
-def _holds_nnx_state(obj: Any, depth: int = 0) -> bool:
-    """Whether ``obj`` is, or closes over, a Flax NNX module (stateful under ``jax.vmap``)."""
-    nnx = sys.modules.get("flax.nnx")
-    if nnx is None or depth > 4:
-        return False
-    if isinstance(obj, nnx.Module):
-        return True
-    if isinstance(obj, (list, tuple)):
-        return any(_holds_nnx_state(o, depth + 1) for o in obj[:16])
-    if isinstance(obj, dict):
-        return any(_holds_nnx_state(o, depth + 1) for o in list(obj.values())[:16])
-    if isinstance(obj, functools.partial):
-        return _holds_nnx_state((obj.func, *obj.args, *obj.keywords.values()), depth + 1)
-    owner = getattr(obj, "__self__", None)
-    if owner is not None and not isinstance(obj, type) and _holds_nnx_state(owner, depth + 1):
-        return True
-    cells = getattr(obj, "__closure__", None) or ()
-    for cell in cells:
-        try:
-            value = cell.cell_contents
-        except ValueError:  # empty cell
-            continue
-        if _holds_nnx_state(value, depth + 1):
-            return True
-    return False
+def _holds_nnx_state(obj: Any) -> bool:
+    """Whether ``obj`` is, or uses, Flax NNX state (stateful under ``jax.vmap``): an
+    ``nnx.Module`` / ``Variable`` / ``Rngs``, reached through a bound method, a partial, a
+    closure, a default or a module-level global (see :mod:`equijax._src.nnx_state`)."""
+    return nnx_state.holds_state(obj)
 
 
 def resolve_batching(batching: Batching, fn: Callable[..., Any]) -> Literal["vmap", "fold"]:
@@ -132,6 +112,14 @@ def _batch_size(x: PyTree, arg: str = "x") -> int:
             f"{[jnp.shape(leaf) for leaf in leaves]}; add a batch axis with x[None]."
         )
     return sizes.pop()
+
+
+def _batch_message(b: int, shape: tuple[int, ...]) -> str:
+    """The one message for a model whose output has no batch axis of the input's size."""
+    return (
+        f"fn must map a batch of {b} examples to outputs with leading axis {b}, got an output "
+        f"of shape {tuple(shape)}."
+    )
 
 
 def _stack(trees: Sequence[PyTree]) -> PyTree:
@@ -196,8 +184,12 @@ def orbit_reduce(
     batching = resolve_batching(batching, fn)
     c = validate_chunk_size(chunk_size, n)
     b = _batch_size(x)
+    # an empty batch leaves NNX state (BatchNorm statistics of 0 examples are NaN) unchanged
+    restore = nnx_state.keep_state((fn, aux_fn)) if b == 0 else lambda: None
 
-    def run(idx: Sequence[Any], index_array: jax.Array) -> Chunk:
+    def run(
+        idx: Sequence[Any], index_array: jax.Array, fn: Callable = fn, aux_fn: Any = aux_fn
+    ) -> Chunk:
         xs = _stack([transform(i, x) for i in idx])
         if orbit_sharding is not None:
             xs = jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, orbit_sharding), xs)
@@ -207,6 +199,9 @@ def orbit_reduce(
         else:
             flat = jax.tree.map(lambda a: a.reshape((k * b, *a.shape[2:])), xs)
             out = fn(flat)
+            for leaf in jax.tree.leaves(out):  # the vmap path's message, before any reshape
+                if jnp.ndim(leaf) < 1 or jnp.shape(leaf)[0] != k * b:
+                    raise ValueError(_batch_message(k * b, jnp.shape(leaf)))
             out = jax.tree.map(lambda a: a.reshape((k, b, *a.shape[1:])), out)
         if has_aux:
             if not (isinstance(out, tuple) and len(out) == 2):
@@ -216,17 +211,19 @@ def orbit_reduce(
             ys, feats = out, None
         for leaf in jax.tree.leaves(ys):
             if leaf.ndim < 2 or leaf.shape[1] != b:
-                raise ValueError(
-                    f"fn must map a batch of {b} examples to outputs with leading axis {b}, got "
-                    f"an output of shape {leaf.shape[1:]}."
-                )
+                raise ValueError(_batch_message(b, leaf.shape[1:]))
         aux = None
         if aux_fn is not None:
             if batching == "vmap":
                 aux = jax.vmap(aux_fn)(xs, ys, feats)
             else:
                 fold = lambda t: jax.tree.map(lambda a: a.reshape((k * b, *a.shape[2:])), t)
-                aux = aux_fn(fold(xs), fold(ys), fold(feats))
+                aux = jnp.asarray(aux_fn(fold(xs), fold(ys), fold(feats)))
+                if aux.ndim < 1 or aux.shape[0] != k * b:
+                    raise ValueError(
+                        f"{aux_name} must return one scalar per example, shape ({k * b},), got "
+                        f"shape {aux.shape}."
+                    )
                 aux = aux.reshape((k, b, *aux.shape[1:]))
             if aux.shape == (k, b, 1):
                 aux = aux[..., 0]
@@ -249,14 +246,16 @@ def orbit_reduce(
     if rest:
         index = jnp.arange(first, n, dtype=jnp.int32).reshape(rest, c)
 
-        def body(carry: PyTree, idx: jax.Array) -> tuple[PyTree, Any]:
-            chunk = run([idx[j] for j in range(c)], idx)
+        def body(fs: tuple, carry: PyTree, idx: jax.Array) -> tuple[PyTree, Any]:
+            chunk = run([idx[j] for j in range(c)], idx, *fs)
             return reducer.merge(carry, reducer.summarize(chunk)), chunk.aux
 
-        partial, aux_rest = jax.lax.scan(body, partial, index)
+        # the NNX state of fn and aux_fn (e.g. a λ network) is carried through the scan
+        partial, aux_rest = nnx_state.scan((fn, aux_fn), body, partial, index)
         if collect_aux:
             auxes.append(aux_rest.reshape(rest * c, b))
     result = reducer.finalize(partial)
+    restore()
     if not collect_aux:
         return result, None
     return result, jnp.concatenate(auxes, axis=0)

@@ -67,6 +67,47 @@ def sample_elements(
     return group.sample(key, num, strategy)
 
 
+def _check_elements(group: Any, elements: Any) -> PyTree:
+    """``elements=`` as arrays with a leading element axis: a Python list / tuple / numpy array
+    becomes one array; finite-group indices must be a 1-D integer array, permutations of
+    :class:`SymmetricGroup` an ``(k, n)`` integer array."""
+    if isinstance(elements, (list, tuple, np.ndarray)) or np.isscalar(elements):
+        try:
+            elements = jnp.asarray(elements)
+        except (TypeError, ValueError) as err:
+            raise TypeError(
+                f"elements must be an array of group elements (leading axis k), got "
+                f"{type(elements).__name__} that is not one array: {err}"
+            ) from err
+    leaves = jax.tree.leaves(elements)
+    if not leaves or not all(hasattr(a, "shape") and a.ndim >= 1 for a in leaves):
+        raise ValueError(
+            "elements must have a leading element axis (k, ...), e.g. jnp.arange(G.order) for "
+            "every element of a finite group."
+        )
+    k = leaves[0].shape[0]
+    if k == 0 or any(a.shape[0] != k for a in leaves):
+        raise ValueError(
+            f"elements must hold at least one element, with the same leading axis in every "
+            f"array, got shapes {[a.shape for a in leaves]}."
+        )
+    if isinstance(group, FiniteGroup | SymmetricGroup):
+        (a,) = leaves
+        want = (k,) if isinstance(group, FiniteGroup) else (k, group.n)
+        what = (
+            "element indices (k,)"
+            if isinstance(group, FiniteGroup)
+            else f"permutations (k, {group.n})"
+        )
+        if a.shape != want or not jnp.issubdtype(a.dtype, jnp.integer):
+            raise TypeError(
+                f"elements of {group.name} must be integer {what}, got {a.dtype} of shape "
+                f"{a.shape}; e.g. jnp.arange(G.order) for a finite group, G.elements() for "
+                "SymmetricGroup(n <= 9)."
+            )
+    return elements
+
+
 def _welford_reducer(block: int, batch: int) -> orbit.Reducer:
     """Running (count, mean, M2) over elements; chunks hold blocks of ``block`` elements whose
     outputs are folded into the batch axis: leaves ``(m, block * batch, ...)``."""
@@ -208,8 +249,11 @@ def sampled_equitune(
       num_samples: number ``k`` of elements drawn.
       strategy: ``"iid"`` (default), ``"without_replacement"`` or ``"stratified"`` (see
         :func:`equijax.sample_elements`); the last two usually reduce the variance.
-      elements: use these elements (leading axis ``k``) instead of drawing; e.g.
-        ``SymmetricGroup(8).elements()`` gives the exact average over all of S_8.
+      elements: use these elements (leading axis ``k``; an array, or a Python list / tuple /
+        numpy array of them) instead of drawing: integer indices ``(k,)`` for a finite group
+        (``jnp.arange(G.order)`` gives the exact average over all of ``G``), permutations
+        ``(k, n)`` for :class:`equijax.SymmetricGroup` (``SymmetricGroup(8).elements()``
+        gives the exact average over all of S_8).
       in_action: ``(g, x) -> g x``; defaults to ``group.act``.
       out_action: ``(g, y) -> g y``; ``None`` for invariant outputs.
       chunk_size: elements evaluated per call of ``fn`` (one call on ``chunk_size * B``
@@ -228,7 +272,8 @@ def sampled_equitune(
       The estimate (structure of ``fn(x)``), and the standard error if ``return_stderr``.
 
     Raises:
-      TypeError: for a group without ``sample``, or a non-int ``num_samples``.
+      TypeError: for a group without ``sample``, a non-int ``num_samples``, or ``elements``
+        that are not integer indices / permutations of ``group``.
       ValueError: missing ``key``/``num_samples``, an unknown strategy, or
         ``return_stderr`` with one sample.
 
@@ -262,8 +307,10 @@ def sampled_equitune(
         common.check_callable(out_action, "out_action", "Expected (g, y) -> y, or None.")
     if elements is None:
         elements = sample_elements(group, key, num_samples, strategy)
-    elif not isinstance(group, FiniteGroup | SymmetricGroup) and not hasattr(group, "inverse"):
-        raise TypeError(f"group must have an inverse method, got {type(group).__name__}.")
+    else:
+        if not isinstance(group, FiniteGroup | SymmetricGroup) and not hasattr(group, "inverse"):
+            raise TypeError(f"group must have an inverse method, got {type(group).__name__}.")
+        elements = _check_elements(group, elements)
     act = in_action if in_action is not None else group.act
 
     def untransform(g: Any, y: PyTree) -> PyTree:

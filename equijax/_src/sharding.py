@@ -32,7 +32,8 @@ def orbit_sharding(
       A :class:`jax.sharding.NamedSharding` with spec ``P("group", "batch")``.
 
     Raises:
-      ValueError: if ``group_devices`` does not divide the number of devices.
+      ValueError: if ``group_devices`` is not an int (a float or a bool) or does not divide
+        the number of devices, or ``devices`` is empty.
 
     Examples:
       >>> import equijax as ej
@@ -42,7 +43,19 @@ def orbit_sharding(
     """
     devices = list(jax.devices() if devices is None else devices)
     n = len(devices)
-    group_devices = n if group_devices is None else int(group_devices)
+    if not devices:
+        raise ValueError("devices must not be empty; pass None for jax.devices().")
+    if group_devices is None:
+        group_devices = n
+    elif isinstance(group_devices, (bool, np.bool_)) or not isinstance(
+        group_devices, (int, np.integer)
+    ):
+        # as training.data_mesh: only an int (never 2.5 -> 2 or True -> 1)
+        raise ValueError(
+            f"group_devices={group_devices!r} must be an int dividing the number of devices "
+            f"({n}); choose one of {[d for d in range(1, n + 1) if n % d == 0]}."
+        )
+    group_devices = int(group_devices)
     if group_devices < 1 or n % group_devices:
         raise ValueError(
             f"group_devices={group_devices} must divide the number of devices ({n}); "

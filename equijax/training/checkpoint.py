@@ -159,6 +159,33 @@ def settings_fingerprint(settings: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(settings).encode()).hexdigest()[:16]
 
 
+def _json_history(obj: Any, where: str = "history") -> Any:
+    """``history`` with numpy / JAX values as Python numbers and lists; raises ``TypeError``
+    naming the entry for a value with no JSON form."""
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, (np.bool_, np.integer, np.floating)):
+        return obj.item()
+    if isinstance(obj, (np.ndarray, jax.Array)):
+        arr = np.asarray(obj)
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"{where} is an array of dtype {arr.dtype}, which has no JSON form")
+        return arr.tolist()
+    if isinstance(obj, Mapping):
+        out = {}
+        for k, v in obj.items():
+            if not (k is None or isinstance(k, (str, int, float, bool))):
+                raise TypeError(f"{where} has a key {k!r} of type {type(k).__name__}; use strings")
+            out[k] = _json_history(v, f"{where}[{k!r}]")
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [_json_history(v, f"{where}[{i}]") for i, v in enumerate(obj)]
+    raise TypeError(
+        f"{where} is a {type(obj).__name__}, which has no JSON form; store numbers, strings, "
+        "booleans, None, lists or dicts"
+    )
+
+
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     if isinstance(d, dict):
         out: dict[str, Any] = {}
@@ -220,18 +247,38 @@ class Run:
     _manager: Any = dataclasses.field(repr=False, default=None)
 
     def save(self, step: int, state: PyTree, history: list[Any] | None = None) -> None:
-        """Checkpoint ``state`` and ``history`` (JSON-serialisable) as ``step`` (asynchronous).
+        """Checkpoint ``state`` and ``history`` as ``step`` (asynchronous).
+
+        ``history`` entries are JSON-like: numpy / JAX scalars and arrays are converted to Python
+        numbers and lists (``np.float32(0.5)`` is stored as ``0.5``), tuples to lists. A value
+        with no JSON form raises here, before anything is written: the steps already saved and
+        this run's ``step`` / ``history`` stay as they were.
 
         Raises:
             ValueError: ``step`` is not larger than the last saved step.
-            CheckpointError: orbax could not write the step (the message names the directory).
+            CheckpointError: a history value has no JSON form (the message names the step and
+                the entry), the previous asynchronous save failed (naming that step), or orbax
+                could not write the step (the message names the directory).
         """
-        if not isinstance(step, (int, np.integer)) or int(step) <= self.step:
+        if (
+            isinstance(step, (bool, np.bool_))
+            or not isinstance(step, (int, np.integer))
+            or int(step) <= self.step
+        ):
             raise ValueError(f"step must be an int > {self.step} (the last step), got {step!r}")
         history = self.history if history is None else history
         import orbax.checkpoint as ocp
 
-        meta = {"fingerprint": self.fingerprint, "step": int(step), "history": list(history)}
+        try:
+            history = _json_history(list(history))
+            meta = {"fingerprint": self.fingerprint, "step": int(step), "history": history}
+            json.dumps(meta)
+        except (TypeError, ValueError) as err:
+            raise CheckpointError(
+                f"cannot write checkpoint step {step} in {self.directory}: {err}; nothing was "
+                f"written (step {self.step} is the last saved step)"
+            ) from err
+        self._finish_pending()
         try:
             self._manager.save(
                 int(step),
@@ -246,17 +293,39 @@ class Run:
             ) from err
         self.step, self.state, self.history = int(step), state, list(history)
 
-    def wait(self) -> None:
-        """Blocks until the asynchronous saves have finished."""
-        if self._manager is not None:
+    def _finish_pending(self) -> None:
+        """Waits for the previous asynchronous save; its failure names that step."""
+        if self._manager is None:
+            return
+        try:
             self._manager.wait_until_finished()
+        except Exception as err:
+            raise CheckpointError(
+                f"checkpoint step {self.step} in {self.directory} was not written: "
+                f"{type(err).__name__}: {err}"
+            ) from err
+
+    def wait(self) -> None:
+        """Blocks until the asynchronous saves have finished.
+
+        Raises:
+            CheckpointError: the last save failed (the message names its step).
+        """
+        self._finish_pending()
 
     def close(self) -> None:
-        """Waits for pending saves and releases the checkpoint manager."""
-        if self._manager is not None:
-            self._manager.wait_until_finished()
-            self._manager.close()
-            self._manager = None
+        """Waits for pending saves and releases the checkpoint manager (also when one failed).
+
+        Raises:
+            CheckpointError: the last save failed (the message names its step).
+        """
+        if self._manager is None:
+            return
+        try:
+            self._finish_pending()
+        finally:
+            manager, self._manager = self._manager, None
+            manager.close()
 
     def __enter__(self) -> Run:
         return self
