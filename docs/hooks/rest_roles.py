@@ -137,7 +137,12 @@ class RestRoles(griffe.Extension):
         for path in candidates:
             found = self._lookup(collection, path)
             if found is not None:
-                return self._canonical(found), found.path
+                canonical = self._canonical(found)
+                if found.is_module and canonical.count(".") > 1:
+                    # a module without an entry of its own is usually documented on its
+                    # package's page: fall back to the package's entry
+                    return canonical, canonical.rsplit(".", 1)[0]
+                return canonical, found.path
         self.unresolved.add(f"{obj.path}: {target}")
         return None
 
