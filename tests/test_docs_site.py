@@ -76,6 +76,8 @@ def test_roles_resolve_relative_names_and_external_projects():
     assert 'identifier="numpy.ndarray"' in out
     assert '<code class="ej-ref">no_such_name</code>' in out and ":func:" not in out
     assert any("no_such_name" in u for u in ext.unresolved)
+    doctest = ">>> f = 1  # :func:`jax.jit` stays code\n"
+    assert ext.rewrite(doctest, obj, collection) == doctest
 
 
 def test_inventories_are_current_and_cover_the_external_names_of_the_docstrings():
@@ -276,3 +278,26 @@ def test_full_build_executes_the_notebooks(tmp_path):
     assert len(figures) >= 5, figures  # every plt.show() of the three notebooks
     assert all(f.stat().st_size > 1000 for f in figures)
     print(f"full docs build with executed notebooks: {seconds:.0f} s")
+
+
+def test_pages_missing_from_the_nav_are_listed_under_more(tmp_path):
+    """A docs page another change adds without a nav entry still gets a place in the navigation."""
+    pytest.importorskip("mkdocs")
+    from mkdocs.config import load_config
+    from mkdocs.structure.files import get_files
+    from mkdocs.structure.nav import get_navigation
+
+    hooks = _load("equijax_docs_site_hooks", DOCS / "hooks" / "site.py")
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    for name in ("index.md", "listed.md", "new_page.md"):
+        (docs / name).write_text(f"# {name}\n", encoding="utf-8")
+    (tmp_path / "mkdocs.yml").write_text(
+        "site_name: t\nnav:\n  - Home: index.md\n  - Listed: listed.md\n", encoding="utf-8"
+    )
+    config = load_config(str(tmp_path / "mkdocs.yml"))
+    files = get_files(config)
+    nav = hooks.on_nav(get_navigation(files, config), config=config, files=files)
+    assert [item.title for item in nav.items][-1] == "More"
+    assert [p.file.src_uri for p in nav.items[-1].children] == ["new_page.md"]
+    assert nav.pages[-1].file.src_uri == "new_page.md"

@@ -165,7 +165,13 @@ class RestRoles(griffe.Extension):
             slug = f' slug="{fallback}"' if fallback != identifier else ""
             return f'<autoref identifier="{identifier}"{slug} optional>{code}</autoref>'
 
-        return _ROLE.sub(role, convert_math(text))
+        def role_outside_doctest(match: re.Match[str]) -> str:
+            line_start = match.string.rfind("\n", 0, match.start()) + 1
+            if match.string[line_start:].lstrip().startswith((">>>", "... ")):
+                return match.group(0)  # doctest lines are code: left as written
+            return role(match)
+
+        return _ROLE.sub(role_outside_doctest, convert_math(text))
 
     def _walk(self, obj: griffe.Object, collection: Any, seen: set[str]) -> None:
         if obj.path in seen:
