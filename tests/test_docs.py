@@ -20,6 +20,7 @@ every documented path really is an anchor of the built site.
 """
 
 import importlib
+import os
 import pkgutil
 import re
 import subprocess
@@ -173,6 +174,7 @@ def test_mkdocs_build_strict(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "EQUIJAX_DOCS_EXECUTE": "0"},  # notebooks: tests/test_docs_site.py
     )
     assert result.returncode == 0, result.stdout + result.stderr
     api = tmp_path / "site" / "api" / "core" / "index.html"
