@@ -8,7 +8,10 @@ Where things live (a new family adds a module and its name-mapping rule, nothing
 * :mod:`equijax.models.resnet` -- Hugging Face ``microsoft/resnet-*``;
 * :mod:`equijax.models.gpt2` -- GPT-2 (``model`` / ``generation`` / ``convert`` / ``tokenizer``)
   with KV cache and jitted generation;
-* :mod:`equijax.models.seq2seq` -- the SCAN encoder-decoder RNN/GRU/LSTM (trained here);
+* :mod:`equijax.models.seq2seq` -- equijax's own SCAN encoder-decoder RNN/GRU/LSTM (not the
+  paper's architecture);
+* :mod:`equijax.models.gordon_seq2seq` -- the authors' SCAN seq2seq (Gordon et al.'s fork); loads
+  their trained weights;
 * :mod:`equijax.models.small_cnn` -- the small CNN of the offline rotated-digits experiment;
 * :mod:`equijax.models.preprocess` -- numpy/JAX image preprocessing;
 * :mod:`equijax.models.tiny` -- tiny random checkpoints in the real formats (tests, offline runs);
@@ -39,6 +42,7 @@ The ``from_pretrained`` contract, the same for every family::
 from equijax.models import (
     clip,
     clip_resnet,
+    gordon_seq2seq,
     gpt2,
     preprocess,
     resnet,
@@ -59,6 +63,7 @@ __all__ = [
     "CheckpointMismatchError",
     "clip",
     "clip_resnet",
+    "gordon_seq2seq",
     "gpt2",
     "preprocess",
     "read_config",
