@@ -8,7 +8,8 @@ the decoder embedding only. It loads the authors' trained weights (:func:`from_p
 decodes them token for token as their code does.
 
 * :class:`GordonSeq2SeqConfig`, :class:`GordonSeq2Seq` (``init``, ``prefill``, ``step``,
-  ``encode``, ``sequence_nll``) -- :mod:`~equijax.models.gordon_seq2seq.model`;
+  ``encode``, ``sequence_nll``, ``example_loss``, ``greedy``), :func:`paper_optimizer` --
+  :mod:`~equijax.models.gordon_seq2seq.model`;
 * :data:`NAME_MAP`, :func:`convert_state_dict`, :func:`from_pretrained`, :func:`load_vocab` --
   :mod:`~equijax.models.gordon_seq2seq.convert`.
 """
@@ -20,7 +21,7 @@ from equijax.models.gordon_seq2seq.convert import (
     from_pretrained,
     load_vocab,
 )
-from equijax.models.gordon_seq2seq.model import GordonSeq2Seq, cell_step
+from equijax.models.gordon_seq2seq.model import GordonSeq2Seq, cell_step, paper_optimizer
 
 __all__ = [
     "NAME_MAP",
@@ -30,4 +31,5 @@ __all__ = [
     "convert_state_dict",
     "from_pretrained",
     "load_vocab",
+    "paper_optimizer",
 ]

@@ -44,7 +44,7 @@ import jax.numpy as jnp
 
 from equijax.models.gordon_seq2seq.config import CELLS, GordonSeq2SeqConfig
 
-__all__ = ["GordonSeq2Seq", "cell_step"]
+__all__ = ["GordonSeq2Seq", "cell_step", "paper_optimizer"]
 
 Params = Any
 Cache = dict[str, jax.Array]
@@ -249,3 +249,53 @@ class GordonSeq2Seq:
         init = (cache, gold_prev[:, 0], jnp.ones((b,), bool), jnp.zeros((b,), jnp.float32))
         (_, _, _, total), _ = jax.lax.scan(body, init, xs)
         return total
+
+    def example_loss(
+        self, params: Params, example: dict[str, jax.Array], key: jax.Array,
+        *, teacher_forcing: float = 0.5,
+    ) -> jax.Array:  # fmt: skip
+        """The authors' training loss of ONE example (no batch axis): summed NLL.
+
+        ``example`` holds ``src`` (T,), ``tgt`` (L,) (EOS included) and their masks
+        ``src_mask`` / ``tgt_mask``; ``key`` draws the teacher-forcing coin (probability
+        ``teacher_forcing``) and the dropout masks. Use with
+        :func:`equijax.training.ensemble.train_chunk`.
+        """
+        k_tf, k_drop = jax.random.split(key)
+        tf = jax.random.uniform(k_tf, (1,)) < teacher_forcing
+        return self.sequence_nll(
+            params, example["src"][None], example["src_mask"][None], example["tgt"][None],
+            example["tgt_mask"][None], teacher_forcing=tf, dropout_key=k_drop,
+        )[0]  # fmt: skip
+
+    def greedy(
+        self, params: Params, ids: jax.Array, mask: jax.Array, *, max_len: int, pad_id: int = 0
+    ) -> jax.Array:
+        """Greedy decoding (B, max_len) ids, EOS included, ``pad_id`` after it."""
+        eos = self.config.eos_id
+
+        def body(carry, _):
+            cache, logits, done = carry
+            tok = jnp.argmax(logits, -1).astype(jnp.int32)
+            out = jnp.where(done, pad_id, tok)
+            cache, logits = self.step(params, cache, tok)
+            return (cache, logits, done | (tok == eos)), out
+
+        cache, logits = self.prefill(params, ids, mask)
+        init = (cache, logits, jnp.zeros((ids.shape[0],), bool))
+        _, toks = jax.lax.scan(body, init, None, length=max_len)
+        return toks.T
+
+
+def paper_optimizer(learning_rate: float = 1e-4, clip_norm: float = 5.0):
+    """The authors' optimiser: gradient-norm clipping ``clip_norm`` per module, then Adam.
+
+    The encoder's and the decoder's gradients are clipped separately (torch's
+    ``clip_grad_norm_`` on each), then one Adam step (equal to their two Adam optimisers, Adam
+    being element-wise).
+    """
+    import optax
+
+    from equijax.training.ensemble import clip_by_module_norm
+
+    return optax.chain(clip_by_module_norm(clip_norm), optax.adam(learning_rate))
