@@ -231,7 +231,8 @@ def fit(
         ``(result, history)``: ``result`` is ``{"state", "best_params", "best_score",
         "best_step"}``; ``history`` is ``{"chunks": [...], "model_iterations_per_second": r}``,
         one record per chunk of the whole run (``step``, mean ``loss`` per member, ``score``,
-        ``seconds``) and the rate of this call.
+        ``seconds``, validation included) and this call's rate without its first chunk
+        (compilation), NaN if it trained nothing.
     """
     if not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be a positive int, got {chunk!r}")
@@ -252,7 +253,7 @@ def fit(
     done = run.step
     steps = {size: None for size in {chunk, iterations % chunk} if size}
     bar = _progress(members * iterations, members * done, desc, progress)
-    t_start, it_start = time.perf_counter(), done
+    timed: list[tuple[int, float]] = []  # (iterations, seconds) of this call's chunks
     try:
         while done < iterations:
             size = min(chunk, iterations - done)
@@ -278,6 +279,7 @@ def fit(
                 result = {**result, "best_params": new_state["params"]}
             result = {**result, "state": new_state}
             record["seconds"] = time.perf_counter() - t0
+            timed.append((size, record["seconds"]))
             history.append(record)
             run.save(done, result, history)
             if bar is not None:
@@ -287,7 +289,8 @@ def fit(
         run.close()
         if bar is not None:
             bar.close()
-    elapsed = time.perf_counter() - t_start
-    rate = members * (done - it_start) / elapsed if done > it_start and elapsed > 0 else math.nan
+    steady = timed[1:] or timed  # the first chunk of a call includes compilation
+    its, secs = sum(t[0] for t in steady), sum(t[1] for t in steady)
+    rate = members * its / secs if secs > 0 else math.nan
     logger.info("%s: %d members x %d iterations (%.1f model-it/s)", desc, members, done, rate)
     return result, {"chunks": history, "model_iterations_per_second": rate}
