@@ -218,8 +218,10 @@ def fit(
         settings: everything that shapes the result (JSON-like); ``iterations`` and ``chunk``
             are added to it.
         state: :func:`init_members` output (used for a fresh run).
-        data, n: the members' data (leaves ``(M, N, ...)``) and row counts ``(M,)``.
-        loss_fn, optimizer: as for :func:`train_chunk`.
+        data: the members' data (leaves ``(M, N, ...)``).
+        n: the members' row counts ``(M,)``.
+        loss_fn: as for :func:`train_chunk`.
+        optimizer: as for :func:`train_chunk`.
         iterations: total iterations per member.
         chunk: iterations per compiled call, validation and checkpoint.
         evaluate: validation scores of stacked params, or ``None`` (keep the last params).

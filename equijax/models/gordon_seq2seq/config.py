@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-__all__ = ["CELLS", "GordonSeq2SeqConfig"]
+__all__ = ["GordonSeq2SeqConfig"]
 
 CellKind = Literal["rnn", "gru", "lstm"]
 #: Gates per cell, in torch's stacking order (rnn: h; gru: r, z, n; lstm: i, f, g, o).
