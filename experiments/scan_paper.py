@@ -19,7 +19,7 @@ Writes ``results.json`` and ``results.md`` (mean ± std over seeds, the paper's 
 
 Run from the repository root::
 
-    python -m experiments.scan_paper --preset tiny      # a few seconds of training (tests)
+    python -m experiments.scan_paper --preset tiny      # 60 iterations, 64 commands (tests)
     python -m experiments.scan_paper                    # LSTM, 2 splits x 3 seeds, 200k iterations
     python -m experiments.scan_paper --cells lstm,gru,rnn
 """
