@@ -5,7 +5,9 @@ overhead. ``equijax.training.ensemble.train_chunk`` trains every member (3 seeds
 one compiled ``lax.scan`` of a ``vmap`` over members; the per-model loop calls the same
 single-model chunk (also one ``lax.scan``) for each member in turn. Both do ``members x iters``
 model-iterations of the authors' LSTM (:mod:`equijax.models.gordon_seq2seq`, hidden 64, Adam,
-clipping per module, teacher forcing 0.5, dropout 0.1) per round; rounds are interleaved
+clipping per module, teacher forcing 0.5, dropout 0.1) per round, the decoder run at the
+smallest length bucket that fits the example (the members' longest when vmapped;
+``--no-buckets``: always the longest target); rounds are interleaved
 (:func:`benchmarks._timing.interleave`) and the table gives model-iterations/s of each side and
 the per-round ratio::
 
@@ -62,7 +64,8 @@ def setup(cell: str, hidden: int, members: int):
     data = {k: jnp.asarray(np.stack([pad(a[k]) for a in arrays])) for k in arrays[0]}
     n = jnp.asarray([len(a["src"]) for a in arrays], jnp.int32)
     state = ensemble.init_members(model.init, opt, list(range(members)))
-    return loss, opt, data, n, state
+    buckets = (*[b for b in (16, 24, 32) if b < length], length)
+    return loss, opt, data, n, state, buckets, model.target_length
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -72,12 +75,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--iters", type=int, default=500, help="iterations per model per round")
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--small", action="store_true", help="hidden 8, 5 iterations: a smoke run")
+    p.add_argument("--no-buckets", dest="buckets", action="store_false",
+                   help="run every iteration at the longest target length")  # fmt: skip
     add_repeat_args(p)
     a = p.parse_args(argv)
     hidden, iters = (8, 5) if a.small else (a.hidden, a.iters)
-    loss, opt, data, n, state = setup(a.cell, hidden, a.members)
-    vm = ensemble.train_chunk(loss, opt, iters)
-    one = ensemble.train_chunk(loss, opt, iters, vmap=False)
+    loss, opt, data, n, state, buckets, length_fn = setup(a.cell, hidden, a.members)
+    kw = dict(buckets=buckets, length_fn=length_fn) if a.buckets else {}
+    vm = ensemble.train_chunk(loss, opt, iters, **kw)
+    one = ensemble.train_chunk(loss, opt, iters, vmap=False, **kw)
     take = lambda tree, m: jax.tree_util.tree_map(lambda x: x[m], tree)
     singles = [(take(state, m), take(data, m), n[m]) for m in range(a.members)]
 
@@ -91,8 +97,9 @@ def main(argv: list[str] | None = None) -> None:
     s = interleave({"vmapped": vmapped, "per-model loop": loop}, a.repeats)
     load.stop()
     work = a.members * iters
+    how = f"length buckets {buckets}" if a.buckets else "no length buckets"
     print(f"SCAN pretraining rate, {a.members} x {a.cell.upper()} (hidden {hidden}), {iters} "
-          f"iterations per model per round; {machine()}\n")  # fmt: skip
+          f"iterations per model per round, {how}; {machine()}\n")  # fmt: skip
     print("| side | model-iterations/s (median [min–max]) | first call (compile), s |")
     print("|---|---|---|")
     for k, v in s.items():

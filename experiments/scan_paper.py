@@ -60,6 +60,8 @@ METHODS = (
      dict(method="equitune_sequence", average="logprob", after_eos="zero")),
     ("equizero", "Equizero{cell}", dict(method="equizero", proxy="neg_max_probability")),
 )  # fmt: skip
+# Decoder lengths each iteration may run (the smallest that fits the members' examples).
+BUCKETS = (16, 24, 32)
 # Paper Table 2 (LSTM, zero-shot, 3 seeds): (val, test mean, test std) in %.
 PAPER = {
     "add_jump": {"pretrained": (99.1, 0.0, None), "equitune_sequence": (62.5, 7.1, 1.3),
@@ -200,6 +202,7 @@ def pretrain(s: Config, cell: str, data: dict, *, fresh: bool) -> tuple[Any, dic
         s.out / "checkpoints" / cell, settings, state, train, n, loss_fn=loss, optimizer=opt,
         iterations=s.iterations, chunk=s.eval_every, evaluate=val_accuracy, resume=not fresh,
         desc=f"pretrain {cell} ({len(members)} models)",
+        buckets=(*[b for b in BUCKETS if b < length], length), length_fn=model.target_length,
     )  # fmt: skip
     return result, history
 

@@ -42,12 +42,14 @@ def setup():
 def test_vmapped_members_equal_members_trained_alone(setup):
     model, opt, data, n, state = setup
     # Vmapped in two chunks of 6; each member alone in one chunk of 12 (so this also checks
-    # that chunk boundaries do not change a run).
+    # that chunk boundaries do not change a run), alone with length buckets (which must not
+    # change results either: a member's bucket differs alone and among others).
     vm = ensemble.train_chunk(model.example_loss, opt, 6)
     mid, l1 = vm(state, data, n, 0)
     out, l2 = vm(mid, data, n, 6)
     losses = np.concatenate([l1, l2])
-    alone = ensemble.train_chunk(model.example_loss, opt, 12, vmap=False)
+    alone = ensemble.train_chunk(model.example_loss, opt, 12, vmap=False, buckets=(4, L),
+                                 length_fn=model.target_length)  # fmt: skip
     take = lambda tree, m: jax.tree_util.tree_map(lambda a: a[m], tree)
     for m in (0, 1):
         one, one_losses = alone(take(state, m), take(data, m), n[m], 0)

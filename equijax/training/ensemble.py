@@ -120,18 +120,22 @@ def init_members(
     return jax.jit(jax.vmap(one))(jnp.asarray(list(seeds), jnp.uint32))
 
 
-def _member_step(loss_fn: LossFn, optimizer: optax.GradientTransformation):
-    def step(member: PyTree, data: PyTree, n: jax.Array, t: jax.Array):
-        key = jax.random.fold_in(jax.random.wrap_key_data(member["key"]), t)
-        k_idx, k_loss = jax.random.split(key)
-        i = jax.random.randint(k_idx, (), 0, n)
-        example = jax.tree_util.tree_map(lambda a: a[i], data)
-        loss, grads = jax.value_and_grad(loss_fn)(member["params"], example, k_loss)
+def _draw(member: PyTree, data: PyTree, n: jax.Array, t: jax.Array):
+    """Member's example and loss key of iteration ``t``."""
+    key = jax.random.fold_in(jax.random.wrap_key_data(member["key"]), t)
+    k_idx, k_loss = jax.random.split(key)
+    i = jax.random.randint(k_idx, (), 0, n)
+    return jax.tree_util.tree_map(lambda a: a[i], data), k_loss
+
+
+def _update(loss_fn: LossFn, optimizer: optax.GradientTransformation):
+    def update(member: PyTree, example: PyTree, key: jax.Array):
+        loss, grads = jax.value_and_grad(loss_fn)(member["params"], example, key)
         updates, opt = optimizer.update(grads, member["opt"], member["params"])
         params = optax.apply_updates(member["params"], updates)
         return {"params": params, "opt": opt, "key": member["key"]}, loss
 
-    return step
+    return update
 
 
 @functools.lru_cache(maxsize=32)
@@ -141,17 +145,26 @@ def train_chunk(
     iterations: int,
     *,
     vmap: bool = True,
+    buckets: tuple[int, ...] | None = None,
+    length_fn: Callable[[PyTree], jax.Array] | None = None,
 ) -> Callable[[PyTree, PyTree, jax.Array, int], tuple[PyTree, jax.Array]]:
     """A jitted ``chunk(state, data, n, start) -> (state, losses)`` of ``iterations`` iterations.
 
     Args:
         loss_fn: ``loss(params, example, key) -> scalar`` for one model and one example
-            (``example`` is ``data`` indexed at one row).
+            (``example`` is ``data`` indexed at one row); with ``buckets``,
+            ``loss(params, example, key, length)`` with a static ``length``.
         optimizer: the optax optimiser of every member.
         iterations: iterations per call (one ``lax.scan``).
         vmap: ``True``: ``state`` / ``data`` / ``n`` have a leading member axis (``data`` leaves
             ``(M, N, ...)``, ``n`` ``(M,)``: member ``m`` draws from its first ``n[m]`` rows) and
             losses are ``(iterations, M)``; ``False``: one member, no such axis.
+        buckets: ascending static lengths (the last one must fit every example). Each iteration
+            runs ``loss`` with the smallest bucket ``>= length_fn(example)`` (the largest over
+            the members' examples when vmapped) through ``lax.switch``, so short examples do
+            not pay for the longest one. ``loss`` must not depend on the bucket beyond the
+            example's own length; then results equal the unbucketed ones.
+        length_fn: ``example -> int32`` length needed by an example (with ``buckets``).
 
     Returns:
         The chunk function; ``start`` is the index of its first iteration. Cached: equal
@@ -159,14 +172,28 @@ def train_chunk(
     """
     if not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"iterations must be a positive int, got {iterations!r}")
-    step = _member_step(loss_fn, optimizer)
+    if (buckets is None) != (length_fn is None):
+        raise ValueError("buckets and length_fn go together: pass both or neither")
+    if buckets is not None and (not buckets or list(buckets) != sorted(set(buckets))):
+        raise ValueError(f"buckets must be non-empty, ascending and distinct, got {buckets!r}")
+    draw = jax.vmap(_draw, in_axes=(0, 0, 0, None)) if vmap else _draw
+    if buckets is None:
+        updates = [_update(loss_fn, optimizer)]
+    else:
+        updates = [_update(functools.partial(loss_fn, length=b), optimizer) for b in buckets]
     if vmap:
-        step = jax.vmap(step, in_axes=(0, 0, 0, None))
+        updates = [jax.vmap(u) for u in updates]
 
     @jax.jit
     def chunk(state, data, n, start):
         def body(state, t):
-            return step(state, data, n, t)
+            example, key = draw(state, data, n, t)
+            if buckets is None:
+                return updates[0](state, example, key)
+            need = jnp.max(jax.vmap(length_fn)(example) if vmap else length_fn(example))
+            which = jnp.searchsorted(jnp.asarray(buckets), need)
+            which = jnp.minimum(which, len(buckets) - 1)
+            return jax.lax.switch(which, updates, state, example, key)
 
         ts = jnp.asarray(start, jnp.int32) + jnp.arange(iterations, dtype=jnp.int32)
         return jax.lax.scan(body, state, ts)
@@ -204,6 +231,8 @@ def fit(
     resume: bool = True,
     progress: bool = True,
     desc: str = "train",
+    buckets: tuple[int, ...] | None = None,
+    length_fn: Callable[[PyTree], jax.Array] | None = None,
 ) -> tuple[PyTree, dict[str, Any]]:
     """Trains ``M`` members for ``iterations`` iterations, checkpointing after every chunk.
 
@@ -228,6 +257,8 @@ def fit(
         resume: ``False`` starts fresh (an old run directory is moved aside, never deleted).
         progress: show a tqdm bar (model-iterations/s and ETA).
         desc: the bar's label.
+        buckets: as for :func:`train_chunk` (speed only: results do not change).
+        length_fn: as for :func:`train_chunk`.
 
     Returns:
         ``(result, history)``: ``result`` is ``{"state", "best_params", "best_score",
@@ -260,7 +291,9 @@ def fit(
         while done < iterations:
             size = min(chunk, iterations - done)
             if steps.get(size) is None:
-                steps[size] = train_chunk(loss_fn, optimizer, size)
+                steps[size] = train_chunk(
+                    loss_fn, optimizer, size, buckets=buckets, length_fn=length_fn
+                )
             t0 = time.perf_counter()
             new_state, losses = steps[size](result["state"], data, n, done)
             losses = np.asarray(losses)

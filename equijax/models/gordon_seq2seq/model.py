@@ -230,7 +230,14 @@ class GordonSeq2Seq:
         b, length = tgt.shape
         tgt_mask = jnp.asarray(tgt_mask, bool)
         gold_prev = jnp.concatenate([jnp.full((b, 1), c.sos_id, tgt.dtype), tgt[:, :-1]], 1)
-        keys = jax.random.split(dropout_key, length) if dropout_key is not None else None
+        # Step t's dropout key is fold_in(key, t): the draws do not depend on the scan length,
+        # so a target truncated after its last valid step gives the same loss and gradients.
+        steps = jnp.arange(length, dtype=jnp.uint32)
+        keys = (
+            jax.vmap(lambda t: jax.random.fold_in(dropout_key, t))(steps)
+            if dropout_key is not None
+            else None
+        )
 
         def body(carry, xs):
             cache, prev, alive, total = carry
@@ -252,21 +259,31 @@ class GordonSeq2Seq:
 
     def example_loss(
         self, params: Params, example: dict[str, jax.Array], key: jax.Array,
-        *, teacher_forcing: float = 0.5,
+        length: int | None = None, *, teacher_forcing: float = 0.5,
     ) -> jax.Array:  # fmt: skip
         """The authors' training loss of ONE example (no batch axis): summed NLL.
 
         ``example`` holds ``src`` (T,), ``tgt`` (L,) (EOS included) and their masks
         ``src_mask`` / ``tgt_mask``; ``key`` draws the teacher-forcing coin (probability
         ``teacher_forcing``) and the dropout masks. Use with
-        :func:`equijax.training.ensemble.train_chunk`.
+        :func:`equijax.training.ensemble.train_chunk`; ``length`` (static) keeps the first
+        ``length`` target positions (at least the example's own length,
+        :meth:`target_length`): the result does not change.
         """
+        if length is not None:
+            example = {**example, "tgt": example["tgt"][:length],
+                       "tgt_mask": example["tgt_mask"][:length]}  # fmt: skip
         k_tf, k_drop = jax.random.split(key)
         tf = jax.random.uniform(k_tf, (1,)) < teacher_forcing
         return self.sequence_nll(
             params, example["src"][None], example["src_mask"][None], example["tgt"][None],
             example["tgt_mask"][None], teacher_forcing=tf, dropout_key=k_drop,
         )[0]  # fmt: skip
+
+    @staticmethod
+    def target_length(example: dict[str, jax.Array]) -> jax.Array:
+        """Valid target positions of one example (``length_fn`` of the ensemble trainer)."""
+        return example["tgt_mask"].sum().astype(jnp.int32)
 
     def greedy(
         self, params: Params, ids: jax.Array, mask: jax.Array, *, max_len: int, pad_id: int = 0
