@@ -71,8 +71,10 @@ def test_fit_keeps_best_and_resumes_honestly(setup, tmp_path):
             raise KeyboardInterrupt  # an interruption after the first chunk's checkpoint
         return -jnp.arange(3.0) * len(calls)  # member 0 always 0: best stays at chunk 1
 
+    # members="scan": the members one after the other in one program; the best-validation
+    # bookkeeping and the resume do not depend on it.
     kw = dict(loss_fn=model.example_loss, optimizer=opt, iterations=12, chunk=6,
-              evaluate=evaluate, progress=False)  # fmt: skip
+              evaluate=evaluate, progress=False, members="scan")  # fmt: skip
     fail = True
     with pytest.raises(KeyboardInterrupt):
         ensemble.fit(tmp_path / "run", {"what": "test"}, state, data, n, **kw)
@@ -85,5 +87,11 @@ def test_fit_keeps_best_and_resumes_honestly(setup, tmp_path):
                     strict=True):  # fmt: skip
         np.testing.assert_array_equal(a, b)
     assert resumed["best_step"].tolist() == [6, 6, 6]
+    # Members in sequence (scan) end where the vmapped members end.
+    vm = ensemble.train_chunk(model.example_loss, opt, 6)
+    ref, _ = vm(*vm(state, data, n, 0)[:1], data, n, 6)
+    got = jax.tree_util.tree_leaves(straight["state"]["params"])
+    for a, b in zip(jax.tree_util.tree_leaves(ref["params"]), got, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     with pytest.raises(SettingsMismatchError, match="chunk"):
         ensemble.fit(tmp_path / "run", {"what": "test"}, state, data, n, **{**kw, "chunk": 4})

@@ -47,7 +47,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -147,6 +147,7 @@ def train_chunk(
     vmap: bool = True,
     buckets: tuple[int, ...] | None = None,
     length_fn: Callable[[PyTree], jax.Array] | None = None,
+    members: Literal["vmap", "scan"] = "vmap",
 ) -> Callable[[PyTree, PyTree, jax.Array, int], tuple[PyTree, jax.Array]]:
     """A jitted ``chunk(state, data, n, start) -> (state, losses)`` of ``iterations`` iterations.
 
@@ -165,6 +166,10 @@ def train_chunk(
             not pay for the longest one. ``loss`` must not depend on the bucket beyond the
             example's own length; then results equal the unbucketed ones.
         length_fn: ``example -> int32`` length needed by an example (with ``buckets``).
+        members: with a member axis (``vmap=True``), ``"vmap"`` steps all members together
+            (batched kernels; with ``buckets`` the longest member sets the length) and ``"scan"``
+            runs them one after the other inside the same compiled call (``lax.scan`` over
+            members; each member at its own bucket). Results are the same.
 
     Returns:
         The chunk function; ``start`` is the index of its first iteration. Cached: equal
@@ -176,6 +181,21 @@ def train_chunk(
         raise ValueError("buckets and length_fn go together: pass both or neither")
     if buckets is not None and (not buckets or list(buckets) != sorted(set(buckets))):
         raise ValueError(f"buckets must be non-empty, ascending and distinct, got {buckets!r}")
+    if members not in ("vmap", "scan"):
+        raise ValueError(f"members must be 'vmap' or 'scan', got {members!r}")
+    if vmap and members == "scan":
+        single = train_chunk.__wrapped__(loss_fn, optimizer, iterations, vmap=False,
+                                         buckets=buckets, length_fn=length_fn)  # fmt: skip
+
+        @jax.jit
+        def chunk_scan(state, data, n, start):
+            def one(_, xs):
+                return None, single(*xs, start)
+
+            _, (state, losses) = jax.lax.scan(one, None, (state, data, n))
+            return state, losses.T
+
+        return chunk_scan
     draw = jax.vmap(_draw, in_axes=(0, 0, 0, None)) if vmap else _draw
     if buckets is None:
         updates = [_update(loss_fn, optimizer)]
@@ -233,6 +253,7 @@ def fit(
     desc: str = "train",
     buckets: tuple[int, ...] | None = None,
     length_fn: Callable[[PyTree], jax.Array] | None = None,
+    members: Literal["vmap", "scan"] = "vmap",
 ) -> tuple[PyTree, dict[str, Any]]:
     """Trains ``M`` members for ``iterations`` iterations, checkpointing after every chunk.
 
@@ -259,6 +280,7 @@ def fit(
         desc: the bar's label.
         buckets: as for :func:`train_chunk` (speed only: results do not change).
         length_fn: as for :func:`train_chunk`.
+        members: as for :func:`train_chunk` (speed only).
 
     Returns:
         ``(result, history)``: ``result`` is ``{"state", "best_params", "best_score",
@@ -272,11 +294,11 @@ def fit(
     if not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"iterations must be a positive int, got {iterations!r}")
     n = jnp.asarray(n, jnp.int32)
-    members = int(n.shape[0])
+    count = int(n.shape[0])
     best = {
         "best_params": state["params"],
-        "best_score": jnp.full((members,), -jnp.inf, jnp.float32),
-        "best_step": jnp.zeros((members,), jnp.int32),
+        "best_score": jnp.full((count,), -jnp.inf, jnp.float32),
+        "best_step": jnp.zeros((count,), jnp.int32),
     }
     init = {"state": state, **best}
     settings = {**settings, "iterations": iterations, "chunk": chunk}
@@ -285,14 +307,14 @@ def fit(
     result, history = run.state, list(run.history)
     done = run.step
     steps = {size: None for size in {chunk, iterations % chunk} if size}
-    bar = _progress(members * iterations, members * done, desc, progress)
+    bar = _progress(count * iterations, count * done, desc, progress)
     timed: list[tuple[int, float]] = []  # (iterations, seconds) of this call's chunks
     try:
         while done < iterations:
             size = min(chunk, iterations - done)
             if steps.get(size) is None:
                 steps[size] = train_chunk(
-                    loss_fn, optimizer, size, buckets=buckets, length_fn=length_fn
+                    loss_fn, optimizer, size, buckets=buckets, length_fn=length_fn, members=members
                 )
             t0 = time.perf_counter()
             new_state, losses = steps[size](result["state"], data, n, done)
@@ -318,7 +340,7 @@ def fit(
             history.append(record)
             run.save(done, result, history)
             if bar is not None:
-                bar.update(members * size)
+                bar.update(count * size)
                 bar.set_postfix(loss=f"{float(losses.mean()):.3f}")
     finally:
         run.close()
@@ -326,6 +348,6 @@ def fit(
             bar.close()
     steady = timed[1:] or timed  # the first chunk of a call includes compilation
     its, secs = sum(t[0] for t in steady), sum(t[1] for t in steady)
-    rate = members * its / secs if secs > 0 else math.nan
-    logger.info("%s: %d members x %d iterations (%.1f model-it/s)", desc, members, done, rate)
+    rate = count * its / secs if secs > 0 else math.nan
+    logger.info("%s: %d members x %d iterations (%.1f model-it/s)", desc, count, done, rate)
     return result, {"chunks": history, "model_iterations_per_second": rate}
