@@ -86,6 +86,7 @@ class Config:
     dropout: float = setting(0.1, "dropout on the decoder embedding")
     clip: float = setting(5.0, "gradient-norm clipping per module (encoder, decoder)")
     val_fraction: float = setting(0.2, "fraction of train held out for validation")
+    members: str = setting("vmap", "members in one program: vmap (batched) or scan (in turn)")
     eval_limit: int = setting(0, "evaluate on the first N validation / test commands (0: all)")
     eval_batch: int = setting(512, "commands per compiled evaluation call")
     out: Path = setting(Path("runs/scan_paper"), "output directory")  # noqa: RUF009
@@ -93,6 +94,7 @@ class Config:
     def __post_init__(self) -> None:
         check_choice("cells", self.cells, tuple(CELL_TITLES))
         check_choice("splits", self.splits, scan.SPLITS)
+        check_choice("members", self.members, ("vmap", "scan"))
         for name in ("iterations", "eval_every", "hidden", "eval_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 (--{name.replace('_', '-')})")
@@ -113,8 +115,9 @@ class Config:
 
     def train_settings(self, cell: str) -> dict[str, Any]:
         """Everything that shapes one cell's training (the checkpoint's identity)."""
+        # members: vmap and scan agree to float round-off only, which long runs can amplify.
         keep = ("splits", "seeds", "hidden", "lr", "teacher_forcing", "dropout", "clip",
-                "val_fraction")  # fmt: skip
+                "val_fraction", "members")  # fmt: skip
         return {"cell": cell, "protocol": "gordon-batch1-v1",
                 **{k: getattr(self, k) for k in keep}}  # fmt: skip
 
@@ -203,6 +206,7 @@ def pretrain(s: Config, cell: str, data: dict, *, fresh: bool) -> tuple[Any, dic
         iterations=s.iterations, chunk=s.eval_every, evaluate=val_accuracy, resume=not fresh,
         desc=f"pretrain {cell} ({len(members)} models)",
         buckets=(*[b for b in BUCKETS if b < length], length), length_fn=model.target_length,
+        members=s.members,
     )  # fmt: skip
     return result, history
 
