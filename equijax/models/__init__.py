@@ -8,7 +8,10 @@ Where things live (every family has one shape; see docs/adding_a_model_family.md
 * :mod:`equijax.models.resnet` -- Hugging Face ``microsoft/resnet-*`` (``model`` / ``convert``);
 * :mod:`equijax.models.gpt2` -- GPT-2 (``model`` / ``generation`` / ``convert`` / ``tokenizer``)
   with KV cache and jitted generation;
-* :mod:`equijax.models.seq2seq` -- the SCAN encoder-decoder RNN/GRU/LSTM (trained here);
+* :mod:`equijax.models.seq2seq` -- equijax's own SCAN encoder-decoder RNN/GRU/LSTM (not the
+  paper's architecture);
+* :mod:`equijax.models.gordon_seq2seq` -- the authors' SCAN seq2seq (Gordon et al.'s fork); loads
+  their trained weights;
 * :mod:`equijax.models.small_cnn` -- the small CNN of the offline rotated-digits experiment;
 * :mod:`equijax.models.preprocess` -- numpy/JAX image preprocessing;
 * :mod:`equijax.models.testing` -- test checkpoint writers: tiny random checkpoints in the real
@@ -43,6 +46,7 @@ The ``from_pretrained`` contract, the same for every family::
 from equijax.models import (
     clip,
     clip_resnet,
+    gordon_seq2seq,
     gpt2,
     preprocess,
     resnet,
@@ -57,6 +61,7 @@ __all__ = [
     "CheckpointMismatchError",
     "clip",
     "clip_resnet",
+    "gordon_seq2seq",
     "gpt2",
     "preprocess",
     "read_config",

@@ -1,9 +1,13 @@
-"""Seq2seq RNN / GRU / LSTM with a bidirectional encoder and an attention decoder (SCAN models).
+"""equijax's own seq2seq RNN / GRU / LSTM (bidirectional encoder, Luong attention decoder).
 
-The architecture of the equizero paper's SCAN models (after Gordon et al., 2020): one layer,
-hidden size 64, bidirectional encoder (forward and backward outputs and final carries summed),
-attention decoder (Luong "general" attention), dropout 0.1 on embeddings and on the attentional
-hidden state. :class:`Seq2Seq` is a thin Flax shell with two methods, ``encode`` and
+This is NOT the equizero paper's SCAN architecture; that one (the authors' fork of Gordon et
+al.'s ``perm_equivariant_seq2seq``, which loads their trained weights) is
+:mod:`equijax.models.gordon_seq2seq`. This variant: one layer, hidden size 64, bidirectional
+encoder whose two directions' outputs and final carries are *summed* (width 64), Luong "general"
+attention (a learned matrix) from the new decoder state after the cell step, input feeding
+(``[embedding; previous context]``, zero context at step 1), logits
+``Linear(dropout(tanh(Linear([h; context]))))`` and dropout 0.1 on both embeddings and on the
+attentional hidden state. :class:`Seq2Seq` is a thin Flax shell with two methods, ``encode`` and
 ``decode_step``; everything else is a pure function of ``params``:
 
 * :func:`init_params` — initial parameters.

@@ -4,11 +4,15 @@
   refuse when they differ, start fresh (moving the old run aside) when asked.
 * :class:`Run` — the open run: ``step``, ``state``, ``history``, :meth:`Run.save`.
 * :func:`settings_fingerprint` / :func:`canonical_json` — the settings' identity.
+* :mod:`equijax.training.ensemble` — many independent models (seeds x splits) trained in one
+  compiled program (``vmap`` over members, ``lax.scan`` over iterations), resumable:
+  :func:`~equijax.training.ensemble.fit`, :func:`~equijax.training.ensemble.train_chunk`.
 * :mod:`equijax.training.parallel` — data-parallel training over a device mesh, one host or
   several: :func:`data_mesh`, :func:`replicate`, :func:`put_global_batch`,
   :func:`data_parallel_jit`, :func:`initialize_distributed`, ...
 """
 
+from equijax.training import ensemble
 from equijax.training.checkpoint import (
     CheckpointError,
     Run,
@@ -39,6 +43,7 @@ __all__ = [
     "canonical_json",
     "data_mesh",
     "data_parallel_jit",
+    "ensemble",
     "gather",
     "host_rows",
     "initialize_distributed",
