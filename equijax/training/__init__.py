@@ -6,7 +6,8 @@
 * :func:`settings_fingerprint` / :func:`canonical_json` — the settings' identity.
 * :mod:`equijax.training.parallel` — data-parallel training over a device mesh, one host or
   several: :func:`data_mesh`, :func:`replicate`, :func:`put_global_batch`,
-  :func:`data_parallel_jit`, :func:`initialize_distributed`, ...
+  :func:`data_parallel_jit`, :func:`initialize_distributed`, :func:`is_main_process`,
+  :func:`local_rows` / :func:`gather_local_rows` (evaluation split over processes), ...
 """
 
 from equijax.training.checkpoint import (
@@ -19,16 +20,21 @@ from equijax.training.checkpoint import (
 )
 from equijax.training.parallel import (
     batch_sharding,
+    check_distributed_args,
     data_mesh,
     data_parallel_jit,
     gather,
+    gather_local_rows,
     host_rows,
     initialize_distributed,
+    is_main_process,
+    local_rows,
     orbit_spec_sharding,
     put_global_batch,
     replicate,
     replicated_sharding,
     shard_batch,
+    sync,
 )
 
 __all__ = [
@@ -37,11 +43,15 @@ __all__ = [
     "SettingsMismatchError",
     "batch_sharding",
     "canonical_json",
+    "check_distributed_args",
     "data_mesh",
     "data_parallel_jit",
     "gather",
+    "gather_local_rows",
     "host_rows",
     "initialize_distributed",
+    "is_main_process",
+    "local_rows",
     "orbit_spec_sharding",
     "put_global_batch",
     "replicate",
@@ -49,4 +59,5 @@ __all__ = [
     "resume_or_start",
     "settings_fingerprint",
     "shard_batch",
+    "sync",
 ]
