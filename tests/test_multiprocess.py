@@ -252,3 +252,18 @@ def test_scan_two_processes_equal_one_process_and_resume_on_another_count(tmp_pa
     res = scan.main([*SCAN_ARGS, "--devices", "4", "--out", str(third)])
     assert res["add_jump"]["lstm"]["0"]["pretrain"]["resumed_from_step"] == 3
     assert_trees_close(outputs(third), expected)
+
+
+@pytest.mark.slow
+def test_clip_zeroshot_two_processes_count_like_one_device(tmp_path):
+    from experiments import clip_zeroshot
+
+    args = ["--model", "tiny-random", "--mock-data", "--limit", "20", "--batch-size", "8"]
+    two, one = tmp_path / "runs" / "two", tmp_path / "one"
+    writes = launch_two(tmp_path, ["experiments.clip_zeroshot", *args, "--out", str(two)], "zs")
+    assert_one_writer(writes, two, ["results.json", "results.md", "accuracy.png"])
+    expected = clip_zeroshot.main([*args, "--out", str(one)])  # one process, one device
+    got = json.loads((two / "results.json").read_text())
+    assert got["processes"] == 2 and got["devices"] == 4 and got["n_images"] == 20
+    # 20 images in batches of 8: the padded rows of the last batch are not counted.
+    assert got["accuracy"] == expected["accuracy"]

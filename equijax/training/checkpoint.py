@@ -274,10 +274,9 @@ class Run:
 
 def _sync(name: str) -> None:
     """A barrier of all processes of a multi-process job (no-op with one process)."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
+    from equijax.training.parallel import sync
 
-        multihost_utils.sync_global_devices(name)
+    sync(name)
 
 
 def _check_global_target(target: PyTree) -> None:

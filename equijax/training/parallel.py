@@ -158,17 +158,41 @@ def is_main_process() -> bool:
     return jax.process_index() == 0
 
 
-def sync(name: str) -> None:
+_BARRIERS = [0]
+
+
+def sync(name: str, timeout: float = 1800.0) -> None:
     """A barrier of all processes (no-op with one process): e.g. after process 0 wrote a file.
+
+    Uses the distributed runtime's coordination-service barrier (as orbax does), not a device
+    collective, so a process may arrive long after the others (a device collective's first
+    connection times out after a few tens of seconds). Every process must call the same
+    barriers in the same order.
+
+    Args:
+      name: what is waited for (in error messages); made unique per call.
+      timeout: seconds to wait for the other processes.
 
     Examples:
       >>> from equijax.training.parallel import sync
       >>> sync("nothing to wait for")
     """
-    if jax.process_count() > 1:
+    if jax.process_count() == 1:
+        return
+    _BARRIERS[0] += 1
+    barrier = f"equijax_{_BARRIERS[0]}_{name}"
+    try:
+        from jax._src import distributed
+
+        client = distributed.global_state.client
+    except (ImportError, AttributeError):  # pragma: no cover - another jax layout
+        client = None
+    if client is None:  # pragma: no cover
         from jax.experimental import multihost_utils
 
-        multihost_utils.sync_global_devices(name)
+        multihost_utils.sync_global_devices(barrier)
+        return
+    client.wait_at_barrier(barrier, timeout_in_ms=int(timeout * 1000))
 
 
 def data_mesh(
