@@ -260,10 +260,14 @@ def test_clip_zeroshot_two_processes_count_like_one_device(tmp_path):
 
     args = ["--model", "tiny-random", "--mock-data", "--limit", "20", "--batch-size", "8"]
     two, one = tmp_path / "runs" / "two", tmp_path / "one"
-    writes = launch_two(tmp_path, ["experiments.clip_zeroshot", *args, "--out", str(two)], "zs")
+    # --group-devices 2: each orbit is split over the two processes (the mesh's "group" axis
+    # spans the hosts), the batch over each process's two devices.
+    writes = launch_two(tmp_path, ["experiments.clip_zeroshot", *args, "--group-devices", "2",
+                                   "--out", str(two)], "zs")  # fmt: skip
     assert_one_writer(writes, two, ["results.json", "results.md", "accuracy.png"])
     expected = clip_zeroshot.main([*args, "--out", str(one)])  # one process, one device
     got = json.loads((two / "results.json").read_text())
     assert got["processes"] == 2 and got["devices"] == 4 and got["n_images"] == 20
+    assert got["group_devices"] == 2
     # 20 images in batches of 8: the padded rows of the last batch are not counted.
     assert got["accuracy"] == expected["accuracy"]
