@@ -326,10 +326,13 @@ def main(argv: list[str] | None = None) -> dict:
     def add(counts: dict, method: str, logits: Any, y: np.ndarray) -> None:
         if mesh is None:
             return _add(counts, method, logits, y)
-        rows = parallel.host_rows(cfg.batch_size, mesh)  # this process's rows, real ones only
-        valid = np.arange(rows.start, rows.stop) < len(y)
-        local = parallel.local_rows(logits, mesh)[valid]
-        return _add(counts, method, local, _pad(y, cfg.batch_size)[rows][valid])
+        # The rows this process counts (once over all processes), real ones only.
+        rows = parallel.host_rows(cfg.batch_size, mesh)
+        own = parallel.owned_rows(cfg.batch_size, mesh)
+        keep = (np.arange(rows.start, rows.stop) < min(own.stop, len(y))) & (
+            np.arange(rows.start, rows.stop) >= own.start)
+        local = parallel.local_rows(logits, mesh)[keep]
+        return _add(counts, method, local, _pad(y, cfg.batch_size)[rows][keep])
 
     params, classifier, lam_params = put((params, classifier, lam_params))
     key = jax.random.key(cfg.seed)

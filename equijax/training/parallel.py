@@ -37,6 +37,7 @@ __all__ = [
     "is_main_process",
     "local_rows",
     "orbit_spec_sharding",
+    "owned_rows",
     "put_global_batch",
     "replicate",
     "replicated_sharding",
@@ -441,6 +442,40 @@ def data_parallel_jit(fn: Callable[..., Any], mesh: Mesh, **jit_kwargs: Any) -> 
     return jax.jit(fn, out_shardings=replicated_sharding(mesh), **jit_kwargs)
 
 
+def _owners(global_batch: int, mesh: Mesh) -> dict[int, slice]:
+    """``{process: its rows}`` for the processes that own rows: each process's rows (contiguous,
+    as :func:`host_rows`), and of processes holding the same rows (an orbit split over
+    processes along ``"group"``) only the lowest index."""
+    held: dict[int, tuple[int, int]] = {}
+    for dev, index in batch_sharding(mesh).devices_indices_map((global_batch,)).items():
+        a = index[0].start or 0
+        b = global_batch if index[0].stop is None else index[0].stop
+        lo, hi = held.get(dev.process_index, (a, b))
+        held[dev.process_index] = (min(lo, a), max(hi, b))
+    first: dict[tuple[int, int], int] = {}
+    for proc in sorted(held):
+        first.setdefault(held[proc], proc)
+    return {proc: slice(*rows) for rows, proc in first.items()}
+
+
+def owned_rows(global_batch: int, mesh: Mesh) -> slice:
+    """The rows of a global batch this process counts once (e.g. in an accuracy).
+
+    :func:`host_rows`, except that of several processes holding the same rows (the orbit split
+    over processes along ``"group"``) only the lowest-numbered one owns them; the others get an
+    empty slice. Summing per-process counts over owned rows counts every row once.
+
+    Examples:
+      >>> from equijax.training import data_mesh, owned_rows
+      >>> owned_rows(8, data_mesh(1))
+      slice(0, 8, None)
+    """
+    _check_divisible(global_batch, mesh)
+    rows = host_rows(global_batch, mesh)
+    mine = _owners(global_batch, mesh).get(jax.process_index())
+    return rows if mine is not None else slice(rows.start, rows.start)
+
+
 def local_rows(x: jax.Array, mesh: Mesh) -> np.ndarray:
     """This process's rows of a global batch array, as NumPy, without communication.
 
@@ -490,11 +525,8 @@ def gather_local_rows(chunks: Sequence[np.ndarray], global_batch: int, mesh: Mes
     from jax.experimental import multihost_utils
 
     every = np.asarray(multihost_utils.process_allgather(local, tiled=False))  # (P, C, r, ...)
-    starts: dict[int, int] = {}
-    for dev, index in batch_sharding(mesh).devices_indices_map((global_batch,)).items():
-        start = index[0].start or 0
-        starts[dev.process_index] = min(start, starts.get(dev.process_index, start))
-    order = sorted(starts, key=starts.get)
+    owners = _owners(global_batch, mesh)  # processes holding the same rows: the first one's
+    order = sorted(owners, key=lambda p: owners[p].start)
     blocks = np.concatenate([every[p] for p in order], axis=1)  # (C, B, ...)
     return blocks.reshape(-1, *blocks.shape[2:])
 
