@@ -7,6 +7,10 @@
   on stderr and exit code 2.
 * :class:`ArgumentParser` — argparse whose errors are one line too (exit code 2).
 * :data:`RESUME_HINT` — the fix named by every checkpoint refusal.
+* :func:`add_distributed_flags` / :func:`start_distributed` — ``--distributed`` (jax's
+  automatic detection) or ``--coordinator HOST:PORT --num-processes N --process-id I``;
+  :func:`is_main` (process 0 writes the run's files) and :func:`progress` (a tqdm bar on
+  process 0 only).
 """
 
 from __future__ import annotations
@@ -51,10 +55,16 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def setup_logging(*names: str) -> None:
-    """INFO messages of ``names`` and of ``equijax.training`` on stderr; absl/orbax at WARNING."""
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    """INFO messages of ``names`` and of ``equijax.training`` on stderr; absl/orbax at WARNING.
+
+    In a multi-process job only process 0 logs at INFO (the others log warnings and errors,
+    prefixed with their process index).
+    """
+    main = is_main()
+    fmt = "%(message)s" if main else f"[process {_process_index()}] %(message)s"
+    logging.basicConfig(level=logging.WARNING, format=fmt)
     for name in ("equijax.training", *names):
-        logging.getLogger(name).setLevel(logging.INFO)
+        logging.getLogger(name).setLevel(logging.INFO if main else logging.WARNING)
     logging.getLogger("absl").setLevel(logging.WARNING)
     try:  # orbax logs every checkpoint step through absl at INFO
         from absl import logging as absl_logging
@@ -62,6 +72,73 @@ def setup_logging(*names: str) -> None:
         absl_logging.set_verbosity(absl_logging.WARNING)
     except ImportError:  # pragma: no cover
         pass
+
+
+def _process_index() -> int:
+    import jax
+
+    return jax.process_index()
+
+
+def is_main() -> bool:
+    """Whether this is process 0 (the only writer of results, tables, figures and run files)."""
+    return _process_index() == 0
+
+
+def progress(iterable: Any = None, **kwargs: Any) -> Any:
+    """``tqdm(iterable, **kwargs)``, shown by process 0 only (one bar per job, not per host)."""
+    from tqdm.auto import tqdm
+
+    disable = kwargs.pop("disable", False)
+    return tqdm(iterable, disable=disable or not is_main(), **kwargs)
+
+
+def add_distributed_flags(p: argparse.ArgumentParser) -> None:
+    """``--distributed`` and the explicit ``--coordinator/--num-processes/--process-id``."""
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="several processes (one per host): jax.distributed.initialize() with "
+        "jax's automatic detection (Cloud TPU pod slice, SLURM, Open MPI 4); "
+        "elsewhere pass --coordinator, --num-processes and --process-id",
+    )
+    p.add_argument(
+        "--coordinator",
+        default=None,
+        metavar="HOST:PORT",
+        help="process 0's address and a free port (implies --distributed)",
+    )
+    p.add_argument(
+        "--num-processes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="number of processes of the job (with --coordinator)",
+    )
+    p.add_argument("--process-id", type=int, default=None, metavar="I",
+                   help="this process's index 0..N-1 (with --coordinator)")  # fmt: skip
+
+
+def check_distributed_flags(a: argparse.Namespace) -> None:
+    """Validates the flags of :func:`add_distributed_flags` (``ValueError``: a usage error);
+    explicit ones set ``a.distributed``."""
+    from equijax.training.parallel import check_distributed_args
+
+    check_distributed_args(a.coordinator, a.num_processes, a.process_id)
+    if a.coordinator is not None:
+        a.distributed = True
+
+
+def start_distributed(a: argparse.Namespace) -> None:
+    """``initialize_distributed`` from the flags (before anything touches devices)."""
+    from equijax.training import parallel
+
+    parallel.initialize_distributed(
+        bool(a.distributed or a.coordinator),
+        coordinator_address=a.coordinator,
+        num_processes=a.num_processes,
+        process_id=a.process_id,
+    )
 
 
 def require(module: str, install: str, why: str = "") -> Any:
@@ -135,8 +212,12 @@ def load_clip(name: str, out: Any) -> tuple[Any, Any, str]:
     try:
         if name == "tiny-random":
             from equijax.models.testing import write_tiny_random_clip
+            from equijax.training.parallel import sync
 
-            return zoo.load(write_tiny_random_clip(Path(out) / "tiny_clip"))
+            if is_main():  # one writer; the other processes read it after the barrier
+                write_tiny_random_clip(Path(out) / "tiny_clip")
+            sync("experiments_tiny_clip")
+            return zoo.load(Path(out) / "tiny_clip")
         return zoo.load(name)
     except ImportError as err:
         raise ScriptError(f"--model {name} needs torch and transformers ({err})",

@@ -23,11 +23,15 @@ starts fresh).
     python -m experiments.clip_finetune --model tiny-random --mock-data --quick    # offline smoke
     python -m experiments.clip_finetune --devices 8 --group-devices 2   # data-parallel, 8 devices
     python -m experiments.clip_finetune --distributed   # every host of a TPU VM pod / GPU cluster
+    python -m experiments.clip_finetune --coordinator 10.0.0.1:1234 --num-processes 2 --process-id 0
 
 Data parallelism (``--devices``, ``--group-devices``, ``--distributed``; see
 :mod:`equijax.training.parallel`): the batch is split over the mesh's ``"batch"`` axis, the
 parameters are replicated and the orbit is split over ``--group-devices`` devices; the results
-equal a one-device run to round-off, and checkpoints resume on any device count.
+equal a one-device run to round-off, and checkpoints resume on any device count. With several
+processes (``--distributed`` or the explicit ``--coordinator`` flags) every process reads the
+same batch stream and feeds only its devices' rows, the test set is split the same way, and
+only process 0 writes the files below and shows the progress bar.
 
 Settings: :class:`Config` with presets ``paper`` (the default) and ``quick`` (``--quick``: 20 + 20
 steps on 256 train images, evaluated every 10 steps on 64 test images); ``--help`` lists each
@@ -59,9 +63,14 @@ from experiments._cli import (
     OFFLINE_CLIP,
     RESUME_HINT,
     ScriptError,
+    add_distributed_flags,
+    check_distributed_flags,
     cli,
+    is_main,
     load_clip,
+    progress,
     setup_logging,
+    start_distributed,
     tfds_splits,
 )
 from experiments._config import check_choice, new_spelling, setting
@@ -156,10 +165,7 @@ def _plain_flags(p: argparse.ArgumentParser) -> None:
                         "with --distributed or --group-devices: all devices)")
     p.add_argument("--group-devices", type=int, default=None,
                    help="split the group orbit over this many devices of the mesh")
-    p.add_argument("--distributed", action="store_true",
-                   help="multi-host: jax.distributed.initialize() first (TPU VM pods and SLURM "
-                        "are detected; else set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
-                        "JAX_PROCESS_ID)")  # fmt: skip
+    add_distributed_flags(p)
 
 
 def _prepare(a: argparse.Namespace) -> dict:
@@ -170,6 +176,7 @@ def _prepare(a: argparse.Namespace) -> dict:
         a.group_devices is not None and a.group_devices < 1
     ):
         raise ValueError("--devices and --group-devices must be >= 1")
+    check_distributed_flags(a)
     return {}
 
 
@@ -224,7 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
     cfg, flags = parse_args(argv)
     from equijax.training import parallel
 
-    parallel.initialize_distributed(flags.distributed)  # before anything touches devices
+    start_distributed(flags)  # before anything touches devices
     setup_logging("experiments")
     flags.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -346,8 +353,9 @@ def main(argv: list[str] | None = None) -> dict:
     def stage_of(step: int) -> int:  # the stage whose optimiser state a checkpoint holds
         return 1 if 0 < step <= cfg.stage1_steps else 2
 
-    def target(step: int) -> dict:
-        return {"state": state, "opt_state": opts[stage_of(step) if step else 1].init(state)}
+    def target(step: int) -> dict:  # on the run's (global) shardings: restored onto them
+        opt = opts[stage_of(step) if step else 1]
+        return put_state({"state": state, "opt_state": opt.init(state)})
 
     run = resume_or_start(flags.out / "checkpoints", settings, target,
                           resume=not flags.no_resume, hint=RESUME_HINT)  # fmt: skip
@@ -369,11 +377,9 @@ def main(argv: list[str] | None = None) -> dict:
         return [{"kind": "eval", "step": s, "value": v} for s, v in curve] + [
             {"kind": "loss", "step": s, "value": v} for s, v in losses]  # fmt: skip
 
-    from tqdm.auto import tqdm
-
     key = jax.random.key(cfg.seed)
     step_no = 0
-    bar = tqdm(total=total, initial=start, desc=f"finetune {cfg.method}")
+    bar = progress(total=total, initial=start, desc=f"finetune {cfg.method}")
     with run:
         for stage, n_steps in stages:
             first, last = step_no, step_no + n_steps
@@ -405,15 +411,16 @@ def main(argv: list[str] | None = None) -> dict:
                         curve.append([s, evaluate(state)])
                         log.info("step %d (stage %d): test top-1 %.2f%%", s, stage, curve[-1][1])
                         run.save(s, {"state": state, "opt_state": opt_state}, history())
-                        _write(cfg, flags.out, curve, losses, t0, n_test)
+                        _write(cfg, flags.out, curve, losses, t0, n_test, is_main())
                     if s >= last:
                         break
             resumed_opt = None
     bar.close()
-    (flags.out / f"lambda_{cfg.group}.msgpack").write_bytes(
-        flax.serialization.msgpack_serialize(jax.device_get(state["lam"]))
-    )
-    return _write(cfg, flags.out, curve, losses, t0, n_test)
+    if is_main():  # one writer; replicated values are readable on every process
+        (flags.out / f"lambda_{cfg.group}.msgpack").write_bytes(
+            flax.serialization.msgpack_serialize(parallel.gather(state["lam"]))
+        )
+    return _write(cfg, flags.out, curve, losses, t0, n_test, is_main())
 
 
 def _mesh(cfg: Config, flags: argparse.Namespace) -> Any:
@@ -436,13 +443,17 @@ def _mesh(cfg: Config, flags: argparse.Namespace) -> Any:
     return mesh
 
 
-def _write(cfg: Config, out: Path, curve: list, losses: list, t0: float, n_test: int) -> dict:
+def _write(cfg: Config, out: Path, curve: list, losses: list, t0: float, n_test: int,
+           write: bool = True) -> dict:
+    """The results dict; written (json, markdown, figure) only when ``write`` (process 0)."""
     res = {"model": cfg.model, "dataset": cfg.dataset, "group": cfg.group,
            "method": cfg.method, "lambda_features": cfg.lambda_features,
            "lambda_trainable_stage2": cfg.lambda_trainable, "stage1_steps": cfg.stage1_steps,
            "stage2_steps": cfg.stage2_steps, "batch_size": cfg.batch_size,
            "n_test": n_test, "curve": curve, "loss": losses, "config": dataclasses.asdict(cfg),
            "wall_seconds": round(time.time() - t0, 1)}  # fmt: skip
+    if not write:
+        return res
     (out / "results.json").write_text(json.dumps(res, indent=1))
     lines = [f"# CLIP finetuning: {cfg.model}, {LABELS[cfg.method]}, {cfg.group}-{cfg.dataset}", "",
              "| step | test top-1 % |", "| ---: | ---: |"]  # fmt: skip

@@ -31,6 +31,11 @@ the new one.
 
 Writes ``<out>/results.json``, ``results.md`` and ``accuracy.png``.
 
+Several processes (``--distributed`` with jax's detection, or ``--coordinator HOST:PORT
+--num-processes N --process-id I``): one mesh over all devices, every process feeds and
+evaluates only its devices' rows of each batch, the counts are summed once at the end, and only
+process 0 writes the files.
+
 Reference behaviour (pinned by ``tests/test_paper_rows.py``): the zero-shot head is CLIP's
 (each template embedding L2-normalised, averaged, re-normalised; 18 CIFAR100 / 80 ImageNet
 templates); ``--proxy neg_max_probability`` keeps the *most* confident branch.
@@ -49,7 +54,19 @@ from typing import Any
 import numpy as np
 
 from experiments import _config
-from experiments._cli import OFFLINE_CLIP, ScriptError, cli, load_clip, setup_logging, tfds_splits
+from experiments._cli import (
+    OFFLINE_CLIP,
+    ScriptError,
+    add_distributed_flags,
+    check_distributed_flags,
+    cli,
+    is_main,
+    load_clip,
+    progress,
+    setup_logging,
+    start_distributed,
+    tfds_splits,
+)
 from experiments._config import check_choice, new_spelling, setting, split_commas
 
 DATASETS = ("cifar100", "imagenet_v2")
@@ -201,6 +218,7 @@ def _plain_flags(p: argparse.ArgumentParser) -> None:
         help="use tfds.testing.mock_data (random images; offline smoke runs only)",
     )
     p.add_argument("--out", type=Path, default=Path("runs/clip_zeroshot"))
+    add_distributed_flags(p)
 
 
 def _prepare(a: argparse.Namespace) -> dict:
@@ -213,6 +231,7 @@ def _prepare(a: argparse.Namespace) -> dict:
         a.proxy = new_spelling(a.proxy, OLD_PROXIES, "--proxy")
     if a.group_devices is not None and a.group_devices < 1:
         raise ValueError("--group-devices must be >= 1")
+    check_distributed_flags(a)
     return {}
 
 
@@ -243,8 +262,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     from equijax.data import images
     from equijax.models.clip import zoo
+    from equijax.training import parallel
 
     cfg, flags = parse_args(argv)
+    start_distributed(flags)  # before anything touches devices (no-op without the flags)
     setup_logging("experiments")
 
     def read(split: str) -> Any:  # mock data must be materialised inside its context
@@ -264,12 +285,13 @@ def main(argv: list[str] | None = None) -> dict:
     d = zoo.feature_dim(model, params)
     log.info("%s on %s: %d test images, %d templates", cfg.model, cfg.dataset, n, n_templates)
 
-    sharding = None
-    if flags.group_devices is not None:
-        import equijax as ej
-
-        sharding = ej.orbit_sharding(group_devices=flags.group_devices)
-        batch_devices = len(jax.devices()) // flags.group_devices
+    sharding = mesh = None
+    if flags.group_devices is not None or flags.distributed:
+        # One ("group", "batch") mesh over the devices of all processes: each process feeds and
+        # evaluates only its devices' rows of every batch; the counts are summed once at the end.
+        mesh = parallel.data_mesh(None, flags.group_devices or 1)
+        sharding = parallel.orbit_spec_sharding(mesh)
+        batch_devices = mesh.shape["batch"]
         if cfg.batch_size % batch_devices:
             raise ScriptError(
                 f"--batch-size {cfg.batch_size} must be divisible by the {batch_devices} devices "
@@ -296,27 +318,54 @@ def main(argv: list[str] | None = None) -> dict:
         jitted[gname] = {m: jax.jit(fns[m]) for m in methods}
         results[gname] = {m: [0, 0] for m in methods}
 
-    from tqdm.auto import tqdm
+    def put(tree, batch=False):  # on the mesh (global arrays), or as they are
+        if mesh is None:
+            return tree
+        return parallel.put_global_batch(tree, mesh) if batch else parallel.replicate(tree, mesh)
 
+    def add(counts: dict, method: str, logits: Any, y: np.ndarray) -> None:
+        if mesh is None:
+            return _add(counts, method, logits, y)
+        # The rows this process counts (once over all processes), real ones only.
+        rows = parallel.host_rows(cfg.batch_size, mesh)
+        own = parallel.owned_rows(cfg.batch_size, mesh)
+        keep = (np.arange(rows.start, rows.stop) < min(own.stop, len(y))) & (
+            np.arange(rows.start, rows.stop) >= own.start)
+        local = parallel.local_rows(logits, mesh)[keep]
+        return _add(counts, method, local, _pad(y, cfg.batch_size)[rows][keep])
+
+    params, classifier, lam_params = put((params, classifier, lam_params))
     key = jax.random.key(cfg.seed)
     batches = images.batches(source, cfg.batch_size, limit=n, preprocess=prep)
     total = -(-n // cfg.batch_size)
-    for i, (x, y) in enumerate(tqdm(batches, total=total, desc="batches")):
+    for i, (x, y) in enumerate(progress(batches, total=total, desc="batches")):
         x = _pad(x, cfg.batch_size)  # one compiled shape: pad the last batch, then slice
         if x.shape[1:] != (model.image_size, model.image_size, 3):
             raise ValueError(f"preprocessed images have shape {x.shape}")
-        _add(results["untransformed"], "pretrained", plain(params, classifier, None, x), y)
+        x = put(x, batch=True)
+        add(results["untransformed"], "pretrained", plain(params, classifier, None, x), y)
         for gname, fns in jitted.items():
-            xg, _ = images.random_transform(jax.random.fold_in(key, i), x, gname)
+            xg, _ = images.random_transform(put(jax.random.fold_in(key, i)), x, gname)
             for m, f in fns.items():
-                _add(results[gname], m, f(params, classifier, lam_params[gname], xg), y)
+                add(results[gname], m, f(params, classifier, lam_params[gname], xg), y)
+    if jax.process_count() > 1:  # every process counted its rows: one all-gather, summed
+        from jax.experimental import multihost_utils
+
+        names = [(g, m) for g, r in results.items() for m in r]
+        mine = np.asarray([results[g][m] for g, m in names], np.int64)
+        every = np.asarray(multihost_utils.process_allgather(mine, tiled=False)).sum(0)
+        for (g, m), v in zip(names, every.tolist(), strict=True):
+            results[g][m] = v
     acc = {g: {m: {"top1": 100 * v[0] / n, "top5": 100 * v[1] / n} for m, v in r.items()}
            for g, r in results.items()}  # fmt: skip
     res = {"model": cfg.model, "dataset": cfg.dataset, "n_images": n, "templates": n_templates,
            "proxy": cfg.proxy, "feature_dim": d, "seed": cfg.seed, "accuracy": acc,
            "config": dataclasses.asdict(cfg), "devices": len(jax.devices()),
            "group_devices": flags.group_devices,
+           "processes": jax.process_count(),
            "wall_seconds": round(time.time() - t0, 1)}  # fmt: skip
+    if not is_main():  # process 0 is the only writer
+        return res
     (flags.out / "results.json").write_text(json.dumps(res, indent=1))
     lines = [f"# CLIP zero-shot: {cfg.model} on {cfg.dataset} ({n} images, {n_templates} "
              "templates)", "", "| transform | method | top-1 % | top-5 % |",

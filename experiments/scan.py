@@ -25,11 +25,16 @@ Run from the repository root::
     python -m experiments.scan                  # LSTM/GRU/RNN x 3 seeds, paper budget (hours)
     python -m experiments.scan --devices 8      # data-parallel on 8 devices (same results)
     python -m experiments.scan --distributed    # every host of a TPU VM pod / GPU cluster
+    python -m experiments.scan --coordinator 10.0.0.1:1234 --num-processes 2 --process-id 0
 
 With ``--devices`` / ``--distributed`` (:mod:`equijax.training.parallel`) pretraining, λ training
 and finetuning split each batch over the devices (parameters replicated) and evaluation splits
 the decoded chunks; a batch the device count does not divide (the paper's finetuning batch of 1)
-is replicated instead. Results equal a one-device run to round-off.
+is replicated instead. Results equal a one-device run to round-off. With several processes
+(``--distributed``, or ``--coordinator HOST:PORT --num-processes N --process-id I``) every
+process replays the same batch stream and feeds only its devices' rows, decodes only its rows of
+every evaluation chunk (gathered once per evaluation), and only process 0 writes the files and
+shows progress bars; checkpoints hold global arrays and resume on any process or device count.
 """
 
 from __future__ import annotations
@@ -57,7 +62,16 @@ from equijax import decoding
 from equijax.data import scan
 from equijax.models import seq2seq as s2s
 from equijax.nn import LambdaNet
-from experiments._cli import RESUME_HINT, cli, setup_logging
+from experiments._cli import (
+    RESUME_HINT,
+    add_distributed_flags,
+    check_distributed_flags,
+    cli,
+    is_main,
+    progress,
+    setup_logging,
+    start_distributed,
+)
 from experiments._config import check_choice, parse_config, setting
 
 log = logging.getLogger("experiments.scan")
@@ -134,6 +148,8 @@ class Config:
     val_fraction: float = setting(0.1, "held-out validation fraction of train")
     eval_batch: int = setting(
         512, "decoding chunk (every part padded to it: one compilation per decoder)")
+    eval_limit: int | None = setting(
+        None, "decode only the first N examples of val and of test (None: all; smoke runs)")
     ablation_pretrain_examples: int = setting(
         400_000, "--ablation: the larger pretraining budget compared with --pretrain-examples")
     out: Path = Path("runs/scan")
@@ -147,6 +163,8 @@ class Config:
                      "ablation_pretrain_examples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.eval_limit is not None and self.eval_limit < 1:
+            raise ValueError(f"eval_limit must be >= 1 or None, got {self.eval_limit}.")
         for name in ("lambda_steps", "finetune_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
@@ -208,10 +226,7 @@ def _plain_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--devices", type=int, default=None,
                    help="train data-parallel on the first N devices (with --distributed: all "
                         "devices of all hosts unless given)")
-    p.add_argument("--distributed", action="store_true",
-                   help="multi-host: jax.distributed.initialize() first (TPU VM pods and SLURM "
-                        "are detected; else set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
-                        "JAX_PROCESS_ID)")
+    add_distributed_flags(p)
 
 
 def _runtime(a: argparse.Namespace) -> dict[str, Any]:
@@ -220,6 +235,10 @@ def _runtime(a: argparse.Namespace) -> dict[str, Any]:
         raise ValueError("--jobs must be >= 1")
     if a.devices is not None and a.devices < 1:
         raise ValueError("--devices must be >= 1")
+    check_distributed_flags(a)
+    if a.distributed and a.jobs is not None and a.jobs > 1:
+        raise ValueError("--jobs must be 1 with several processes (--distributed / "
+                         "--coordinator): every process must run the same steps in one order")
     jobs = a.jobs if a.jobs is not None else (
         1 if a.devices or a.distributed else _default_jobs()  # no device query before
     )  # jax.distributed.initialize
@@ -315,10 +334,8 @@ def bucketed_batches(src, tgt, batch_size: int, rng: np.random.Generator, bucket
 
 
 def _progress(total: int, desc: str):
-    try:
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, desc=desc, leave=False, mininterval=2.0)
+    try:  # shown by process 0 only
+        return progress(total=total, desc=desc, leave=False, mininterval=2.0)
     except ImportError:  # pragma: no cover
         return None
 
@@ -370,7 +387,10 @@ def pretrain(model, data: SplitData, seed: int, s: Config, ckpt_dir: Path, resum
         key = jax.random.fold_in(jax.random.key(seed), 0)
         return {"params": params, "opt_state": opt.init(params), "key": jax.random.key_data(key)}
 
-    with resume_or_start(ckpt_dir, pretrain_settings(model, data, seed, s), init,
+    def target(step: int) -> dict:  # on the mesh: restored onto its (global) shardings
+        return _put(mesh, init(step))[0]
+
+    with resume_or_start(ckpt_dir, pretrain_settings(model, data, seed, s), target,
                          resume=resume, hint=RESUME_HINT) as run:  # fmt: skip
         start, history = run.step, run.history
         (params, opt_state), _ = _put(mesh, (run.state["params"], run.state["opt_state"]))
@@ -398,8 +418,9 @@ def pretrain(model, data: SplitData, seed: int, s: Config, ckpt_dir: Path, resum
                     bar.set_postfix(loss=f"{float(loss):.3f}")
             if (step + 1) % save_every == 0 or step + 1 == steps:
                 history.append({"step": step + 1, "loss": float(loss)})
+                key_data = _put(mesh, jax.random.key_data(key))[0]  # global with a mesh
                 run.save(step + 1, {"params": params, "opt_state": opt_state,
-                                    "key": jax.random.key_data(key)}, history)  # fmt: skip
+                                    "key": key_data}, history)  # fmt: skip
         if bar is not None:
             bar.close()
     return params, {**info, "seconds": time.time() - t0, "final_loss": float(loss),
@@ -460,12 +481,16 @@ def predict(decode, params, lam_params, src: np.ndarray, eval_batch: int, mesh=N
     """Decodes ``src`` in chunks of ``eval_batch`` rows (the last one padded).
 
     Every split part (val, test) uses the same chunk shape, so each decoder compiles once.
-    With a ``mesh`` every chunk is split over its ``"batch"`` axis.
+    With a ``mesh`` every chunk is split over its ``"batch"`` axis: each process decodes only
+    its devices' rows, keeps them on the host, and the rows of all processes are gathered once
+    at the end (:func:`equijax.training.gather_local_rows`). A chunk the ``"batch"`` axis does
+    not divide is decoded whole by every device.
     """
     from equijax.training import parallel
 
     n = len(src)
     bs = eval_batch
+    split = mesh is not None and bs % mesh.shape["batch"] == 0
     outs = []
     for i in range(0, n, bs):
         chunk = src[i : i + bs]
@@ -473,8 +498,11 @@ def predict(decode, params, lam_params, src: np.ndarray, eval_batch: int, mesh=N
         if pad:
             chunk = np.concatenate([chunk, np.repeat(chunk[:1], pad, 0)])
         (p, lp), chunk = _put(mesh, (params, lam_params), chunk)
-        outs.append(parallel.gather(decode(p, lp, chunk))[: bs - pad])
-    return np.concatenate(outs)
+        out = decode(p, lp, chunk)
+        outs.append(parallel.local_rows(out, mesh) if split else parallel.gather(out))
+    if split:
+        return parallel.gather_local_rows(outs, bs, mesh)[:n]
+    return np.concatenate(outs)[:n]
 
 
 def accuracy(pred: np.ndarray, tgt: np.ndarray) -> float:
@@ -587,11 +615,11 @@ def _evaluate(model, data: SplitData, cell: str, seed: int, s: Config, mesh, lam
     def evaluate(key, kwargs, params, lam_params, into):
         t0 = time.time()
         dec = make_decoder(model, data, kwargs, lam_net)
-        n_val = len(data.val[0])  # val and test decoded together: fewer padded rows
-        pred = predict(dec, params, lam_params, np.concatenate([data.val[0], data.test[0]]),
+        val, test = (tuple(x[: s.eval_limit] for x in part) for part in (data.val, data.test))
+        n_val = len(val[0])  # val and test decoded together: fewer padded rows
+        pred = predict(dec, params, lam_params, np.concatenate([val[0], test[0]]),
                        s.eval_batch, mesh)  # fmt: skip
-        accs = {"val": accuracy(pred[:n_val], data.val[1]),
-                "test": accuracy(pred[n_val:], data.test[1])}  # fmt: skip
+        accs = {"val": accuracy(pred[:n_val], val[1]), "test": accuracy(pred[n_val:], test[1])}
         accs["seconds"] = time.time() - t0
         into[key] = accs
         log.info("%s %s s%d %s: val %.4f test %.4f (%.1fs)", data.name, cell, seed, key,
@@ -792,11 +820,9 @@ def write_ablation(results: dict, s: Config) -> str:
 @cli("python -m experiments.scan")
 def main(argv: list[str] | None = None) -> dict:
     s, args = _parse(argv)
-    if s.distributed:  # before anything touches devices
-        from equijax.training import parallel
-
-        parallel.initialize_distributed()
+    start_distributed(args)  # before anything touches devices (no-op without --distributed)
     setup_logging("experiments")
+    main_process = is_main()  # the only writer of results, tables and figures
     s.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     results: dict = {sp: {cell: {} for cell in s.cells} for sp in s.splits}
@@ -809,12 +835,14 @@ def main(argv: list[str] | None = None) -> dict:
         res = run_one(data[sp], cell, seed, s)
         with lock:
             results[sp][cell][str(seed)] = res
-            (s.out / "results.json").write_text(json.dumps(results, indent=1))
+            if main_process:
+                (s.out / "results.json").write_text(json.dumps(results, indent=1))
         if args.ablation:  # after the main rows are stored; resumes the pretrained model
             abl = run_ablation(data[sp], cell, seed, s)
             with lock:
                 ablation[sp][cell][str(seed)] = abl
-                (s.out / "ablation.json").write_text(json.dumps(ablation, indent=1))
+                if main_process:
+                    (s.out / "ablation.json").write_text(json.dumps(ablation, indent=1))
 
     # Independent runs in parallel threads: most of a run (compilation, small LSTM steps) keeps
     # one core busy, so two runs fill a 2-core machine. Every run is deterministic on its own,
@@ -826,6 +854,8 @@ def main(argv: list[str] | None = None) -> dict:
     wall = time.time() - t0
     md = write_report(results, s, wall)
     settings = {k: str(v) for k, v in s.results_settings().items()}
+    if not main_process:
+        return results
     (s.out / "results.json").write_text(
         json.dumps({"settings": settings, "wall_seconds": wall, "results": results}, indent=1)
     )

@@ -9,7 +9,8 @@
   :func:`~equijax.training.ensemble.fit`, :func:`~equijax.training.ensemble.train_chunk`.
 * :mod:`equijax.training.parallel` — data-parallel training over a device mesh, one host or
   several: :func:`data_mesh`, :func:`replicate`, :func:`put_global_batch`,
-  :func:`data_parallel_jit`, :func:`initialize_distributed`, ...
+  :func:`data_parallel_jit`, :func:`initialize_distributed`, :func:`is_main_process`,
+  :func:`local_rows` / :func:`gather_local_rows` (evaluation split over processes), ...
 """
 
 from equijax.training import ensemble
@@ -23,16 +24,22 @@ from equijax.training.checkpoint import (
 )
 from equijax.training.parallel import (
     batch_sharding,
+    check_distributed_args,
     data_mesh,
     data_parallel_jit,
     gather,
+    gather_local_rows,
     host_rows,
     initialize_distributed,
+    is_main_process,
+    local_rows,
     orbit_spec_sharding,
+    owned_rows,
     put_global_batch,
     replicate,
     replicated_sharding,
     shard_batch,
+    sync,
 )
 
 __all__ = [
@@ -41,17 +48,23 @@ __all__ = [
     "SettingsMismatchError",
     "batch_sharding",
     "canonical_json",
+    "check_distributed_args",
     "data_mesh",
     "data_parallel_jit",
     "ensemble",
     "gather",
+    "gather_local_rows",
     "host_rows",
     "initialize_distributed",
+    "is_main_process",
+    "local_rows",
     "orbit_spec_sharding",
+    "owned_rows",
     "put_global_batch",
     "replicate",
     "replicated_sharding",
     "resume_or_start",
     "settings_fingerprint",
     "shard_batch",
+    "sync",
 ]

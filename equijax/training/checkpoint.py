@@ -21,6 +21,13 @@ the interruption.
 
 Errors from orbax / TensorStore while reading are re-raised as :class:`CheckpointError` naming
 the step directory.
+
+Several processes (``jax.distributed``): every process calls :func:`resume_or_start` with the
+same arguments; only process 0 writes ``equijax_run.json`` and moves folders aside (the others
+wait at a barrier), orbax writes each process's checkpoint shards. The restore target must then
+hold global arrays (e.g. placed with :func:`equijax.training.replicate` on the run's mesh): the
+checkpoint is restored onto their shardings, so a resume on another process or device count
+reshards (a host-local target is refused with a ``ValueError``).
 """
 
 from __future__ import annotations
@@ -334,6 +341,28 @@ class Run:
         self.close()
 
 
+def _sync(name: str) -> None:
+    """A barrier of all processes of a multi-process job (no-op with one process)."""
+    from equijax.training.parallel import sync
+
+    sync(name)
+
+
+def _check_global_target(target: PyTree) -> None:
+    """With several processes the restore target must be global arrays (their shardings are
+    where the checkpoint is restored to); host-local leaves are refused in one line."""
+    if jax.process_count() == 1:
+        return
+    for leaf in jax.tree.leaves(target):
+        if not isinstance(leaf, jax.Array) or leaf.is_fully_addressable:
+            raise ValueError(
+                f"init_state holds a host-local {type(leaf).__name__} in a "
+                f"{jax.process_count()}-process job; place it on the run's global shardings "
+                "first (equijax.training.replicate(tree, mesh)) so checkpoints are saved and "
+                "restored across hosts"
+            )
+
+
 def _abstract(tree: PyTree) -> PyTree:
     import orbax.checkpoint as ocp
 
@@ -363,6 +392,7 @@ def _suspect_file(step_dir: pathlib.Path, message: str) -> pathlib.Path | None:
 def _restore(manager: Any, directory: pathlib.Path, step: int, target: PyTree, fp: str):
     import orbax.checkpoint as ocp
 
+    _check_global_target(target)
     try:
         out = manager.restore(
             step,
@@ -448,6 +478,8 @@ def resume_or_start(
     ours = run_file.is_file()
     non_empty = directory.is_dir() and any(directory.iterdir())
     steps = _step_dirs(directory)
+    main = jax.process_index() == 0
+    _sync("equijax_resume_inspected")  # every process has looked before process 0 changes things
     if non_empty and not ours:
         what = "orbax checkpoints without a settings fingerprint" if steps else "other files"
         raise CheckpointError(
@@ -455,8 +487,11 @@ def resume_or_start(
             f"(choose an empty or new directory){tail}"
         )
     if ours and not resume:
-        moved = _move_aside(directory, directory.with_name(f"{directory.name}.replaced-{_stamp()}"))
-        logger.warning("starting fresh: moved the previous run %s to %s", directory, moved)
+        if main:  # one process moves the folder aside
+            moved = _move_aside(
+                directory, directory.with_name(f"{directory.name}.replaced-{_stamp()}")
+            )
+            logger.warning("starting fresh: moved the previous run %s to %s", directory, moved)
         ours, steps = False, []
     if ours:
         try:
@@ -472,11 +507,13 @@ def resume_or_start(
                 directory,
                 diff,
             )
-    directory.mkdir(parents=True, exist_ok=True)
-    if not ours:
-        run_file.write_text(
-            json.dumps({"format": _FORMAT, "fingerprint": fp, "settings": canon}, indent=1)
-        )
+    if main:
+        directory.mkdir(parents=True, exist_ok=True)
+        if not ours:
+            run_file.write_text(
+                json.dumps({"format": _FORMAT, "fingerprint": fp, "settings": canon}, indent=1)
+            )
+    _sync("equijax_resume_run_file")  # the others see process 0's run file / moved folder
 
     state, history, step, skipped = None, [], 0, []
     if steps:
@@ -498,12 +535,15 @@ def resume_or_start(
             raise CheckpointError(f"{errors[0]}{tail}") from errors[0].__cause__
         skipped = [s for s in steps if s > step]
         for s, err in zip(reversed(steps), errors, strict=False):
-            moved = _move_aside(directory / str(s), directory / UNREADABLE_DIR / f"{s}-{_stamp()}")
+            moved = directory / UNREADABLE_DIR / f"{s}-{_stamp()}"
+            if main:  # one process moves the unreadable step aside
+                _move_aside(directory / str(s), moved)
             warnings.warn(
                 f"{err}; moved it to {moved} and resumed from step {step}",
                 RuntimeWarning,
                 stacklevel=2,
             )
+        _sync("equijax_resume_restored")
         logger.info("resumed from step %d (%s)", step, directory)
     else:
         state = target_fn(0)
