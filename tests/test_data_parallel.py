@@ -44,6 +44,10 @@ def test_data_mesh_shapes_and_argument_errors():
         data_mesh(8, group_devices=3)
     with pytest.raises(ValueError, match="devices=9"):
         data_mesh(9)
+    for bad in (True, 2.0, 2.5):  # like orbit_sharding: no bool, no float
+        with pytest.raises(ValueError, match="group_devices="):
+            data_mesh(8, group_devices=bad)
+    assert dict(data_mesh(8, group_devices=np.int64(2)).shape) == {"group": 2, "batch": 4}
     with pytest.raises(ValueError, match="devices=0"):
         data_mesh(0)
     assert tuple(orbit_spec_sharding(mesh).spec) == ("group", "batch")

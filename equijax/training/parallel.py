@@ -240,11 +240,17 @@ def data_mesh(
         if not devs:
             raise ValueError("devices must not be empty")
     n = len(devs)
-    if not isinstance(group_devices, int) or group_devices < 1 or n % group_devices:
+    if (
+        isinstance(group_devices, (bool, np.bool_))
+        or not isinstance(group_devices, (int, np.integer))
+        or group_devices < 1
+        or n % group_devices
+    ):
         raise ValueError(
             f"group_devices={group_devices} must divide the number of devices ({n}); "
             f"choose one of {[d for d in range(1, n + 1) if n % d == 0]}."
         )
+    group_devices = int(group_devices)
     grid = np.asarray(devs, dtype=object).reshape(group_devices, n // group_devices)
     return Mesh(grid, ("group", "batch"), axis_types=(AxisType.Auto, AxisType.Auto))
 
