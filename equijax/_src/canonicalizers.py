@@ -139,5 +139,5 @@ def prior_loss(angles: ArrayLike) -> jax.Array:
 
 def canonicalize(images: ArrayLike, angles: ArrayLike) -> jax.Array:
     """``R_{-h(x)} x``: rotates each image back by its predicted angle (see
-    :func:`equijax.image_rotation.rotate_images`)."""
+    :func:`equijax.rotations.rotate_images`)."""
     return rotate_images(images, -jnp.asarray(angles))

@@ -654,9 +654,9 @@ def zero_shot_classifier(
         encode_text: ``(N, T) ids -> (N, D)`` embeddings, e.g.
             ``functools.partial(model.encode_text, params)`` (jit it for speed).
         tokenizer: as in :func:`tokenize`.
-        classnames: ``C`` class names (e.g. :data:`equijax.models.clip_data.CIFAR100_CLASSNAMES`).
+        classnames: ``C`` class names (e.g. :data:`equijax.data.zero_shot.CIFAR100_CLASSNAMES`).
         templates: prompt templates with one ``{}`` (e.g.
-            :data:`equijax.models.clip_data.CIFAR100_TEMPLATES`).
+            :data:`equijax.data.zero_shot.CIFAR100_TEMPLATES`).
         context_length: token length; must not exceed the model's position table.
         batch_size: prompts encoded per call.
 
