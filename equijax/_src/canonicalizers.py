@@ -19,8 +19,8 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from equijax._src.equitune import equitune
-from equijax._src.groups import cyclic
-from equijax._src.image_rotation import image_rotations, rotate_images
+from equijax._src.groups import cyclic, image_rotations
+from equijax._src.image_rotation import rotate_images
 
 
 class IsotropicConv(nn.Module):
@@ -139,5 +139,5 @@ def prior_loss(angles: ArrayLike) -> jax.Array:
 
 def canonicalize(images: ArrayLike, angles: ArrayLike) -> jax.Array:
     """``R_{-h(x)} x``: rotates each image back by its predicted angle (see
-    :func:`equijax.image_rotation.rotate_images`)."""
+    :func:`equijax.rotations.rotate_images`)."""
     return rotate_images(images, -jnp.asarray(angles))
