@@ -1,11 +1,11 @@
 """Every group of equijax, one module per kind.
 
 * :mod:`.base`: :class:`FiniteGroup` (a Cayley table plus an action) and the element-index rules;
-* :mod:`.image`: finite groups on images, the D4 subgroups (:func:`rot90`, :func:`hflip`,
+* :mod:`.images`: finite groups on images, the D4 subgroups (:func:`rot90`, :func:`hflip`,
   :func:`dihedral`, ...) and C_n by any angle (:func:`image_rotations`);
-* :mod:`.permutation`: permutation groups on ids and vocabulary axes;
-* :mod:`.product`: direct products;
-* :mod:`.vector`: linear actions on vectors (:func:`sign_flip`, :func:`cyclic`);
+* :mod:`.permutations`: permutation groups on ids and vocabulary axes;
+* :mod:`.products`: direct products;
+* :mod:`.vectors`: linear actions on vectors (:func:`sign_flip`, :func:`cyclic`);
 * :mod:`.continuous`: SO(2) on vectors (:class:`SO2`) and on images (:class:`ImageRotation`);
 * :mod:`.symmetric`: S_n on point sets without a Cayley table (:class:`SymmetricGroup`).
 
@@ -22,7 +22,7 @@ from equijax._src.groups.base import _element as _element
 from equijax._src.groups.base import _is_static_int as _is_static_int
 from equijax._src.groups.base import _table_from_elements as _table_from_elements
 from equijax._src.groups.continuous import SO2, AngleLaw, ImageRotation
-from equijax._src.groups.image import (
+from equijax._src.groups.images import (
     ImageGroup,
     ImageRotationGroup,
     dihedral,
@@ -32,27 +32,29 @@ from equijax._src.groups.image import (
     rot180,
     vflip,
 )
-from equijax._src.groups.image import _d4_mul as _d4_mul
-from equijax._src.groups.image import _image_group as _image_group
-from equijax._src.groups.permutation import _MAX_ORDER as _MAX_ORDER
-from equijax._src.groups.permutation import _PREBUILT as _PREBUILT
-from equijax._src.groups.permutation import (
+from equijax._src.groups.images import _d4_mul as _d4_mul
+from equijax._src.groups.images import _image_group as _image_group
+from equijax._src.groups.permutations import _MAX_ORDER as _MAX_ORDER
+from equijax._src.groups.permutations import _PREBUILT as _PREBUILT
+from equijax._src.groups.permutations import (
     PermutationGroup,
     generated,
     permutation,
     permutation_group,
 )
-from equijax._src.groups.permutation import _as_perm as _as_perm
-from equijax._src.groups.permutation import _closure as _closure
-from equijax._src.groups.permutation import _perm_from_cycles as _perm_from_cycles
-from equijax._src.groups.permutation import _perm_mul as _perm_mul
-from equijax._src.groups.permutation import _perm_table as _perm_table
-from equijax._src.groups.permutation import _permutation_group_from as _permutation_group_from
-from equijax._src.groups.permutation import _trusted_permutation_group as _trusted_permutation_group
-from equijax._src.groups.product import ProductGroup, product
+from equijax._src.groups.permutations import _as_perm as _as_perm
+from equijax._src.groups.permutations import _closure as _closure
+from equijax._src.groups.permutations import _perm_from_cycles as _perm_from_cycles
+from equijax._src.groups.permutations import _perm_mul as _perm_mul
+from equijax._src.groups.permutations import _perm_table as _perm_table
+from equijax._src.groups.permutations import _permutation_group_from as _permutation_group_from
+from equijax._src.groups.permutations import (
+    _trusted_permutation_group as _trusted_permutation_group,
+)
+from equijax._src.groups.products import ProductGroup, product
 from equijax._src.groups.symmetric import STRATEGIES, Strategy, SymmetricGroup
-from equijax._src.groups.vector import SignFlipGroup, VectorRotationGroup, cyclic, sign_flip
-from equijax._src.groups.vector import _rotate as _rotate
+from equijax._src.groups.vectors import SignFlipGroup, VectorRotationGroup, cyclic, sign_flip
+from equijax._src.groups.vectors import _rotate as _rotate
 
 __all__ = [
     "SO2",

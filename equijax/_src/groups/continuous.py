@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from equijax._src.groups.vector import _rotate
+from equijax._src.groups.vectors import _rotate
 from equijax._src.image_rotation import rotate_images
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from equijax._src.groups.base import Element, FiniteGroup, _as_table_tuple
-from equijax._src.groups.permutation import PermutationGroup, _trusted_permutation_group
+from equijax._src.groups.permutations import PermutationGroup, _trusted_permutation_group
 
 
 @dataclasses.dataclass(frozen=True)
