@@ -24,8 +24,8 @@ from equijax._src.canonical import canonical_lambda_equitune, so2_canonicalizer
 from equijax._src.equitune import equitune
 from equijax._src.equizero import equizero
 from equijax._src.frames import frame_average
+from equijax._src.groups import SymmetricGroup
 from equijax._src.lambda_equitune import lambda_equitune, log_weights
-from equijax._src.large_groups import SymmetricGroup
 from equijax._src.nn import LambdaNet
 from equijax._src.sampled import sample_elements, sampled_equitune
 from equijax._src.sharding import orbit_sharding

@@ -6,13 +6,8 @@ from equijax._src.canonicalizers import (
     canonicalize,
     prior_loss,
 )
-from equijax._src.image_rotation import (
-    ImageRotation,
-    ImageRotationGroup,
-    disk_mask,
-    image_rotations,
-    rotate_images,
-)
+from equijax._src.groups import ImageRotation, ImageRotationGroup, image_rotations
+from equijax._src.image_rotation import disk_mask, rotate_images
 
 __all__ = [
     "ImageRotation",

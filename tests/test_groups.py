@@ -244,3 +244,30 @@ def test_act_axis_rejects_wrong_length():
     P = ej.groups.permutation(5, [(0, 1)])
     with pytest.raises(ValueError, match="axis"):
         P.act_axis(1, jnp.ones((2, 4)))
+
+
+def test_every_group_class_and_constructor_is_reachable_from_equijax_groups():
+    """``equijax.groups`` is the one place for every group: each public class and constructor
+    defined in the engine's group modules is exported there (same object, in ``__all__``)."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    engine = importlib.import_module(FiniteGroup.__module__.rpartition(".")[0])
+    not_groups = {"AngleLaw"}  # the angle law SO2 and ImageRotation share, not a group
+    found = set()
+    for info in pkgutil.iter_modules(engine.__path__, engine.__name__ + "."):
+        module = importlib.import_module(info.name)
+        for name, obj in vars(module).items():
+            defined_here = getattr(obj, "__module__", None) == module.__name__
+            if defined_here and not name.startswith("_") and name not in not_groups:
+                if inspect.isclass(obj) or inspect.isfunction(obj):
+                    found.add(name)
+                    assert getattr(ej.groups, name, None) is obj, name
+    assert found <= set(ej.groups.__all__), found - set(ej.groups.__all__)
+    assert {"SymmetricGroup", "ImageRotationGroup", "image_rotations", "ImageRotation"} <= found
+    # the old access paths still work and give the same objects
+    assert ej.SymmetricGroup is ej.groups.SymmetricGroup
+    assert ej.rotations.ImageRotationGroup is ej.groups.ImageRotationGroup
+    assert ej.rotations.image_rotations is ej.groups.image_rotations
+    assert ej.rotations.ImageRotation is ej.groups.ImageRotation

@@ -19,8 +19,8 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from equijax._src.equitune import equitune
-from equijax._src.groups import cyclic
-from equijax._src.image_rotation import image_rotations, rotate_images
+from equijax._src.groups import cyclic, image_rotations
+from equijax._src.image_rotation import rotate_images
 
 
 class IsotropicConv(nn.Module):

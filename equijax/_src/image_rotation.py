@@ -1,4 +1,4 @@
-r"""Rotations of NHWC images by any angle: SO(2) and C_n acting on images.
+r"""The maths of rotating NHWC images by any angle (the action of SO(2) and C_n on images).
 
 The action (counter-clockwise as displayed, about the image centre):
 
@@ -16,17 +16,13 @@ multiples of 90° the result is **bitwise** ``m ⊙ rot90^k(x)``, and
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.typing import ArrayLike
-
-from equijax._src.groups import AngleLaw, FiniteGroup
 
 _SNAP = 1e-5  # residual angles below this (radians) count as exact quarter turns
 
@@ -161,64 +157,3 @@ def _rotate(x: jax.Array, angles: jax.Array, mask: bool) -> jax.Array:
     if m is not None:
         x = x * m
     return x
-
-
-@dataclasses.dataclass(frozen=True)
-class ImageRotation(AngleLaw):
-    """SO(2) acting on square NHWC images by :func:`rotate_images`; elements are angles.
-
-    Has ``compose``/``inverse``/``identity``/``act`` like :class:`equijax.groups.SO2`, so it
-    plugs into :func:`equijax.canonical_lambda_equitune` (``group=ImageRotation()``).
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> G = ImageRotation()
-      >>> x = jnp.ones((2, 5, 5, 1))
-      >>> G.act(jnp.array([0.3, -1.0]), x).shape
-      (2, 5, 5, 1)
-    """
-
-    name: str = "SO2-images"
-    mask: bool = True
-
-    def act(self, theta: ArrayLike, x: ArrayLike) -> jax.Array:
-        return rotate_images(x, theta, mask=self.mask)
-
-
-@dataclasses.dataclass(frozen=True)
-class ImageRotationGroup(FiniteGroup):
-    """C_n acting on square NHWC images by rotations through ``2πk/n`` (interpolated).
-
-    A :class:`equijax.groups.FiniteGroup`, so every method accepts it
-    (``ej.equitune(fn, image_rotations(8), x)``). For ``n`` a multiple of 4 the quarter turns
-    are exact; other elements are bilinear, so ``act(g, act(h, x))`` equals
-    ``act(compose(g, h), x)`` only up to interpolation error.
-    """
-
-    n: int = 4
-    mask: bool = True
-
-    def angle(self, g: Any) -> jax.Array:
-        """The angle ``2πg/n`` of element ``g`` (validated like every element index: a float,
-        bool or non-integer array raises ``TypeError``; an integer array is taken mod ``n``)."""
-        g = self._check_index(g)
-        return 2.0 * jnp.pi * jnp.asarray(g, jnp.float32) / self.n
-
-    def act(self, g: Any, x: ArrayLike) -> jax.Array:
-        return rotate_images(x, self.angle(g), mask=self.mask)
-
-
-def image_rotations(n: int, *, mask: bool = True) -> ImageRotationGroup:
-    """C_n rotating images by multiples of ``360°/n`` (see :class:`ImageRotationGroup`).
-
-    Examples:
-      >>> import jax.numpy as jnp
-      >>> G = image_rotations(8)
-      >>> G.order, G.compose(5, 6)
-      (8, 3)
-    """
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be a positive int, got {n!r}.")
-    n = int(n)
-    table = tuple(tuple((a + b) % n for b in range(n)) for a in range(n))
-    return ImageRotationGroup(name=f"C{n}-images", table=table, n=n, mask=mask)

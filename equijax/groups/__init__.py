@@ -1,4 +1,19 @@
-"""Finite groups (and SO(2)) with their actions on images, ids, vocabularies and vectors.
+"""Every group of equijax: finite groups (and SO(2)) with their actions on images, ids, vectors
+and point sets.
+
+By kind (one engine module each, under ``equijax/_src/groups/``):
+
+* images: :func:`rot90`, :func:`rot180`, :func:`hflip`, :func:`vflip`, :func:`dihedral`
+  (:class:`ImageGroup`, exact pixel permutations) and :func:`image_rotations` (C_n by any
+  angle, :class:`ImageRotationGroup`);
+* permutations of ids: :func:`permutation`, :func:`permutation_group`, :func:`generated`
+  (:class:`PermutationGroup`); direct products: :func:`product` (:class:`ProductGroup`);
+* vectors: :func:`sign_flip` (:class:`SignFlipGroup`), :func:`cyclic`
+  (:class:`VectorRotationGroup`);
+* continuous: :class:`SO2` (on vectors) and :class:`ImageRotation` (on images), elements are
+  angles;
+* too large to enumerate: :class:`SymmetricGroup` (S_n on point sets, elements are
+  permutation arrays, no Cayley table).
 
 Contract relied on across equijax: ``G.order`` (int), ``G.act(g, x)`` for an element index
 ``g`` in ``[0, G.order)`` (a Python int or a traced int scalar), identity ``0``,
@@ -15,14 +30,18 @@ from equijax._src.groups import (
     SO2,
     FiniteGroup,
     ImageGroup,
+    ImageRotation,
+    ImageRotationGroup,
     PermutationGroup,
     ProductGroup,
     SignFlipGroup,
+    SymmetricGroup,
     VectorRotationGroup,
     cyclic,
     dihedral,
     generated,
     hflip,
+    image_rotations,
     permutation,
     permutation_group,
     product,
@@ -36,14 +55,18 @@ __all__ = [
     "SO2",
     "FiniteGroup",
     "ImageGroup",
+    "ImageRotation",
+    "ImageRotationGroup",
     "PermutationGroup",
     "ProductGroup",
     "SignFlipGroup",
+    "SymmetricGroup",
     "VectorRotationGroup",
     "cyclic",
     "dihedral",
     "generated",
     "hflip",
+    "image_rotations",
     "permutation",
     "permutation_group",
     "product",
