@@ -156,7 +156,8 @@ def orbit_reduce(
     fn: Callable[[PyTree], PyTree],
     x: PyTree,
     *,
-    n: int,
+    n: int | None = None,
+    elements: PyTree | None = None,
     transform: Callable[[Any, PyTree], PyTree],
     untransform: Callable[[Any, PyTree], PyTree],
     reducer: Reducer,
@@ -173,8 +174,12 @@ def orbit_reduce(
     Args:
       fn: batch -> batch of outputs (or ``(outputs, features)`` if ``has_aux``).
       x: the input batch (pytree, leading batch axis ``B``).
-      n: number of elements.
-      transform: ``(i, x) -> x_i``.
+      n: number of elements, indexed ``0 .. n - 1`` (Python ints in the first chunk, traced
+        int32 in the scanned chunks); or pass ``elements``.
+      elements: the elements themselves, a pytree with a leading axis of length ``n`` (indices,
+        permutation arrays, sampled rotations, ``(element, PRNG key)`` pairs...);
+        ``transform`` / ``untransform`` then receive one element (the pytree sliced at ``i``).
+      transform: ``(i, x) -> x_i`` (``i`` an index or an element).
       untransform: ``(i, y) -> y`` back in the frame of ``x``.
       reducer: how to reduce the per-element results.
       aux_fn: ``(x_i, y_i, features_i) -> (B,)`` scalars per example, or None.
@@ -194,8 +199,27 @@ def orbit_reduce(
       ``(result, aux)`` where ``aux`` is ``(n, B)`` if ``collect_aux`` else None.
     """
     batching = resolve_batching(batching, fn)
+    if elements is not None:
+        sizes = {jnp.shape(e)[0] for e in jax.tree.leaves(elements)}
+        if len(sizes) != 1:
+            raise ValueError(
+                "elements must be a pytree of arrays with one leading element axis, got leaves "
+                f"of shapes {[jnp.shape(e) for e in jax.tree.leaves(elements)]}."
+            )
+        k = sizes.pop()
+        if n is not None and n != k:
+            raise ValueError(f"n={n} but elements has {k} entries; pass one of them.")
+        n = k
+    if n is None or n < 1:
+        raise ValueError(f"orbit_reduce needs n >= 1 or a non-empty elements pytree, got n={n}.")
     c = validate_chunk_size(chunk_size, n)
     b = _batch_size(x)
+
+    def element(i: Any, chunk_elements: PyTree = None) -> Any:
+        if elements is None:
+            return i
+        src = elements if chunk_elements is None else chunk_elements
+        return jax.tree.map(lambda e: e[i], src)
 
     def run(idx: Sequence[Any], index_array: jax.Array) -> Chunk:
         xs = _stack([transform(i, x) for i in idx])
@@ -241,19 +265,26 @@ def orbit_reduce(
         return Chunk(index=index_array, y=_stack(back), aux=aux)
 
     first = n % c or c
-    first_idx = tuple(range(first))
+    first_idx = tuple(element(i) for i in range(first))
     chunk0 = run(first_idx, jnp.arange(first, dtype=jnp.int32))
     partial = reducer.summarize(chunk0)
     auxes = [chunk0.aux]
     rest = (n - first) // c
     if rest:
         index = jnp.arange(first, n, dtype=jnp.int32).reshape(rest, c)
+        chunked = (
+            None
+            if elements is None
+            else jax.tree.map(lambda e: e[first:].reshape(rest, c, *e.shape[1:]), elements)
+        )
 
-        def body(carry: PyTree, idx: jax.Array) -> tuple[PyTree, Any]:
-            chunk = run([idx[j] for j in range(c)], idx)
+        def body(carry: PyTree, xs: Any) -> tuple[PyTree, Any]:
+            idx, els = xs
+            chunk = run([element(idx[j]) if els is None else element(j, els) for j in range(c)],
+                        idx)  # fmt: skip
             return reducer.merge(carry, reducer.summarize(chunk)), chunk.aux
 
-        partial, aux_rest = jax.lax.scan(body, partial, index)
+        partial, aux_rest = jax.lax.scan(body, partial, (index, chunked))
         if collect_aux:
             auxes.append(aux_rest.reshape(rest * c, b))
     result = reducer.finalize(partial)
