@@ -57,28 +57,6 @@ class FrameSpec(NamedTuple):
     inverse: Callable[[Any], Any]
 
 
-def _weighted_mean_reducer(weights: jax.Array) -> orbit.Reducer:
-    def summarize(ch: orbit.Chunk) -> PyTree:
-        w = jnp.take(weights, ch.index, axis=1).T  # (c, B)
-
-        def wsum(a: jax.Array) -> jax.Array:
-            ww = w.reshape(w.shape + (1,) * (a.ndim - 2)).astype(a.dtype)
-            return jnp.where(ww > 0, a * ww, 0).sum(axis=0)
-
-        return jax.tree.map(wsum, ch.y), w.sum(axis=0)
-
-    def merge(p: PyTree, q: PyTree) -> PyTree:
-        return jax.tree.map(jnp.add, p[0], q[0]), p[1] + q[1]
-
-    def finalize(p: PyTree) -> PyTree:
-        acc, total = p
-        return jax.tree.map(
-            lambda a: a / total.reshape((-1,) + (1,) * (a.ndim - 1)).astype(a.dtype), acc
-        )
-
-    return orbit.Reducer(summarize, merge, finalize)
-
-
 def frame_average(
     fn: Callable[..., PyTree],
     x: PyTree | None = None,
@@ -158,24 +136,20 @@ def frame_average(
     if weights.ndim != 2 or weights.shape[0] != b:
         raise ValueError(f"frame weights must have shape (B, F) with B={b}, got {weights.shape}.")
     num_slots = weights.shape[1]
-    elements = jax.lax.stop_gradient(fr.elements)
+    # the slots are the orbit engine's elements: (F, B, ...), one element per example
+    slots = jax.tree.map(lambda e: jnp.moveaxis(e, 1, 0), jax.lax.stop_gradient(fr.elements))
 
-    def slot(i: Any) -> PyTree:
-        return jax.tree.map(lambda e: e[:, i], elements)
-
-    def transform(i: Any, xx: PyTree) -> PyTree:
-        return act(slot(i), xx)
-
-    def untransform(i: Any, y: PyTree) -> PyTree:
-        return y if out_action is None else out_action(inverse(slot(i)), y)
+    def untransform(h: Any, y: PyTree) -> PyTree:
+        return y if out_action is None else out_action(inverse(h), y)
 
     y, _ = orbit.orbit_reduce(
         fn,
         x,
         n=num_slots,
-        transform=transform,
+        elements=slots,
+        transform=act,
         untransform=untransform,
-        reducer=_weighted_mean_reducer(jax.lax.stop_gradient(weights)),
+        reducer=orbit.weighted_mean_reducer(jax.lax.stop_gradient(weights)),
         chunk_size=chunk_size,
         batching=batching,
     )

@@ -215,17 +215,16 @@ def orbit_reduce(
     c = validate_chunk_size(chunk_size, n)
     b = _batch_size(x)
 
-    def element(i: Any, chunk_elements: PyTree = None) -> Any:
+    def run(idx: Any, index_array: jax.Array) -> Chunk:
+        """``idx``: a list of indices, or (``elements=``) a stacked chunk of elements, whose
+        transforms are ``jax.vmap``-ed (trace size independent of the chunk size)."""
         if elements is None:
-            return i
-        src = elements if chunk_elements is None else chunk_elements
-        return jax.tree.map(lambda e: e[i], src)
-
-    def run(idx: Sequence[Any], index_array: jax.Array) -> Chunk:
-        xs = _stack([transform(i, x) for i in idx])
+            xs = _stack([transform(i, x) for i in idx])
+        else:
+            xs = jax.vmap(lambda e: transform(e, x))(idx)
         if orbit_sharding is not None:
             xs = jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, orbit_sharding), xs)
-        k = len(idx)
+        k = index_array.shape[0]
         if batching == "vmap":
             out = jax.vmap(fn)(xs)
         else:
@@ -259,13 +258,20 @@ def orbit_reduce(
                     f"{aux_name} must return one scalar per example, shape ({b},), got shape "
                     f"{aux.shape[1:]}."
                 )
-        per = _unstack(ys, k)
-        back = [untransform(i, yi) for i, yi in zip(idx, per, strict=True)]
-        _check_same_structure(per[0], back[0], "out_action")
-        return Chunk(index=index_array, y=_stack(back), aux=aux)
+        if elements is None:
+            per = _unstack(ys, k)
+            back = [untransform(i, yi) for i, yi in zip(idx, per, strict=True)]
+            _check_same_structure(per[0], back[0], "out_action")
+            return Chunk(index=index_array, y=_stack(back), aux=aux)
+        stacked = jax.vmap(untransform)(idx, ys)
+        _check_same_structure(ys, stacked, "out_action")
+        return Chunk(index=index_array, y=stacked, aux=aux)
 
     first = n % c or c
-    first_idx = tuple(element(i) for i in range(first))
+    if elements is None:
+        first_idx: Any = tuple(range(first))
+    else:
+        first_idx = jax.tree.map(lambda e: e[:first], elements)
     chunk0 = run(first_idx, jnp.arange(first, dtype=jnp.int32))
     partial = reducer.summarize(chunk0)
     auxes = [chunk0.aux]
@@ -280,8 +286,7 @@ def orbit_reduce(
 
         def body(carry: PyTree, xs: Any) -> tuple[PyTree, Any]:
             idx, els = xs
-            chunk = run([element(idx[j]) if els is None else element(j, els) for j in range(c)],
-                        idx)  # fmt: skip
+            chunk = run([idx[j] for j in range(c)] if els is None else els, idx)
             return reducer.merge(carry, reducer.summarize(chunk)), chunk.aux
 
         partial, aux_rest = jax.lax.scan(body, partial, (index, chunked))
@@ -507,6 +512,30 @@ def mean_reducer(n: int, *, exact: bool = False) -> Reducer:
         merge=lambda p, q: jax.tree.map(jnp.add, p, q),
         finalize=lambda p: jax.tree.map(lambda a: a / n, p),
     )
+
+
+def weighted_mean_reducer(weights: jax.Array, *, exact: bool = False) -> Reducer:
+    """``Σ_i w_i y_i / Σ_i w_i`` with per-example weights ``weights`` ``(B, n)`` of the elements
+    (read by chunk index); a term with weight 0 is never read. ``exact=True``: order-independent
+    sums within a chunk (:func:`group_sum`)."""
+
+    def summarize(ch: Chunk) -> PyTree:
+        w = jnp.take(weights, ch.index, axis=1).T  # (c, B)
+
+        def wsum(a: jax.Array) -> jax.Array:
+            ww = _bcast(w, a).astype(a.dtype)
+            return group_sum(jnp.where(ww > 0, a * ww, jnp.zeros((), a.dtype)), 0, exact=exact)
+
+        return jax.tree.map(wsum, ch.y), group_sum(w, 0, exact=exact)
+
+    def merge(p: PyTree, q: PyTree) -> PyTree:
+        return jax.tree.map(jnp.add, p[0], q[0]), p[1] + q[1]
+
+    def finalize(p: PyTree) -> PyTree:
+        acc, total = p
+        return jax.tree.map(lambda a: a / _bcast(total, a).astype(a.dtype), acc)
+
+    return Reducer(summarize, merge, finalize)
 
 
 def _select(chunk_y: PyTree, j: jax.Array) -> PyTree:

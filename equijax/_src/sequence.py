@@ -957,24 +957,23 @@ def method_log_probs(
     n = group.order
     if method == "lambda_equitune" and weight_fn is None:
         raise ValueError("method='lambda_equitune' needs weight_fn(features, rng) -> (B,) logits.")
-    elements = jnp.arange(n, dtype=jnp.int32)
+    if (rng is not None or weight_rng is not None) and batching == "fold":
+        raise ValueError("per-branch rng / weight_rng need batching='vmap' (or None).")
     keys = None if rng is None else jax.random.split(rng, n)
-    kw = None if weight_rng is None else jax.random.split(weight_rng, n)
-    el = (elements, keys, kw)
+    wkeys = None if weight_rng is None else jax.random.split(weight_rng, n)
 
-    def transform(e, x):
-        g, k, k2 = e
+    def transform(g, x):  # branch inputs; the element rides along as a (B,) column
         src, msk, tgt = x
-        return in_group.act(g, src), msk, group.act(g, tgt), k, k2
+        return in_group.act(g, src), msk, group.act(g, tgt), jnp.full(src.shape[:1], g)
 
     def run(x):
-        src, msk, tgt, k, _ = x
-        out = fn(params, src, msk, tgt, k)
+        src, msk, tgt, g = x
+        out = fn(params, src, msk, tgt, None if keys is None else keys[g[0]])
         logits, feats = out if isinstance(out, tuple) else (out, None)
         return jax.nn.log_softmax(logits.astype(jnp.float32), -1), feats
 
-    def untransform(e, y):
-        return group.act_axis(group.inverse(e[0]), y, axis=-1)
+    def untransform(g, y):
+        return group.act_axis(group.inverse(g), y, axis=-1)
 
     valid = (targets != pad_id).astype(jnp.float32)
 
@@ -984,9 +983,10 @@ def method_log_probs(
 
     def lam_logits(x, y, feats):
         del y
-        return weight_fn(feats, x[4])
+        return weight_fn(feats, None if wkeys is None else wkeys[x[3][0]])
 
     x = (jnp.asarray(ids), jnp.asarray(mask).astype(bool), jnp.asarray(targets))
+    el = jnp.arange(n, dtype=jnp.int32)
     common = dict(elements=el, transform=transform, untransform=untransform, has_aux=True,
                   chunk_size=chunk_size, batching=batching,
                   orbit_sharding=orbit_sharding)  # fmt: skip

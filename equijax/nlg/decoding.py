@@ -195,24 +195,9 @@ def _as_group(group: Any) -> tuple[PermutationGroup | None, tuple[int, ...]]:
 
 
 def canonical_method(method: str, *, stacklevel: int = 2) -> str:
-    """The library's name of a sampling method; an old spelling gives a :class:`FutureWarning`.
-
-    The library's one method table and rename helper
-    (:func:`equijax.decoding.canonical_method`), restricted to :data:`METHODS`.
-
-    Args:
-      method: a name in :data:`METHODS`, or an old spelling in :data:`RENAMED`.
-      stacklevel: passed to :func:`warnings.warn` (2: the caller of this function).
-
-    Returns:
-      The name in :data:`METHODS`.
-
-    Raises:
-      ValueError: for an unknown name (the message lists :data:`METHODS`).
+    """:func:`equijax.decoding.canonical_method` restricted to the sampling :data:`METHODS`.
 
     Examples:
-      >>> canonical_method("r_equitune")
-      'r_equitune'
       >>> import warnings
       >>> with warnings.catch_warnings(record=True) as caught:
       ...     warnings.simplefilter("always")
