@@ -872,12 +872,12 @@ def teacher_forced(model: SequenceModel) -> Callable[..., Any]:
     return run
 
 
-def _log_mixture_reducer() -> orbit.Reducer:
-    """``log Σ_g w_g exp(y_g)`` with ``w = normalized_weights(aux)`` (aux None: uniform),
+def _log_mixture_reducer(weighted: bool = False) -> orbit.Reducer:
+    """``log Σ_g w_g exp(y_g)`` with ``w = normalized_weights(aux)`` (``weighted``) or uniform,
     chunk by chunk: the partial is ``(mixture over the chunk, logsumexp of its logits)``."""
 
     def summarize(ch: orbit.Chunk):
-        if ch.aux is None:
+        if not weighted:
             c = jax.tree.leaves(ch.y)[0].shape[0]
             mix = jax.tree.map(orbit.log_mixture, ch.y)
             z = jnp.full(jax.tree.leaves(ch.y)[0].shape[1:2], jnp.log(float(c)))
@@ -994,7 +994,8 @@ def method_log_probs(
         out, _ = orbit.orbit_reduce(run, x, reducer=_log_mixture_reducer(), **common)
         return out
     if method == "lambda_equitune":
-        out, _ = orbit.orbit_reduce(run, x, reducer=_log_mixture_reducer(), aux_fn=lam_logits,
+        out, _ = orbit.orbit_reduce(run, x, reducer=_log_mixture_reducer(weighted=True),
+                                    aux_fn=lam_logits,
                                     aux_name="weight_fn", **common)  # fmt: skip
         return out
     exact = chunk_size is None or orbit.validate_chunk_size(chunk_size, n) >= n
