@@ -252,7 +252,10 @@ def test_scan_finetuning_reductions_come_from_the_engine():
     want = lp[best, jnp.arange(4)]
     np.testing.assert_allclose(run("equizero", lp), want, rtol=1e-6, atol=1e-6)
     g = jax.grad(lambda v: run("equizero", v).sum())
-    g_ref = jax.grad(lambda v: (jax.scipy.special.logsumexp(v, 0) - jnp.log(2.0)).sum())
+    # (the engine takes the log-softmax of fn's logits, hence the log_softmax in the reference)
+    g_ref = jax.grad(
+        lambda v: (jax.scipy.special.logsumexp(jax.nn.log_softmax(v, -1), 0) - jnp.log(2.0)).sum()
+    )
     np.testing.assert_allclose(g(lp), g_ref(lp), rtol=1e-5, atol=1e-6)
     lam = LambdaNet(hidden=4, dropout=0.0)
     lam_params = lam.init(jax.random.key(1), feats[0])
