@@ -135,24 +135,16 @@ def frame_average(
     b = orbit._batch_size(x)
     if weights.ndim != 2 or weights.shape[0] != b:
         raise ValueError(f"frame weights must have shape (B, F) with B={b}, got {weights.shape}.")
-    num_slots = weights.shape[1]
     # the slots are the orbit engine's elements: (F, B, ...), one element per example
     slots = jax.tree.map(lambda e: jnp.moveaxis(e, 1, 0), jax.lax.stop_gradient(fr.elements))
 
     def untransform(h: Any, y: PyTree) -> PyTree:
         return y if out_action is None else out_action(inverse(h), y)
 
-    y, _ = orbit.orbit_reduce(
-        fn,
-        x,
-        n=num_slots,
-        elements=slots,
-        transform=act,
-        untransform=untransform,
-        reducer=orbit.weighted_mean_reducer(jax.lax.stop_gradient(weights)),
-        chunk_size=chunk_size,
-        batching=batching,
-    )
+    reducer = orbit.weighted_mean_reducer(jax.lax.stop_gradient(weights))
+    y, _ = orbit.orbit_reduce(fn, x, elements=slots, transform=act,
+                              untransform=untransform, reducer=reducer,
+                              chunk_size=chunk_size, batching=batching)  # fmt: skip
     return (y, fr) if return_frame else y
 
 

@@ -195,16 +195,12 @@ def _as_group(group: Any) -> tuple[PermutationGroup | None, tuple[int, ...]]:
 
 
 def canonical_method(method: str, *, stacklevel: int = 2) -> str:
-    """:func:`equijax.decoding.canonical_method` restricted to the sampling :data:`METHODS`.
+    """:func:`equijax.decoding.canonical_method` restricted to the sampling :data:`METHODS`
+    (old spellings such as ``"equilm"`` give a :class:`FutureWarning`).
 
     Examples:
-      >>> import warnings
-      >>> with warnings.catch_warnings(record=True) as caught:
-      ...     warnings.simplefilter("always")
-      ...     canonical_method("equilm")
-      'equitune'
-      >>> str(caught[0].message)
-      "method='equilm' is renamed 'equitune'; the old spelling will be removed."
+      >>> canonical_method("r_equizero")
+      'r_equizero'
     """
     return engine.canonical_method(method, methods=METHODS, stacklevel=stacklevel + 1)
 
