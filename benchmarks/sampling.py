@@ -30,6 +30,7 @@ import numpy as np
 
 from benchmarks import _timing
 from benchmarks.equilm_speed import _toy_group
+from equijax import decoding as engine
 from equijax.models import gpt2
 from equijax.nlg import decoding
 
@@ -94,10 +95,10 @@ def profile_step(model, params, dg, batch: int, prompt_len: int, steps: int, rep
         "transformer step, 1 branch (plain)": lambda: model_plain(cache),
         "transformer step, 2 branches (EquiLM, G = man ↔ woman)": lambda: model_equi(cache_g),
         "top-k filter (k = 40) over the vocabulary": scan_steps(
-            lambda i, k: decoding._filter(logits + i, 40, temp)[:, 0]
+            lambda i, k: engine.filter_logits(logits + i, top_k=40, temperature=temp)[:, 0]
         ),
         "Gumbel noise (B × V) in the canonical frame": scan_steps(
-            lambda i, k: decoding._noise(G, k, frame, v)[:, 0]
+            lambda i, k: engine.gumbel_in_frame(G, k, frame, v)[:, 0]
         ),
         "group combination 1/|G| Σ g⁻¹ l_g (sorted sum)": scan_steps(
             lambda i, k: decoding.combined_logits(G, logits_g + i)[:, 0]

@@ -6,6 +6,7 @@ from equijax._src.frames import (
     average_tied_points,
     frame_average,
     image_frame,
+    lexicographic_frame,
     per_example_act,
     sort_frame,
 )
@@ -16,6 +17,7 @@ __all__ = [
     "average_tied_points",
     "frame_average",
     "image_frame",
+    "lexicographic_frame",
     "per_example_act",
     "sort_frame",
 ]

@@ -49,7 +49,6 @@ import math
 import os
 import threading
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -515,48 +514,29 @@ def accuracy(pred: np.ndarray, tgt: np.ndarray) -> float:
 
 
 def _canonical_kind(kind: str) -> str:
-    if kind == "lambda":
-        warnings.warn("kind='lambda' is renamed kind='lambda_equitune'; the old spelling will be "
-                      "removed.", FutureWarning, stacklevel=3)  # fmt: skip
-        return "lambda_equitune"
-    return kind
-
-
-def _method_log_probs(kind, lp, feats, lam_net, lam_params, tgt, rng):
-    """Combined log-probs (B, T, V) of the finetuned model for ``kind``.
-
-    Only the proxy (mean top-1 probability over the target tokens) is SCAN's own; the mixture,
-    λ normalisation, argmin rules and straight-through estimator are the engine's.
-    """
-    kind = _canonical_kind(kind)
-    n = lp.shape[0]
-    log_mean = decoding.log_mixture(lp)  # log of the equitune mean of probabilities
-    if kind == "equitune":
-        return log_mean
-    if kind == "equizero":
-        # Straight-through: value of the selected branch, gradient of the equitune mean.
-        valid = (tgt != 0).astype(lp.dtype)
-        conf = (jnp.exp(lp.max(-1)) * valid).sum(-1) / jnp.maximum(valid.sum(-1), 1.0)  # (G, B)
-        sel, _ = decoding.select_branch(lp, -conf)
-        return decoding.straight_through(sel, log_mean)
-    if kind == "lambda_equitune":
-        logits = jax.vmap(
-            lambda f, r: lam_net.apply(lam_params, f, deterministic=False, rngs={"dropout": r})
-        )(feats, jax.random.split(rng, n))  # (G, B)
-        return decoding.log_mixture(lp, decoding.log_normalized_weights(logits, axis=0))
-    raise ValueError(kind)
+    """The library's method name (the one table; ``"lambda"`` -> ``"lambda_equitune"``, warned)."""
+    return decoding.renamed(kind, what="kind", stacklevel=3)
 
 
 def make_ft_step(model, data: SplitData, kind: str, lam_net, opt, train_model: bool, mesh=None):
+    kind = _canonical_kind(kind)
+    sm = s2s.sequence_model(model, sos_id=1)
+
     def loss_fn(trainable, frozen, src, tgt, rng):
         params = trainable.get("model", frozen.get("model"))
         lam_params = trainable.get("lambda", frozen.get("lambda"))
         r1, r2 = jax.random.split(rng)
-        lp, feats = s2s.branch_log_probs(
-            model, params, src, tgt, data.in_group, data.out_group, sos_id=1,
-            rng=r1 if train_model else None,
-        )
-        out = _method_log_probs(kind, lp, feats, lam_net, lam_params, tgt, r2)
+        # The method's log-probs of the gold targets, through the library's orbit engine;
+        # only the λ network (on encoder features) is SCAN's own.
+        weight_fn = None
+        if kind == "lambda_equitune":
+            weight_fn = lambda f, r: lam_net.apply(lam_params, f, deterministic=False,
+                                                   rngs={"dropout": r})  # fmt: skip
+        out = decoding.method_log_probs(
+            sm.teacher_force, params, src, src != 0, tgt, method=kind, group=data.out_group,
+            in_group=data.in_group, rng=r1 if train_model else None, weight_fn=weight_fn,
+            weight_rng=r2,
+        )  # fmt: skip
         mask = (tgt != 0).astype(out.dtype)
         nll = -jnp.take_along_axis(out, tgt[..., None], -1)[..., 0]
         return (nll * mask).sum() / mask.sum()

@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from equijax import decoding
 from equijax.groups import permutation
 from equijax.models import gpt2
-from equijax.nlg import decoding
 
 
 def test_noise_rewrites_only_moved_columns_exactly():
@@ -17,7 +17,7 @@ def test_noise_rewrites_only_moved_columns_exactly():
     G = permutation(v, [(3, 7), (10, 11, 12)])  # order 6; only 5 ids move
     key = jax.random.key(0)
     frames = jnp.array([[0, 1, 2, 3], [5, 4, 0, 1]], jnp.int32)  # (F=2, B=4)
-    fast = jax.jit(lambda k, f: decoding._noise(G, k, f, v))(key, frames)
+    fast = jax.jit(lambda k, f: decoding.gumbel_in_frame(G, k, f, v))(key, frames)
     n0 = jax.random.gumbel(key, (4, v), jnp.float32)
     for fi in range(2):
         for b in range(4):
@@ -43,5 +43,6 @@ def test_sampled_tokens_unchanged_by_the_fast_filter():
     kth = jax.lax.top_k(x, 40)[0][..., -1:]
     ref = jnp.where(x < kth, -jnp.inf, x)
     np.testing.assert_array_equal(
-        np.asarray(decoding._filter(x, 40, jnp.float32(1.0))), np.asarray(ref)
+        np.asarray(decoding.filter_logits(x, top_k=40, temperature=jnp.float32(1.0))),
+        np.asarray(ref),
     )

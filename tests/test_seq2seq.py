@@ -48,8 +48,10 @@ def test_forward_matches_stepwise_decode_and_ignores_padding(cell):
     # Extra padding on the source changes nothing.
     src_long = jnp.concatenate([src, jnp.zeros((2, 5), src.dtype)], 1)
     np.testing.assert_allclose(
-        np.asarray(s2s.forward(model, params, src_long, tgt, sos_id=1)), np.asarray(logits),
-        rtol=1e-5, atol=1e-5,
+        np.asarray(s2s.forward(model, params, src_long, tgt, sos_id=1)),
+        np.asarray(logits),
+        rtol=1e-5,
+        atol=1e-5,
     )
 
 
@@ -72,8 +74,9 @@ def test_equivariant_decode_rejects_mismatched_groups():
         s2s.equivariant_decode(model, params, jnp.ones((2, 10), jnp.int32), g_in, g_out)
     with pytest.raises(ValueError, match="needs weight_fn"):
         g_in, g_out = scan.groups("verb")
-        s2s.equivariant_decode(model, params, jnp.ones((2, 10), jnp.int32), g_in, g_out,
-                               method="lambda_equitune")
+        s2s.equivariant_decode(
+            model, params, jnp.ones((2, 10), jnp.int32), g_in, g_out, method="lambda_equitune"
+        )
 
 
 def _trained(add_jump, cell="lstm", steps=60, seed=0):
@@ -107,9 +110,15 @@ def _check_exact(model, params, src, name, methods=METHODS):
     def run(src):
         return [
             s2s.equivariant_decode(
-                model, params, src, g_in, g_out,
+                model,
+                params,
+                src,
+                g_in,
+                g_out,
                 weight_fn=(lambda f: lam_net.apply(lam_params, f))
-                if kw["method"] == "lambda_equitune" else None, **kw,
+                if kw["method"] == "lambda_equitune"
+                else None,
+                **kw,
             ).tokens
             for kw in methods
         ]
@@ -118,8 +127,9 @@ def _check_exact(model, params, src, name, methods=METHODS):
     for g in range(1, g_in.order):
         outs = run(g_in.act(g, src))
         for kw, out, ref in zip(methods, outs, base, strict=True):
-            np.testing.assert_array_equal(np.asarray(out), np.asarray(g_out.act(g, ref)),
-                                          err_msg=f"{name} {kw} g={g}")
+            np.testing.assert_array_equal(
+                np.asarray(out), np.asarray(g_out.act(g, ref)), err_msg=f"{name} {kw} g={g}"
+            )
     return base
 
 
@@ -128,8 +138,9 @@ def test_decoding_exactly_equivariant_on_full_add_jump_test_split(add_jump, trai
     """decode(g·x) == g·decode(x) token for token, all 7,706 test commands (|G| = 2)."""
     model, params, _ = trained
     _, (src, _) = add_jump
-    base = _check_exact(model, params, jnp.asarray(src), "verb",
-                        methods=[METHODS[i] for i in (0, 2, 3, 5)])
+    base = _check_exact(
+        model, params, jnp.asarray(src), "verb", methods=[METHODS[i] for i in (0, 2, 3, 5)]
+    )
     # the briefly trained model is not trivial: it emits varied, EOS-terminated sequences
     assert len({tuple(r) for r in base[0].tolist()}) > 20
     # plain decoding of a jitted batch equals the per-example result
@@ -144,8 +155,9 @@ def test_decoding_exactly_equivariant_verb4_group_order4(add_jump, trained):
     """|G| = 4 (non-associative float sums): exact thanks to order-independent reductions."""
     model, params, _ = trained
     _, (src, _) = add_jump
-    _check_exact(model, params, jnp.asarray(src[::4]), "verb4",
-                 methods=[METHODS[i] for i in (0, 1, 4, 5)])
+    _check_exact(
+        model, params, jnp.asarray(src[::4]), "verb4", methods=[METHODS[i] for i in (0, 1, 4, 5)]
+    )
 
 
 @pytest.mark.slow
@@ -164,9 +176,24 @@ def test_decoding_exactly_equivariant_around_right_full_split_slow(add_jump, cel
 def test_experiment_runs_end_to_end_and_resumes(tmp_path):
     from experiments import scan as exp
 
-    args = ["--splits", "around_right", "--cells", "lstm", "--seeds", "0",
-            "--pretrain-examples", "640", "--lambda-steps", "2",
-            "--finetune-steps", "2", "--eval-batch", "4096", "--out", str(tmp_path)]
+    args = [
+        "--splits",
+        "around_right",
+        "--cells",
+        "lstm",
+        "--seeds",
+        "0",
+        "--pretrain-examples",
+        "640",
+        "--lambda-steps",
+        "2",
+        "--finetune-steps",
+        "2",
+        "--eval-batch",
+        "4096",
+        "--out",
+        str(tmp_path),
+    ]
     res = exp.main(args)
     run = res["around_right"]["lstm"]["0"]
     assert set(run["zero_shot"]) == {k for k, _, _ in exp.ZERO_SHOT}
@@ -194,29 +221,45 @@ def test_scan_paper_row_uses_the_authors_semantics():
 
 
 def test_scan_finetuning_reductions_come_from_the_engine():
-    """The SCAN finetuning objectives: equitune = log of the mean probability, λ = log of the
-    λ-weighted mean, equizero = the most confident branch forward, equitune gradient backward."""
-    from experiments import scan as exp
+    """The finetuning objectives SCAN uses (equijax.decoding.method_log_probs): equitune = log of
+    the mean probability, λ = log of the λ-weighted mean, equizero = the most confident branch
+    forward, equitune gradient backward; branches mapped back with g⁻¹, by the orbit engine."""
+    from equijax import decoding
+    from equijax.groups import permutation
 
     k = jax.random.split(jax.random.key(0), 3)
     lp = jax.nn.log_softmax(3 * jax.random.normal(k[0], (2, 4, 5, 7)), -1)  # (G, B, T, V)
     tgt = jnp.array([[3, 4, 2, 0, 0]] * 4)
+    g_in, g_out = permutation(3, [(1, 2)]), permutation(7, [(5, 6)])
+    src = jnp.ones((4, 1), jnp.int32)  # branch g sees source id 1 + g
+    feats = jax.random.normal(k[2], (2, 4, 6))
+
+    def fn(v, ids, mask, t, rng):  # branch g's log-probs, in its own frame (g·lp[g])
+        del mask, t, rng
+        g = ids[0, 0] - 1
+        return jnp.where(g == 0, v[0], g_out.act_axis(1, v[1])), feats[g]
+
+    def run(kind, v, **kw):
+        return decoding.method_log_probs(fn, v, src, src != 0, tgt, method=kind, group=g_out,
+                                         in_group=g_in, **kw)  # fmt: skip
+
     log_mean = jax.scipy.special.logsumexp(lp, 0) - jnp.log(2.0)
-    out = exp._method_log_probs("equitune", lp, None, None, None, tgt, k[1])
-    np.testing.assert_allclose(out, log_mean, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(run("equitune", lp), log_mean, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(run("equitune", lp, chunk_size=1), log_mean, rtol=1e-6, atol=1e-6)
     valid = (tgt != 0).astype(lp.dtype)
     conf = (jnp.exp(lp.max(-1)) * valid).sum(-1) / valid.sum(-1)
     best = jnp.argmax(conf, 0)
     want = lp[best, jnp.arange(4)]
-    out = exp._method_log_probs("equizero", lp, None, None, None, tgt, k[1])
-    np.testing.assert_array_equal(np.asarray(out), np.asarray(want))  # exactly the branch
-    g = jax.grad(lambda v: exp._method_log_probs("equizero", v, None, None, None, tgt, k[1]).sum())
-    g_ref = jax.grad(lambda v: (jax.scipy.special.logsumexp(v, 0) - jnp.log(2.0)).sum())
+    np.testing.assert_allclose(run("equizero", lp), want, rtol=1e-6, atol=1e-6)
+    g = jax.grad(lambda v: run("equizero", v).sum())
+    # (the engine takes the log-softmax of fn's logits, hence the log_softmax in the reference)
+    g_ref = jax.grad(
+        lambda v: (jax.scipy.special.logsumexp(jax.nn.log_softmax(v, -1), 0) - jnp.log(2.0)).sum()
+    )
     np.testing.assert_allclose(g(lp), g_ref(lp), rtol=1e-5, atol=1e-6)
     lam = LambdaNet(hidden=4, dropout=0.0)
-    feats = jax.random.normal(k[2], (2, 4, 6))
     lam_params = lam.init(jax.random.key(1), feats[0])
-    out = exp._method_log_probs("lambda_equitune", lp, feats, lam, lam_params, tgt, k[1])
+    out = run("lambda_equitune", lp, weight_fn=lambda f, r: lam.apply(lam_params, f))
     logw = jax.nn.log_softmax(jax.vmap(lambda f: lam.apply(lam_params, f))(feats), 0)
     want = jax.scipy.special.logsumexp(lp + logw[:, :, None, None], 0)
     np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)

@@ -44,6 +44,8 @@ deterministic selection can be equivariant.
 
 The tokens ``start_id``, ``eos_id`` and ``pad_id`` must be fixed by every group element.
 
+These step-function decoders are the pre-encoded form of the sequence engine
+(:mod:`equijax._src.sequence`): they run its one decoder on branch states built by the caller.
 All reductions over the group go through the engine (:mod:`equijax._src.orbit`): the sorted sum
 is :func:`~equijax._src.orbit.group_sum` with ``exact=True``, λ weights are normalised by
 :func:`~equijax._src.orbit.group_mean`, and equizero's argmin follows the engine's NaN rule (a
@@ -68,46 +70,18 @@ Examples:
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from equijax._src import orbit
+from equijax._src import orbit, sequence
+from equijax._src.sequence import PROXIES, canonical_method, canonical_proxy
 
 StepFn = Callable[[Any, Any, jax.Array], tuple[Any, jax.Array]]
 Method = Literal["equitune", "equitune_sequence", "lambda_equitune", "equizero"]
 METHODS = ("equitune", "equitune_sequence", "lambda_equitune", "equizero")
-PROXIES = ("neg_max_probability", "entropy")
-# Old spellings still accepted (with a FutureWarning naming the new one).
-_OLD_METHODS = {"lambda": "lambda_equitune"}
-_OLD_PROXIES = {"max_prob": "neg_max_probability"}
-
-
-def _renamed(value: Any, old: dict[str, str], what: str) -> Any:
-    if isinstance(value, str) and value in old:
-        warnings.warn(
-            f"{what}={value!r} is renamed {what}={old[value]!r}; the old spelling will be removed.",
-            FutureWarning,
-            stacklevel=4,
-        )
-        return old[value]
-    return value
-
-
-def canonical_method(method: str) -> str:
-    """``method`` in this round's spelling (``"lambda"`` -> ``"lambda_equitune"``, warned)."""
-    return _renamed(method, _OLD_METHODS, "method")
-
-
-def canonical_proxy(proxy: Any) -> Any:
-    """``proxy`` in this round's spelling (``"max_prob"`` -> ``"neg_max_probability"``, warned)."""
-    return _renamed(proxy, _OLD_PROXIES, "proxy")
-
-
 AfterEos = Literal["model", "zero"]
 
 
@@ -173,24 +147,17 @@ def branch_states(
     return jax.vmap(lambda g: init(params, in_action(g, x)))(gs)
 
 
-def _check_fixed(group: Any, ids: dict[str, int]) -> None:
-    with jax.ensure_compile_time_eval():
-        arr = jnp.asarray(list(ids.values()), jnp.int32)
-        for g in range(group.order):
-            moved = np.asarray(group.act(g, arr)) != np.asarray(arr)
-            if moved.any():
-                bad = [k for k, m in zip(ids, moved, strict=True) if m]
-                raise ValueError(
-                    f"group element {g} of {getattr(group, 'name', group)} moves {bad}; the "
-                    "start/eos/pad tokens must be fixed by every group element."
-                )
-
-
 def _batch_size(state: Any) -> int:
     leaves = jax.tree_util.tree_leaves(state)
     if not leaves:
         raise ValueError("state has no array leaves; pass batch_size=.")
     return leaves[0].shape[0]
+
+
+def _first_step(step: StepFn, params: Any, states: Any, start_id: int, b: int):
+    """Feeds the start token to every branch: the prefill of a step-function model."""
+    start = jnp.full((b,), start_id, jnp.int32)
+    return jax.vmap(lambda s: step(params, s, start))(states)
 
 
 def greedy_decode(
@@ -224,26 +191,15 @@ def greedy_decode(
     if max_len < 1:
         raise ValueError(f"max_len must be >= 1, got {max_len}.")
     b = batch_size or _batch_size(state)
-
-    def body(carry, _):
-        state, prev, done = carry
-        state, logits = step(params, state, prev)
-        probs = jax.nn.softmax(logits.astype(jnp.float32), -1)
-        tok = jnp.argmax(probs, -1).astype(jnp.int32)
-        score = jnp.max(probs, -1)
-        tok = jnp.where(done, pad_id, tok)
-        score = jnp.where(done, 0.0, score)
-        new_done = done | (tok == eos_id)
-        return (state, tok, new_done), (tok, score, probs, done)
-
-    init = (state, jnp.full((b,), start_id, jnp.int32), jnp.zeros((b,), bool))
-    _, (toks, scores, probs, was_done) = jax.lax.scan(body, init, None, length=max_len)
-    toks, scores = toks.T, scores.T
-    lengths = (~was_done).sum(0).astype(jnp.int32)
-    out = DecodeOutput(toks, scores, lengths)
-    if return_probs:
-        return out, jnp.swapaxes(probs, 0, 1)
-    return out
+    states = jax.tree.map(lambda a: a[None], state)
+    cache, logits = _first_step(step, params, states, start_id, b)
+    model = sequence.SequenceModel(prefill=None, step=step)
+    # one branch decoded on its own: the engine's independent-branch path (|G| = 1)
+    plan = sequence._Plan("equizero", max_len, max_len, "prob", False, None, False, eos_id,
+                          pad_id, "model", False)  # fmt: skip
+    out = sequence.decode_branches(model, params, cache, logits, None, plan, frame=None)
+    res = DecodeOutput(out.tokens, out.scores, out.lengths)
+    return (res, out.probs) if return_probs else res
 
 
 def combine_branches(
@@ -256,8 +212,7 @@ def combine_branches(
     """Maps each branch back with ``g⁻¹`` and takes the (weighted) mean over the group axis.
 
     ``out = Σ_g w_g · act_axis(g⁻¹, values[g]) / Σ_g w_g`` with an order-independent (sorted)
-    sum; ``w ≡ 1`` gives the plain mean. Used by the decoders and for finetuning with
-    teacher forcing.
+    sum; ``w ≡ 1`` gives the plain mean (the engine's :func:`equijax._src.sequence.combine`).
 
     Args:
       branch_values: ``(|G|, B, ..., V)`` per-branch probabilities / log-probs / logits.
@@ -268,22 +223,9 @@ def combine_branches(
     Returns:
       ``(B, ..., V)``.
     """
-    n = group.order
-    if branch_values.shape[0] != n:
-        raise ValueError(
-            f"branch_values must have a leading group axis of length |G| = {n}, got shape "
-            f"{branch_values.shape}."
-        )
-    gs = jnp.arange(n, dtype=jnp.int32)
-    back = jax.vmap(lambda g, v: group.act_axis(group.inverse(g), v, axis=axis))(gs, branch_values)
-    if weights is None:
-        return sorted_sum(back, axis=0) / n
-    w = jnp.asarray(weights, back.dtype).T  # (|G|, B)
-    if w.shape != back.shape[:2]:
-        raise ValueError(
-            f"weights must have shape (B, |G|) = {back.shape[1::-1]}, got {weights.shape}."
-        )
-    return orbit.group_mean(back, w, exact=True)
+    moved = jnp.moveaxis(branch_values, axis if axis < 0 else axis + 1, -1)
+    out = sequence.combine(moved, group, weights)
+    return jnp.moveaxis(out, -1, axis)
 
 
 def select_branch(
@@ -317,30 +259,6 @@ def select_branch(
     return orbit.reduce_stacked(orbit.argmin_reducer(ties, exact=exact), branch_values, loss)
 
 
-def _proxy_loss(proxy: str | Callable, probs: jax.Array, valid: jax.Array) -> jax.Array:
-    """(B, T, V) probs, (B, T) validity -> (B,) proxy loss (lower = more confident)."""
-    if callable(proxy):
-        return proxy(probs, valid)
-    v = valid.astype(probs.dtype)
-    denom = jnp.maximum(v.sum(-1), 1.0)
-    if proxy == "neg_max_probability":
-        return -(probs.max(-1) * v).sum(-1) / denom
-    if proxy == "entropy":
-        ent = -jnp.sum(jnp.where(probs > 0, probs * jnp.log(probs), 0.0), -1)
-        return (ent * v).sum(-1) / denom
-    raise ValueError(
-        f"proxy must be 'neg_max_probability', 'entropy' or a callable, got {proxy!r}."
-    )
-
-
-def _cut_at_eos(toks: jax.Array, scores: jax.Array, eos_id: int, pad_id: int):
-    is_eos = toks == eos_id
-    after = (jnp.cumsum(is_eos, -1) - is_eos) > 0  # strictly after the first EOS
-    toks = jnp.where(after, pad_id, toks)
-    scores = jnp.where(after, 0.0, scores)
-    return toks, scores, (~after).sum(-1).astype(jnp.int32)
-
-
 def equivariant_greedy_decode(
     step: StepFn,
     params: Any,
@@ -359,6 +277,10 @@ def equivariant_greedy_decode(
     after_eos: AfterEos = "model",
 ) -> DecodeOutput:
     """Group-equivariant greedy decoding (see the module docstring for the methods).
+
+    The sequence engine's decoder (:func:`equijax._src.sequence.decode`) on branch states the
+    caller encoded; equizero ties go to the lowest index (there is no prompt to take a
+    canonical frame of; use :func:`equijax.decoding.decode` for that).
 
     Args:
       step: ``step(params, state, token) -> (state, logits)``.
@@ -391,22 +313,21 @@ def equivariant_greedy_decode(
       ValueError: for an unknown method/average/after_eos, missing or misshapen weights, or
         special tokens moved by the group.
     """
-    method = canonical_method(method)
-    proxy = canonical_proxy(proxy)
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {list(METHODS)}, got {method!r}.")
+    method = canonical_method(method, methods=METHODS, stacklevel=3)
+    proxy = canonical_proxy(proxy, stacklevel=3)
     if average not in ("prob", "logprob"):
         raise ValueError(f"average must be 'prob' or 'logprob', got {average!r}.")
-    if after_eos not in ("model", "zero"):
-        raise ValueError(f"after_eos must be 'model' or 'zero', got {after_eos!r}.")
-    if after_eos != "model" and method != "equitune_sequence":
-        raise ValueError(
-            f"after_eos applies to method='equitune_sequence' (independent branches), not "
-            f"{method!r}; the step-wise methods stop every branch at the combined EOS."
-        )
     if max_len < 1:
         raise ValueError(f"max_len must be >= 1, got {max_len}.")
-    _check_fixed(group, {"start_id": start_id, "eos_id": eos_id, "pad_id": pad_id})
+    plan = sequence.make_plan(method, n=max_len, chunk_tokens=None, average=average,
+                              sampling=False, top_k=None, use_top_p=False, eos_id=eos_id,
+                              pad_id=pad_id, after_eos=after_eos, group=group, weights=weights,
+                              stacklevel=4)  # fmt: skip
+    sequence._check_fixed(group, {"start_id": start_id, "eos_id": eos_id, "pad_id": pad_id})
+    if isinstance(proxy, str) and proxy not in PROXIES:
+        raise ValueError(
+            f"proxy must be 'neg_max_probability', 'entropy' or a callable, got {proxy!r}."
+        )
     n = group.order
     lead = jax.tree_util.tree_leaves(states)[0].shape
     if lead[0] != n:
@@ -415,78 +336,18 @@ def equivariant_greedy_decode(
             "build them with branch_states(...)."
         )
     b = batch_size or lead[1]
-    gs = jnp.arange(n, dtype=jnp.int32)
-    if method == "lambda_equitune":
-        if weights is None:
-            raise ValueError(
-                "method='lambda_equitune' needs weights=(B, |G|) positive per-branch weights."
-            )
+    if weights is not None:
         weights = jnp.asarray(weights)
         if weights.shape != (b, n):
             raise ValueError(f"weights must have shape (B, |G|) = {(b, n)}, got {weights.shape}.")
-    elif weights is not None:
-        raise ValueError(f"weights are only used by method='lambda_equitune', not {method!r}.")
-
-    if method in ("equitune", "lambda_equitune"):
-        w = weights if method == "lambda_equitune" else None
-
-        def body(carry, _):
-            states, prev, done = carry
-            toks_g = jax.vmap(lambda g: group.act(g, prev))(gs)
-            states, logits = jax.vmap(step, in_axes=(None, 0, 0))(params, states, toks_g)
-            logits = logits.astype(jnp.float32)
-            if average == "prob":
-                vals = jax.nn.softmax(logits, -1)
-            else:
-                vals = jax.nn.log_softmax(logits, -1)
-            comb = combine_branches(vals, group, weights=w)
-            tok = jnp.argmax(comb, -1).astype(jnp.int32)
-            score = jnp.take_along_axis(comb, tok[:, None], -1)[:, 0]
-            if average == "logprob":
-                score = jnp.exp(score)
-            tok = jnp.where(done, pad_id, tok)
-            score = jnp.where(done, 0.0, score)
-            return (states, tok, done | (tok == eos_id)), (tok, score, done)
-
-        init = (states, jnp.full((b,), start_id, jnp.int32), jnp.zeros((b,), bool))
-        _, (toks, scores, was_done) = jax.lax.scan(body, init, None, length=max_len)
-        return DecodeOutput(toks.T, scores.T, (~was_done).sum(0).astype(jnp.int32))
-
-    # Independent branches.
-    outs, probs = jax.vmap(
-        lambda s: greedy_decode(
-            step,
-            params,
-            s,
-            max_len=max_len,
-            start_id=start_id,
-            eos_id=eos_id,
-            pad_id=pad_id,
-            batch_size=b,
-            return_probs=True,
-        )
-    )(states)
-    if method == "equitune_sequence":
-        vals = probs if average == "prob" else jnp.log(jnp.maximum(probs, 1e-30))
-        if after_eos == "zero":  # a branch's rows strictly after its own EOS are 0
-            t_idx = jnp.arange(max_len)
-            live = t_idx[None, None, :] < outs.lengths[..., None]  # (|G|, B, T)
-            vals = jnp.where(live[..., None], vals, 0.0)
-        comb = combine_branches(vals, group)  # (B, T, V)
-        tok = jnp.argmax(comb, -1).astype(jnp.int32)
-        score = jnp.take_along_axis(comb, tok[..., None], -1)[..., 0]
-        if average == "logprob":
-            score = jnp.exp(score)
-        toks, scores, lengths = _cut_at_eos(tok, score, eos_id, pad_id)
-        return DecodeOutput(toks, scores, lengths)
-
-    # equizero
-    t_idx = jnp.arange(max_len)
-    valid = t_idx[None, None, :] < outs.lengths[..., None]  # (|G|, B, T)
-    loss = jax.vmap(lambda p, v: _proxy_loss(proxy, p, v))(probs, valid)  # (|G|, B)
-    _, best = orbit.argmin_ties(loss, 0)  # (B,): NaN last, lowest index among exact ties
-    sel = lambda a: jnp.take_along_axis(a, best[None, :, None], 0)[0]
-    toks_sel, scores_sel = sel(outs.tokens), sel(outs.scores)
-    toks = jax.vmap(lambda g, t: group.act(group.inverse(g), t))(best, toks_sel)
-    lengths = jnp.take_along_axis(outs.lengths, best[None], 0)[0]
-    return DecodeOutput(toks, scores_sel, lengths, branch=best, proxy=loss)
+    if callable(proxy):
+        fn = proxy
+        proxy = lambda p: jax.vmap(fn)(p.probs, p.valid)
+    cache, logits = _first_step(step, params, states, start_id, b)
+    out = sequence.decode_branches(
+        sequence.SequenceModel(prefill=None, step=step), params, cache, logits, group, plan,
+        frame=None, weights=weights, proxy=proxy, need_probs=True,
+    )  # fmt: skip
+    if out.branch is None:
+        return DecodeOutput(out.tokens, out.scores, out.lengths)
+    return DecodeOutput(out.tokens, out.scores, out.lengths, out.branch[:, 0], out.proxy[0])

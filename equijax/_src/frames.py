@@ -58,28 +58,6 @@ class FrameSpec(NamedTuple):
     inverse: Callable[[Any], Any]
 
 
-def _weighted_mean_reducer(weights: jax.Array) -> orbit.Reducer:
-    def summarize(ch: orbit.Chunk) -> PyTree:
-        w = jnp.take(weights, ch.index, axis=1).T  # (c, B)
-
-        def wsum(a: jax.Array) -> jax.Array:
-            ww = w.reshape(w.shape + (1,) * (a.ndim - 2)).astype(a.dtype)
-            return jnp.where(ww > 0, a * ww, 0).sum(axis=0)
-
-        return jax.tree.map(wsum, ch.y), w.sum(axis=0)
-
-    def merge(p: PyTree, q: PyTree) -> PyTree:
-        return jax.tree.map(jnp.add, p[0], q[0]), p[1] + q[1]
-
-    def finalize(p: PyTree) -> PyTree:
-        acc, total = p
-        return jax.tree.map(
-            lambda a: a / total.reshape((-1,) + (1,) * (a.ndim - 1)).astype(a.dtype), acc
-        )
-
-    return orbit.Reducer(summarize, merge, finalize)
-
-
 def frame_average(
     fn: Callable[..., PyTree],
     x: PyTree | None = None,
@@ -165,28 +143,16 @@ def frame_average(
                 "frame weights must be finite and non-negative with at least one positive weight "
                 "per example (a slot of weight 0 is padding); check frame_fn."
             )
-    num_slots = weights.shape[1]
-    elements = jax.lax.stop_gradient(fr.elements)
+    # the slots are the orbit engine's elements: (F, B, ...), one element per example
+    slots = jax.tree.map(lambda e: jnp.moveaxis(e, 1, 0), jax.lax.stop_gradient(fr.elements))
 
-    def slot(i: Any) -> PyTree:
-        return jax.tree.map(lambda e: e[:, i], elements)
+    def untransform(h: Any, y: PyTree) -> PyTree:
+        return y if out_action is None else out_action(inverse(h), y)
 
-    def transform(i: Any, xx: PyTree) -> PyTree:
-        return act(slot(i), xx)
-
-    def untransform(i: Any, y: PyTree) -> PyTree:
-        return y if out_action is None else out_action(inverse(slot(i)), y)
-
-    y, _ = orbit.orbit_reduce(
-        fn,
-        x,
-        n=num_slots,
-        transform=transform,
-        untransform=untransform,
-        reducer=_weighted_mean_reducer(jax.lax.stop_gradient(weights)),
-        chunk_size=chunk_size,
-        batching=batching,
-    )
+    reducer = orbit.weighted_mean_reducer(jax.lax.stop_gradient(weights))
+    y, _ = orbit.orbit_reduce(fn, x, elements=slots, transform=act,
+                              untransform=untransform, reducer=reducer,
+                              chunk_size=chunk_size, batching=batching)  # fmt: skip
     return (y, fr) if return_frame else y
 
 
@@ -395,3 +361,57 @@ def image_frame(
         return Frame(elements=order.T.astype(jnp.int32), weights=weights.T)
 
     return FrameSpec(frame_fn=frame_fn, act=act, inverse=lambda g: group.inverse(g))
+
+
+# ---------------------------------------------------------------------------------------
+# The lexicographic frame of token sequences (sampling in a canonical frame).
+# ---------------------------------------------------------------------------------------
+
+
+def _lex_less(a: jax.Array, b: jax.Array) -> jax.Array:
+    """Row-wise lexicographic ``a < b`` for ``(B, T)`` int arrays."""
+    diff = a != b
+    first = jnp.argmax(diff, axis=-1)
+    av = jnp.take_along_axis(a, first[:, None], axis=-1)[:, 0]
+    bv = jnp.take_along_axis(b, first[:, None], axis=-1)[:, 0]
+    return diff.any(-1) & (av < bv)
+
+
+def lexicographic_frame(group: FiniteGroup, ids: ArrayLike) -> jax.Array:
+    r"""The canonical frame of token sequences: ``c(x) = argmin_h lex(h⁻¹·x)``.
+
+    .. math::
+
+        c(x) = \operatorname*{argmin}_{h \in G} \operatorname{lex}(h^{-1} \cdot x),
+        \qquad c(g \cdot x) = g \cdot c(x)
+
+    (the element that maps the lexicographically smallest member of the orbit of ``x`` to
+    ``x``); the identity holds whenever no non-identity element fixes ``x``. Rows fixed by a
+    non-identity element get the smallest minimising index. The sequence engine expresses its
+    sampling noise and its equizero tie-break in this frame.
+
+    Args:
+      group: a finite group acting on ids with ``act`` (e.g. a permutation of a vocabulary).
+      ids: ``(B, T)`` int sequences.
+
+    Returns:
+      ``(B,)`` int32 group elements.
+
+    Examples:
+      >>> from equijax.groups import permutation
+      >>> G = permutation(4, [(0, 1)])
+      >>> x = jnp.array([[1, 3], [0, 3], [2, 3]])
+      >>> lexicographic_frame(G, x).tolist()
+      [1, 0, 0]
+      >>> lexicographic_frame(G, G.act(1, x)).tolist()
+      [0, 1, 0]
+    """
+    ids = jnp.asarray(ids)
+    best = ids
+    index = jnp.zeros(ids.shape[:1], jnp.int32)
+    for h in range(1, group.order):
+        cand = group.act(group.inverse(h), ids)
+        less = _lex_less(cand, best)
+        best = jnp.where(less[:, None], cand, best)
+        index = jnp.where(less, h, index)
+    return index

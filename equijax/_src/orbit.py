@@ -144,7 +144,8 @@ def orbit_reduce(
     fn: Callable[[PyTree], PyTree],
     x: PyTree,
     *,
-    n: int,
+    n: int | None = None,
+    elements: PyTree | None = None,
     transform: Callable[[Any, PyTree], PyTree],
     untransform: Callable[[Any, PyTree], PyTree],
     reducer: Reducer,
@@ -161,8 +162,12 @@ def orbit_reduce(
     Args:
       fn: batch -> batch of outputs (or ``(outputs, features)`` if ``has_aux``).
       x: the input batch (pytree, leading batch axis ``B``).
-      n: number of elements.
-      transform: ``(i, x) -> x_i``.
+      n: number of elements, indexed ``0 .. n - 1`` (Python ints in the first chunk, traced
+        int32 in the scanned chunks); or pass ``elements``.
+      elements: the elements themselves, a pytree with a leading axis of length ``n`` (indices,
+        permutation arrays, sampled rotations, ``(element, PRNG key)`` pairs...);
+        ``transform`` / ``untransform`` then receive one element (the pytree sliced at ``i``).
+      transform: ``(i, x) -> x_i`` (``i`` an index or an element).
       untransform: ``(i, y) -> y`` back in the frame of ``x``.
       reducer: how to reduce the per-element results.
       aux_fn: ``(x_i, y_i, features_i) -> (B,)`` scalars per example, or None.
@@ -182,18 +187,34 @@ def orbit_reduce(
       ``(result, aux)`` where ``aux`` is ``(n, B)`` if ``collect_aux`` else None.
     """
     batching = resolve_batching(batching, fn)
+    if elements is not None:
+        sizes = {jnp.shape(e)[0] for e in jax.tree.leaves(elements)}
+        if len(sizes) != 1:
+            raise ValueError(
+                "elements must be a pytree of arrays with one leading element axis, got leaves "
+                f"of shapes {[jnp.shape(e) for e in jax.tree.leaves(elements)]}."
+            )
+        k = sizes.pop()
+        if n is not None and n != k:
+            raise ValueError(f"n={n} but elements has {k} entries; pass one of them.")
+        n = k
+    if n is None or n < 1:
+        raise ValueError(f"orbit_reduce needs n >= 1 or a non-empty elements pytree, got n={n}.")
     c = validate_chunk_size(chunk_size, n)
     b = _batch_size(x)
     # an empty batch leaves NNX state (BatchNorm statistics of 0 examples are NaN) unchanged
     restore = nnx_state.keep_state((fn, aux_fn)) if b == 0 else lambda: None
 
-    def run(
-        idx: Sequence[Any], index_array: jax.Array, fn: Callable = fn, aux_fn: Any = aux_fn
-    ) -> Chunk:
-        xs = _stack([transform(i, x) for i in idx])
+    def run(idx: Any, index_array: jax.Array, fn: Callable = fn, aux_fn: Any = aux_fn) -> Chunk:
+        """``idx``: a list of indices, or (``elements=``) a stacked chunk of elements, whose
+        transforms are ``jax.vmap``-ed (trace size independent of the chunk size)."""
+        if elements is None:
+            xs = _stack([transform(i, x) for i in idx])
+        else:
+            xs = jax.vmap(lambda e: transform(e, x))(idx)
         if orbit_sharding is not None:
             xs = jax.tree.map(lambda a: jax.lax.with_sharding_constraint(a, orbit_sharding), xs)
-        k = len(idx)
+        k = index_array.shape[0]
         if batching == "vmap":
             out = jax.vmap(fn)(xs)
         else:
@@ -232,26 +253,39 @@ def orbit_reduce(
                     f"{aux_name} must return one scalar per example, shape ({b},), got shape "
                     f"{aux.shape[1:]}."
                 )
-        per = _unstack(ys, k)
-        back = [untransform(i, yi) for i, yi in zip(idx, per, strict=True)]
-        _check_same_structure(per[0], back[0], "out_action")
-        return Chunk(index=index_array, y=_stack(back), aux=aux)
+        if elements is None:
+            per = _unstack(ys, k)
+            back = [untransform(i, yi) for i, yi in zip(idx, per, strict=True)]
+            _check_same_structure(per[0], back[0], "out_action")
+            return Chunk(index=index_array, y=_stack(back), aux=aux)
+        stacked = jax.vmap(untransform)(idx, ys)
+        _check_same_structure(ys, stacked, "out_action")
+        return Chunk(index=index_array, y=stacked, aux=aux)
 
     first = n % c or c
-    first_idx = tuple(range(first))
+    if elements is None:
+        first_idx: Any = tuple(range(first))
+    else:
+        first_idx = jax.tree.map(lambda e: e[:first], elements)
     chunk0 = run(first_idx, jnp.arange(first, dtype=jnp.int32))
     partial = reducer.summarize(chunk0)
     auxes = [chunk0.aux]
     rest = (n - first) // c
     if rest:
         index = jnp.arange(first, n, dtype=jnp.int32).reshape(rest, c)
+        chunked = (
+            None
+            if elements is None
+            else jax.tree.map(lambda e: e[first:].reshape(rest, c, *e.shape[1:]), elements)
+        )
 
-        def body(fs: tuple, carry: PyTree, idx: jax.Array) -> tuple[PyTree, Any]:
-            chunk = run([idx[j] for j in range(c)], idx, *fs)
+        def body(fs: tuple, carry: PyTree, xs: Any) -> tuple[PyTree, Any]:
+            idx, els = xs
+            chunk = run([idx[j] for j in range(c)] if els is None else els, idx, *fs)
             return reducer.merge(carry, reducer.summarize(chunk)), chunk.aux
 
         # the NNX state of fn and aux_fn (e.g. a λ network) is carried through the scan
-        partial, aux_rest = nnx_state.scan((fn, aux_fn), body, partial, index)
+        partial, aux_rest = nnx_state.scan((fn, aux_fn), body, partial, (index, chunked))
         if collect_aux:
             auxes.append(aux_rest.reshape(rest * c, b))
     result = reducer.finalize(partial)
@@ -475,6 +509,30 @@ def mean_reducer(n: int, *, exact: bool = False) -> Reducer:
         merge=lambda p, q: jax.tree.map(jnp.add, p, q),
         finalize=lambda p: jax.tree.map(lambda a: a / n, p),
     )
+
+
+def weighted_mean_reducer(weights: jax.Array, *, exact: bool = False) -> Reducer:
+    """``Σ_i w_i y_i / Σ_i w_i`` with per-example weights ``weights`` ``(B, n)`` of the elements
+    (read by chunk index); a term with weight 0 is never read. ``exact=True``: order-independent
+    sums within a chunk (:func:`group_sum`)."""
+
+    def summarize(ch: Chunk) -> PyTree:
+        w = jnp.take(weights, ch.index, axis=1).T  # (c, B)
+
+        def wsum(a: jax.Array) -> jax.Array:
+            ww = _bcast(w, a).astype(a.dtype)
+            return group_sum(jnp.where(ww > 0, a * ww, jnp.zeros((), a.dtype)), 0, exact=exact)
+
+        return jax.tree.map(wsum, ch.y), group_sum(w, 0, exact=exact)
+
+    def merge(p: PyTree, q: PyTree) -> PyTree:
+        return jax.tree.map(jnp.add, p[0], q[0]), p[1] + q[1]
+
+    def finalize(p: PyTree) -> PyTree:
+        acc, total = p
+        return jax.tree.map(lambda a: a / _bcast(total, a).astype(a.dtype), acc)
+
+    return Reducer(summarize, merge, finalize)
 
 
 def _select(chunk_y: PyTree, j: jax.Array) -> PyTree:

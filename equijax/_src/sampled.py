@@ -108,18 +108,13 @@ def _check_elements(group: Any, elements: Any) -> PyTree:
     return elements
 
 
-def _welford_reducer(block: int, batch: int) -> orbit.Reducer:
-    """Running (count, mean, M2) over elements; chunks hold blocks of ``block`` elements whose
-    outputs are folded into the batch axis: leaves ``(m, block * batch, ...)``."""
-
-    def split(a: jax.Array) -> jax.Array:
-        return a.reshape((a.shape[0] * block, batch, *a.shape[2:]))
+def _welford_reducer() -> orbit.Reducer:
+    """Running (count, mean, M2) over elements; a chunk's leaves are ``(c, B, ...)``."""
 
     def summarize(ch: orbit.Chunk) -> PyTree:
-        ys = jax.tree.map(split, ch.y)
-        count = jnp.asarray(ch.index.shape[0] * block, jnp.float32)
-        mean = jax.tree.map(lambda a: a.mean(axis=0), ys)
-        m2 = jax.tree.map(lambda a, m: jnp.square(a - m[None]).sum(axis=0), ys, mean)
+        count = jnp.asarray(ch.index.shape[0], jnp.float32)
+        mean = jax.tree.map(lambda a: a.mean(axis=0), ch.y)
+        m2 = jax.tree.map(lambda a, m: jnp.square(a - m[None]).sum(axis=0), ch.y, mean)
         return count, mean, m2
 
     def merge(p: PyTree, q: PyTree) -> PyTree:
@@ -150,51 +145,28 @@ def average_over_elements(
 ) -> tuple[jax.Array, PyTree, PyTree]:
     """Mean and sum of squared deviations of ``untransform(g, fn(act(g, x)))`` over ``elements``.
 
-    The element axis is vectorised in blocks of ``chunk_size`` elements (one call of ``fn`` on
-    ``chunk_size * B`` examples per block), and the blocks run through
-    :func:`equijax._src.orbit.orbit_reduce` (``lax.scan``), so tracing cost does not grow with
-    the number of elements and peak memory is that of ``chunk_size * B`` examples.
+    The elements are the orbit engine's (:func:`equijax._src.orbit.orbit_reduce` with
+    ``elements=``): blocks of ``chunk_size`` elements are folded into the batch (one call of
+    ``fn`` on ``chunk_size * B`` examples per block) and run under ``lax.scan``, so tracing cost
+    does not grow with the number of elements and peak memory is that of ``chunk_size * B``
+    examples.
 
     Returns:
       ``(count, mean, m2)`` with ``mean``/``m2`` shaped like ``fn(x)``.
     """
     k = int(jax.tree.leaves(elements)[0].shape[0])
-    b = orbit._batch_size(x)
     c = orbit.validate_chunk_size(chunk_size, k)
-
-    def run(start: int, num_blocks: int, size: int) -> PyTree:
-        def block(j: Any) -> PyTree:
-            return jax.tree.map(
-                lambda e: jax.lax.dynamic_slice_in_dim(e, start + j * size, size, axis=0),
-                elements,
-            )
-
-        def transform(j: Any, _: PyTree) -> PyTree:
-            xs = jax.vmap(lambda g: act(g, x))(block(j))
-            return jax.tree.map(lambda a: a.reshape((size * b, *a.shape[2:])), xs)
-
-        def untr(j: Any, y: PyTree) -> PyTree:
-            ys = jax.tree.map(lambda a: a.reshape((size, b, *a.shape[1:])), y)
-            back = jax.vmap(untransform)(block(j), ys)
-            return jax.tree.map(lambda a: a.reshape((size * b, *a.shape[2:])), back)
-
-        partial, _ = orbit.orbit_reduce(
-            fn,
-            jnp.zeros((size * b, 0)),  # stands for the folded block; transform reads x itself
-            n=num_blocks,
-            transform=transform,
-            untransform=untr,
-            reducer=_welford_reducer(size, b),
-            chunk_size=1,
-            batching=batching,
-        )
-        return partial
-
-    full, rest = divmod(k, c)
-    partial = run(0, full, c)
-    if rest:
-        reducer = _welford_reducer(c, b)
-        partial = reducer.merge(partial, run(full * c, 1, rest))
+    del batching  # a block of elements is always folded into the batch: one call of fn
+    partial, _ = orbit.orbit_reduce(
+        fn,
+        x,
+        elements=elements,
+        transform=act,
+        untransform=untransform,
+        reducer=_welford_reducer(),
+        chunk_size=c,
+        batching="fold",
+    )
     return partial
 
 

@@ -11,10 +11,12 @@ attentional hidden state. :class:`Seq2Seq` is a thin Flax shell with two methods
 ``decode_step``; everything else is a pure function of ``params``:
 
 * :func:`init_params` — initial parameters.
+* :func:`sequence_model` — the model as a :class:`~equijax.decoding.SequenceModel`
+  (``prefill`` encodes the source and feeds the start token, ``step`` is one decoder step,
+  ``teacher_force`` the training-time forward): every method of the sequence engine
+  (:func:`equijax.decoding.decode`, :func:`equijax.decoding.method_log_probs`) works for it.
 * :func:`encoder` / :func:`step_fn` — ``init(params, src) -> state`` and
-  ``step(params, state, token) -> (state, logits)``, the interface of
-  :mod:`equijax.decoding` (plain and equivariant greedy decoding of a whole batch as one
-  jitted ``lax.scan``).
+  ``step(params, state, token) -> (state, logits)``.
 * :func:`forward` — teacher-forced (or scheduled free-running) logits for training.
 * :func:`sequence_loss` / :func:`make_train_step` — masked cross-entropy and an optax step.
 * :func:`greedy_decode` — plain greedy decoding; :func:`exact_match` — the SCAN metric.
@@ -30,6 +32,7 @@ Examples:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -38,11 +41,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from equijax._src import decoding, orbit
+from equijax._src import decoding, orbit, sequence
 
 __all__ = [
     "Seq2Seq",
-    "branch_log_probs",
     "encoder",
     "equivariant_decode",
     "exact_match",
@@ -52,6 +54,7 @@ __all__ = [
     "lambda_weights",
     "make_train_step",
     "sequence_loss",
+    "sequence_model",
     "step_fn",
 ]
 
@@ -279,6 +282,43 @@ def lambda_weights(weight_fn: Callable[[jax.Array], jax.Array], states: Any) -> 
     return orbit.normalized_weights(logits, axis=0, exact=True).T
 
 
+@functools.lru_cache(maxsize=64)
+def sequence_model(model: Seq2Seq, sos_id: int = 1) -> sequence.SequenceModel:
+    """The model as a :class:`~equijax.decoding.SequenceModel` (the sequence engine's contract).
+
+    ``prefill(params, src, mask)`` encodes the source (padding is ``model.pad_id``; ``mask`` is
+    implied by it) and feeds ``sos_id``, returning the logits of the first output token;
+    ``step`` is one deterministic decoder step; ``teacher_force(params, src, mask, tgt, rng)``
+    is :func:`forward` with teacher forcing (dropout iff ``rng``), returning ``(logits,
+    encoder features)`` for :func:`equijax.decoding.method_log_probs`. Cached per
+    ``(model, sos_id)``: equal calls give the same object.
+
+    Examples:
+      >>> model = Seq2Seq(in_vocab_size=15, out_vocab_size=9, cell="gru", hidden=8)
+      >>> params = init_params(model, jax.random.key(0))
+      >>> sm = sequence_model(model)
+      >>> src = jnp.array([[5, 11, 2, 0]])
+      >>> cache, logits = sm.prefill(params, src, src != 0)
+      >>> logits.shape
+      (1, 9)
+    """
+    step = step_fn(model)
+
+    def prefill(params: Any, ids: jax.Array, mask: jax.Array) -> tuple[Any, jax.Array]:
+        del mask  # padding is model.pad_id
+        state = model.apply(params, ids, method=Seq2Seq.encode)
+        return step(params, state, jnp.full(ids.shape[:1], sos_id, jnp.int32))
+
+    def teacher_force(params: Any, ids: jax.Array, mask: jax.Array, tgt: jax.Array,
+                      rng: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:  # fmt: skip
+        del mask
+        logits = forward(model, params, ids, tgt, sos_id=sos_id, rng=rng, teacher_forcing=1.0)
+        feats = model.apply(params, ids, method=Seq2Seq.encode)["features"]
+        return logits, feats
+
+    return sequence.SequenceModel(prefill, step, teacher_force=teacher_force)
+
+
 def equivariant_decode(
     model: Seq2Seq,
     params: Any,
@@ -298,14 +338,14 @@ def equivariant_decode(
 ) -> decoding.DecodeOutput:
     """Group-equivariant greedy decoding of a batch with a seq2seq model.
 
-    Branch ``g`` encodes ``in_group.act(g, src)`` and decodes in the output vocabulary acted on
-    by ``out_group`` (same element indexing); see
-    :func:`equijax.decoding.equivariant_greedy_decode` for the methods. For
-    ``method="lambda_equitune"``, ``weight_fn(features (B, H)) -> (B,)`` gives λ logits from the
-    encoder features of each branch (the old ``method="lambda"`` still works, with a
-    ``FutureWarning``). ``after_eos`` (``"equitune_sequence"`` only): ``"zero"`` for the
-    authors' zero rows after a branch's EOS (the paper's row is ``average="logprob",
-    after_eos="zero"``).
+    The sequence engine (:func:`equijax.decoding.decode`) on :func:`sequence_model`: branch
+    ``g`` encodes ``in_group.act(g, src)`` and decodes in the output vocabulary acted on by
+    ``out_group`` (same element indexing). For ``method="lambda_equitune"``,
+    ``weight_fn(features (B, H)) -> (B,)`` gives λ logits from the encoder features of each
+    branch (the old ``method="lambda"`` still works, with a ``FutureWarning``). ``after_eos``
+    (``"equitune_sequence"`` only): ``"zero"`` for the authors' zero rows after a branch's EOS
+    (the paper's row is ``average="logprob", after_eos="zero"``). ``proxy`` may be a callable
+    ``fn(probs (B, T, V), valid (B, T)) -> (B,)``.
 
     Returns:
       A :class:`~equijax.decoding.DecodeOutput`; ``decode(g·x) == g·decode(x)`` exactly.
@@ -315,60 +355,24 @@ def equivariant_decode(
             "in_group and out_group must be the same abstract group (equal Cayley tables), so "
             "that element g means the same thing on inputs and outputs."
         )
-    method = decoding.canonical_method(method)
-    states = decoding.branch_states(encoder(model), params, src, in_group)
+    method = sequence.canonical_method(method, methods=decoding.METHODS, stacklevel=3)
     weights = None
     if method == "lambda_equitune":
         if weight_fn is None:
             raise ValueError("method='lambda_equitune' needs weight_fn(features) -> (B,) λ logits.")
-        weights = lambda_weights(weight_fn, states)
-    return decoding.equivariant_greedy_decode(
-        step_fn(model),
-        params,
-        states,
-        out_group,
-        method=method,
-        max_len=max_len,
-        start_id=sos_id,
-        eos_id=eos_id,
-        pad_id=pad_id,
-        weights=weights,
-        average=average,
-        proxy=proxy,
-        batch_size=src.shape[0],
-        after_eos=after_eos,
-    )
-
-
-def branch_log_probs(
-    model: Seq2Seq,
-    params: Any,
-    src: jax.Array,
-    tgt: jax.Array,
-    in_group: Any,
-    out_group: Any,
-    *,
-    sos_id: int,
-    rng: jax.Array | None = None,
-) -> tuple[jax.Array, jax.Array]:
-    """Teacher-forced, mapped-back log-probs of every branch (for equivariant finetuning).
-
-    Branch ``g`` is fed ``g·src`` and the gold history ``g·tgt``; its log-probs are mapped back
-    with ``g⁻¹`` on the vocabulary axis.
-
-    Returns:
-      ``(log_probs (|G|, B, T, V), features (|G|, B, H))``.
-    """
-    gs = jnp.arange(in_group.order, dtype=jnp.int32)
-    rngs = jax.random.split(rng, in_group.order) if rng is not None else None
-
-    def one(g, r):
-        s, t = in_group.act(g, src), out_group.act(g, tgt)
-        logits = forward(model, params, s, t, sos_id=sos_id, rng=r, teacher_forcing=1.0)
-        lp = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
-        feats = model.apply(params, s, method=Seq2Seq.encode)["features"]
-        return out_group.act_axis(out_group.inverse(g), lp, axis=-1), feats
-
-    if rngs is None:
-        return jax.vmap(lambda g: one(g, None))(gs)
-    return jax.vmap(one)(gs, rngs)
+        weights = lambda cache: weight_fn(cache["features"])
+    sequence._check_fixed(out_group, {"start_id": sos_id})
+    custom = callable(proxy)
+    if custom:
+        fn = proxy
+        proxy = lambda p: jax.vmap(fn)(p.probs, p.valid)
+    out = sequence.decode(
+        sequence_model(model, sos_id), params, src, src != model.pad_id, method=method,
+        group=out_group, in_group=in_group, max_new_tokens=max_len, average=average,
+        weights=weights, proxy=proxy, eos_id=eos_id, pad_id=pad_id, after_eos=after_eos,
+        proxy_probs=custom,
+    )  # fmt: skip
+    if out.branch is None:
+        return decoding.DecodeOutput(out.tokens, out.scores, out.lengths)
+    return decoding.DecodeOutput(out.tokens, out.scores, out.lengths, out.branch[:, 0],
+                                 out.proxy[0])  # fmt: skip

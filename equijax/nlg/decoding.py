@@ -1,8 +1,10 @@
 """Group-fair GPT-2 sampling: EquiLM, R-EquiLM, EquizeroLM and R-EquizeroLM.
 
-All methods decode the ``|G|`` transformed prompts ``g·x`` in lock-step with GPT-2's KV cache
-(:mod:`equijax.models.gpt2`), ``jax.vmap``-ed over the group and batched over samples, inside
-one jitted program. ``G`` is a permutation group of token ids (see :mod:`equijax.nlg.groups`); it
+All methods run the library's sequence engine (:func:`equijax.decoding.decode`) on GPT-2's
+adapter (:func:`equijax.models.gpt2.sequence_model`): the ``|G|`` transformed prompts ``g·x``
+decode in lock-step with GPT-2's KV cache, ``jax.vmap``-ed over the group and batched over
+samples, inside one jitted program; this module adds GPT-2's validation, the demographic group
+and the host scorer. ``G`` is a permutation group of token ids (see :mod:`equijax.nlg.groups`); it
 acts on ids with ``act`` and on next-token logits with ``act_axis``. Let ``l_g`` be the next-token
 logits of branch ``g`` (which has seen ``g·context``). The ``method`` names (:data:`METHODS`) are
 the library's method names; the paper's model names are in brackets:
@@ -64,7 +66,6 @@ from __future__ import annotations
 
 import functools
 import math
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -72,8 +73,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from equijax._src import orbit
-from equijax._src.decoding import combine_branches
+from equijax._src import sequence as engine
+from equijax._src.frames import lexicographic_frame
 from equijax._src.groups import PermutationGroup
 from equijax.models import gpt2
 from equijax.nlg.groups import DemographicGroup
@@ -91,15 +92,11 @@ __all__ = [
 ]
 
 #: The sampling methods, in the library's spelling (paper: GPT2, EquiLM, R-EquiLM, EquizeroLM,
-#: R-EquizeroLM).
+#: R-EquizeroLM); a subset of :data:`equijax.decoding.METHODS`.
 METHODS = ("pretrained", "equitune", "r_equitune", "equizero", "r_equizero")
-#: Spellings of earlier versions and the method each now names (accepted with a FutureWarning).
-RENAMED = {
-    "gpt2": "pretrained",
-    "equilm": "equitune",
-    "r-equilm": "r_equitune",
-    "r-equizero": "r_equizero",
-}
+#: Spellings of earlier versions and the method each now names (accepted with a FutureWarning);
+#: the part of the library's one table (:data:`equijax.decoding.RENAMED`) that names these.
+RENAMED = {old: new for old, new in engine.RENAMED.items() if new in METHODS}
 
 #: Host scorer used by EquizeroLM: ``(prompt_ids (G, B, T), prompt_mask (B, T),
 #: gen_ids (G, B, L), n_valid ()) -> (G, B)`` scores (higher is better); only the first
@@ -123,91 +120,8 @@ class Generation(NamedTuple):
     branch: jax.Array | None = None
 
 
-# ------------------------------------------------------------------------------------------
-# Building blocks.
-# ------------------------------------------------------------------------------------------
-
-
-def _lex_less(a: jax.Array, b: jax.Array) -> jax.Array:
-    """Row-wise lexicographic ``a < b`` for ``(B, T)`` int arrays."""
-    diff = a != b
-    first = jnp.argmax(diff, axis=-1)
-    av = jnp.take_along_axis(a, first[:, None], axis=-1)[:, 0]
-    bv = jnp.take_along_axis(b, first[:, None], axis=-1)[:, 0]
-    return diff.any(-1) & (av < bv)
-
-
-def canonical_frame(group: PermutationGroup, ids: jax.Array) -> jax.Array:
-    """The frame ``c(x) = argmin_h lex(h⁻¹·x)`` of each row; ``c(g·x) = g·c(x)``.
-
-    Rows fixed by a non-identity element get the smallest minimising index.
-
-    Args:
-      group: a permutation group acting on ids.
-      ids: ``(B, T)`` int prompts.
-
-    Returns:
-      ``(B,)`` int32 group elements.
-
-    Examples:
-      >>> from equijax.groups import permutation
-      >>> G = permutation(4, [(0, 1)])
-      >>> x = jnp.array([[1, 3], [0, 3], [2, 3]])
-      >>> canonical_frame(G, x).tolist()
-      [1, 0, 0]
-      >>> canonical_frame(G, G.act(1, x)).tolist()
-      [0, 1, 0]
-    """
-    ids = jnp.asarray(ids)
-    best = ids
-    index = jnp.zeros(ids.shape[:1], jnp.int32)
-    for h in range(1, group.order):
-        cand = group.act(group.inverse(h), ids)
-        less = _lex_less(cand, best)
-        best = jnp.where(less[:, None], cand, best)
-        index = jnp.where(less, h, index)
-    return index
-
-
-def _filter(logits: jax.Array, top_k: int | None, temperature: jax.Array) -> jax.Array:
-    logits = logits.astype(jnp.float32) / temperature
-    if top_k is not None and top_k < logits.shape[-1]:
-        kth = gpt2.top_k_threshold(logits, top_k)[..., None]  # exact, not a vocabulary-wide sort
-        logits = jnp.where(logits < kth, -jnp.inf, logits)
-    return logits
-
-
-def _noise(group: PermutationGroup | None, key: jax.Array, frames: jax.Array, v: int) -> jax.Array:
-    """Gumbel noise ``act_axis(frame, n0)`` with ``n0`` shared by all frames; ``(*frames, V)``.
-
-    The permutation moves only a few ids (the group's words), so instead of a vocabulary-sized
-    gather per row only those columns are rewritten: the same values as
-    ``act_axis(frame, n0)``, at a cost independent of ``V``.
-    """
-    b = frames.shape[-1]
-    n0 = jax.random.gumbel(key, (b, v), jnp.float32)
-    if group is None:
-        return jnp.broadcast_to(n0, (*frames.shape, v))
-    moved, src = _moved_columns(group, v)
-    if moved.size == 0:
-        return jnp.broadcast_to(n0, (*frames.shape, v))
-    flat = frames.reshape(-1, b)  # (F, B)
-    # act_axis(c, n0)[:, i] == n0[:, src[c, i]]; src[c, i] == i outside ``moved``
-    cols = jnp.take(jnp.asarray(src), flat, axis=0)  # (F, B, M) source columns of moved ids
-    vals = jnp.take_along_axis(n0[None], cols, axis=-1)  # (F, B, M)
-    out = jnp.broadcast_to(n0, (flat.shape[0], b, v)).at[:, :, moved].set(vals)
-    return out.reshape(*frames.shape, v)
-
-
-@functools.lru_cache(maxsize=32)
-def _moved_columns(group: PermutationGroup, v: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(moved, src)``: the ids some element moves, and ``src[g, i]`` with
-    ``act_axis(g, x)[..., moved[i]] == x[..., src[g, i]]`` (static, from the group)."""
-    iota = np.arange(v)
-    with jax.ensure_compile_time_eval():  # called while tracing: compute concretely
-        table = np.stack([np.asarray(group.act_axis(g, iota)) for g in range(group.order)])
-    moved = np.flatnonzero((table != iota).any(axis=0))
-    return moved, table[:, moved].astype(np.int32)
+#: The frame ``c(x) = argmin_h lex(h⁻¹·x)`` (:func:`equijax.frames.lexicographic_frame`).
+canonical_frame = lexicographic_frame
 
 
 def combined_logits(
@@ -232,125 +146,34 @@ def combined_logits(
       >>> combined_logits(G, l, jnp.array([False, False, True])).tolist()
       [[1.5, 1.5, 5.0]]
     """
-    mean = combine_branches(branch_logits, group, axis=-1)
+    mean = engine.combine(branch_logits, group)
     if general_mask is not None:
         mean = jnp.where(general_mask, branch_logits[0], mean)
     return mean
 
 
-# ------------------------------------------------------------------------------------------
-# The jitted programs.
-# ------------------------------------------------------------------------------------------
-
-
-def _acts(group: PermutationGroup | None, x: jax.Array) -> jax.Array:
-    """``(|G|, *x.shape)``: ``g·x`` for every ``g``."""
-    if group is None:
-        return x[None]
-    gs = jnp.arange(group.order, dtype=jnp.int32)
-    return jax.vmap(lambda g: group.act(g, x))(gs)
-
-
-@functools.partial(jax.jit, static_argnums=(0,), static_argnames=("group", "n", "top_k", "relaxed"))
-def _equitune_program(model, params, ids, mask, key, temperature, general_mask, *, group, n, top_k,
-                    relaxed):  # fmt: skip
-    b, t = ids.shape
-    v = model.config.vocab_size
-    ids_g = _acts(group, ids)  # (G, B, T)
-    frame = jnp.zeros((b,), jnp.int32) if group is None else canonical_frame(group, ids)
-    logits, cache = jax.vmap(lambda i: gpt2.prefill(model, params, i, mask, max_length=t + n))(
-        ids_g
-    )
-    keys = jax.random.split(key, n)
-
-    def choose(k, last):
-        if group is None:
-            lg = last[0]
-        else:
-            lg = combined_logits(group, last, general_mask if relaxed else None)
-        noise = _noise(group, k, frame, v)
-        return jnp.argmax(_filter(lg, top_k, temperature) + noise, axis=-1).astype(jnp.int32)
-
-    def body(carry, k):
-        last, cache = carry
-        tok = choose(k, last)
-        last, cache = jax.vmap(lambda c, tk: gpt2.decode_step(model, params, c, tk))(
-            cache, _acts(group, tok)
-        )
-        return (last, cache), tok
-
-    (last, _), toks = jax.lax.scan(body, (logits[:, :, -1], cache), keys[:-1])
-    final = choose(keys[-1], last)
-    new = jnp.concatenate([toks.T, final[:, None]], axis=1) if n > 1 else final[:, None]
-    return new, frame
-
-
 @functools.partial(
     jax.jit,
     static_argnums=(0,),
-    static_argnames=("group", "n", "m", "top_k", "relaxed", "score_fn"),
+    static_argnames=("group", "method", "n", "m", "top_k", "score_fn"),
 )
-def _equizero_program(model, params, ids, mask, key, temperature, general_mask, *, group, n, m,
-                      top_k, relaxed, score_fn):  # fmt: skip
-    b, t = ids.shape
-    v = model.config.vocab_size
-    order = group.order
-    gs = jnp.arange(order, dtype=jnp.int32)
-    rounds = math.ceil(n / m)
-    total = rounds * m
-    ids_g = _acts(group, ids)
-    frame = canonical_frame(group, ids)
-    bframe = jax.vmap(lambda g: group.compose(g, frame))(gs)  # (G, B): frame of branch g
-    logits, cache = jax.vmap(lambda i: gpt2.prefill(model, params, i, mask, max_length=t + total))(
-        ids_g
-    )
+def _program(sm, params, ids, mask, key, temperature, keep, *, group, method, n, m, top_k,
+             score_fn):  # fmt: skip
+    proxy: Any = "neg_max_probability"
+    if score_fn is not None:
+        b = ids.shape[0]
 
-    def sample_branches(k, last):
-        lg = jnp.where(general_mask, last[:1], last) if relaxed else last
-        noise = _noise(group, k, bframe, v)
-        return jnp.argmax(_filter(lg, top_k, temperature) + noise, axis=-1).astype(jnp.int32)
+        def proxy(p: engine.Proposal) -> jax.Array:  # the scorer's text score, higher is better
+            shape = jax.ShapeDtypeStruct((group.order, b), jnp.float32)
+            return -jax.pure_callback(score_fn, shape, p.prompt, p.mask, p.tokens, p.n_valid)
 
-    def round_fn(carry, r):
-        last, cache, gen, key = carry
-        key, kr = jax.random.split(key)
-        ks = jax.random.split(kr, m)
-
-        def prop(c, kk):
-            last_c, cache_c = c
-            tok = sample_branches(kk, last_c)  # (G, B)
-            last_c, cache_c = jax.vmap(lambda cc, tk: gpt2.decode_step(model, params, cc, tk))(
-                cache_c, tok
-            )
-            return (last_c, cache_c), tok
-
-        if m > 1:
-            (last_p, _), toks = jax.lax.scan(prop, (last, cache), ks[:-1])
-            chunk = jnp.concatenate(
-                [jnp.moveaxis(toks, 0, -1), sample_branches(ks[-1], last_p)[..., None]], -1
-            )
-        else:
-            chunk = sample_branches(ks[0], last)[..., None]  # (G, B, m)
-        gen_g = jax.lax.dynamic_update_slice(_acts(group, gen), chunk, (0, 0, r * m))
-        scores = jax.pure_callback(
-            score_fn, jax.ShapeDtypeStruct((order, b), jnp.float32), ids_g, mask, gen_g,
-            (r + 1) * m,
-        )  # fmt: skip
-        # the engine's argmin rules on -score: NaN last; exact ties by the smallest frame h·c(x)
-        _, kstar = orbit.argmin_ties(-scores, 0, tie_key=bframe)  # (B,)
-        picked = jnp.take_along_axis(chunk, kstar[None, :, None], axis=0)[0]  # (B, m)
-        chosen = jax.vmap(lambda k, c: group.act(group.inverse(k), c))(kstar, picked)
-        gen = jax.lax.dynamic_update_slice(gen, chosen, (0, r * m))
-        # roll every branch back to the round start and feed it g·chosen in one pass
-        lg, cache = jax.vmap(lambda cc, f: model.apply({"params": params}, f, cache=cc))(
-            cache, _acts(group, chosen)
-        )
-        return (lg[:, :, -1], cache, gen, key), kstar
-
-    gen0 = jnp.zeros((b, total), jnp.int32)
-    (_, _, gen, _), branches = jax.lax.scan(
-        round_fn, (logits[:, :, -1], cache, gen0, key), jnp.arange(rounds)
-    )
-    return gen[:, :n], frame, branches.T
+    out = engine.decode(
+        sm, params, ids, mask, method=method, group=group, max_new_tokens=n, key=key,
+        temperature=temperature, top_k=top_k, average="logit",
+        keep_identity=keep if method.startswith("r_") else None, proxy=proxy,
+        chunk_tokens=m if method in ("equizero", "r_equizero") else None,
+    )  # fmt: skip
+    return out.tokens, out.frame, out.branch
 
 
 # ------------------------------------------------------------------------------------------
@@ -372,37 +195,14 @@ def _as_group(group: Any) -> tuple[PermutationGroup | None, tuple[int, ...]]:
 
 
 def canonical_method(method: str, *, stacklevel: int = 2) -> str:
-    """The library's name of a sampling method; an old spelling gives a :class:`FutureWarning`.
-
-    Args:
-      method: a name in :data:`METHODS`, or an old spelling in :data:`RENAMED`.
-      stacklevel: passed to :func:`warnings.warn` (2: the caller of this function).
-
-    Returns:
-      The name in :data:`METHODS`.
-
-    Raises:
-      ValueError: for an unknown name (the message lists :data:`METHODS`).
+    """:func:`equijax.decoding.canonical_method` restricted to the sampling :data:`METHODS`
+    (old spellings such as ``"equilm"`` give a :class:`FutureWarning`).
 
     Examples:
-      >>> canonical_method("r_equitune")
-      'r_equitune'
-      >>> import warnings
-      >>> with warnings.catch_warnings(record=True) as caught:
-      ...     warnings.simplefilter("always")
-      ...     canonical_method("equilm")
-      'equitune'
-      >>> str(caught[0].message)
-      "method='equilm' is renamed 'equitune'; the old spelling will be removed."
+      >>> canonical_method("r_equizero")
+      'r_equizero'
     """
-    if method in RENAMED:
-        new = RENAMED[method]
-        warnings.warn(f"method={method!r} is renamed {new!r}; the old spelling will be removed.",
-                      FutureWarning, stacklevel=stacklevel + 1)  # fmt: skip
-        return new
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
-    return method
+    return engine.canonical_method(method, methods=METHODS, stacklevel=stacklevel + 1)
 
 
 def sample(
@@ -514,24 +314,15 @@ def sample(
         if gen_ids:
             general[np.asarray(gen_ids, np.int64)] = True
     ids_j = jnp.asarray(ids, jnp.int32)
-    mask_j = jnp.asarray(mask)
-    temp = jnp.float32(temperature)
-    relaxed = method.startswith("r_")
-    if not equizero:
-        new, frame = _equitune_program(
-            model, params, ids_j, mask_j, key, temp, jnp.asarray(general),
-            group=perm, n=max_new_tokens, top_k=top_k, relaxed=relaxed,
-        )  # fmt: skip
-        return Generation(jnp.concatenate([ids_j, new], axis=1), new, frame)
-    if score_fn is None or not callable(score_fn):
+    if equizero and (score_fn is None or not callable(score_fn)):
         raise ValueError(
             f"method={method!r} needs score_fn= (e.g. equijax.nlg.scorers.text_score_fn(scorer, "
             "tokenizer))."
         )
-    new, frame, branches = _equizero_program(
-        model, params, ids_j, mask_j, key, temp, jnp.asarray(general),
-        group=perm, n=max_new_tokens, m=beam_tokens, top_k=top_k, relaxed=relaxed,
-        score_fn=score_fn,
+    new, frame, branches = _program(
+        gpt2.sequence_model(model, ids.shape[1] + room), params, ids_j, jnp.asarray(mask), key,
+        jnp.float32(temperature), jnp.asarray(general), group=perm, method=method,
+        n=max_new_tokens, m=beam_tokens, top_k=top_k, score_fn=score_fn if equizero else None,
     )  # fmt: skip
     return Generation(jnp.concatenate([ids_j, new], axis=1), new, frame, branches)
 

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from equijax._src.sequence import SequenceModel, filter_logits, top_k_threshold
 from equijax.models.gpt2.model import GPT2LMHeadModel, KVCache, _check_ids, _is_concrete, init_cache
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "prefill",
     "select_token",
     "sequence_log_prob",
+    "sequence_model",
     "step_fn",
     "top_k_threshold",
 ]
@@ -115,6 +117,46 @@ def step_fn(model: GPT2LMHeadModel):
     return step
 
 
+@functools.lru_cache(maxsize=64)
+def sequence_model(model: GPT2LMHeadModel, max_length: int) -> SequenceModel:
+    """GPT-2 as a :class:`~equijax.decoding.SequenceModel` (the sequence engine's contract).
+
+    ``prefill(params, ids, mask)`` runs the left-padded prompt into a KV cache of
+    ``max_length`` slots and returns the next-token logits ``(B, V)``; ``step`` feeds one
+    token; ``extend`` feeds ``(B, L)`` tokens in one multi-token forward pass (equizero's
+    roll-back). Cached per ``(model, max_length)``, so equal calls give the same (hashable)
+    object and jitted callers compile once.
+
+    Args:
+        model: the GPT-2 module.
+        max_length: cache slots (prompt length + tokens to decode); ``<= n_positions``.
+
+    Examples:
+        >>> from equijax.models.gpt2 import GPT2Config
+        >>> m = GPT2LMHeadModel(GPT2Config(vocab_size=10, n_positions=8, n_embd=4, n_layer=1,
+        ...                                n_head=2))
+        >>> params = jax.jit(m.init)(jax.random.key(0), jnp.zeros((1, 1), jnp.int32))["params"]
+        >>> sm = sequence_model(m, 6)
+        >>> cache, logits = sm.prefill(params, jnp.array([[3, 4]]), jnp.ones((1, 2), bool))
+        >>> logits.shape, sm.step(params, cache, jnp.array([5]))[1].shape
+        ((1, 10), (1, 10))
+    """
+
+    def prefill_fn(params: Any, ids: jax.Array, mask: jax.Array) -> tuple[KVCache, jax.Array]:
+        logits, cache = prefill(model, params, ids, mask, max_length=max_length)
+        return cache, logits[:, -1]
+
+    def step(params: Any, cache: KVCache, token: jax.Array) -> tuple[KVCache, jax.Array]:
+        logits, cache = decode_step(model, params, cache, token)
+        return cache, logits
+
+    def extend(params: Any, cache: KVCache, tokens: jax.Array) -> tuple[KVCache, jax.Array]:
+        logits, cache = model.apply({"params": params}, tokens, cache=cache)
+        return cache, logits[:, -1]
+
+    return SequenceModel(prefill_fn, step, extend)
+
+
 def select_token(
     key: jax.Array | None,
     logits: jax.Array,
@@ -153,61 +195,8 @@ def select_token(
         raise ValueError(f"strategy must be 'greedy' or 'sample' here, got {strategy!r}")
     if key is None:
         raise ValueError("strategy='sample' needs an explicit PRNG key: key=jax.random.key(seed)")
-    logits = _filter_logits(logits.astype(jnp.float32), top_k, top_p, temperature)
+    logits = filter_logits(logits, top_k=top_k, top_p=top_p, temperature=temperature)
     return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
-
-
-def top_k_threshold(logits: jax.Array, k: int, *, chunk: int = 32) -> jax.Array:
-    """The ``k``-th largest value of each row, ``jax.lax.top_k(logits, k)[0][..., -1]``, exactly.
-
-    Two levels instead of one vocabulary-wide top-k (which XLA:CPU runs as a sort, about 0.9 s
-    of CPU for 64 × 50,257 logits): the row is cut into chunks of ``chunk`` values, the ``k``
-    chunks with the largest maxima are kept, and the ``k``-th largest of their ``k · chunk``
-    values is the answer. It is exact: every chunk holding one of the row's ``k`` largest values
-    either is among the kept chunks or has a maximum no larger than each kept chunk's, so the
-    kept chunks hold at least ``k`` values ``>=`` the true ``k``-th largest, and never a larger
-    ``k``-th one (about 30× faster at 64 × 50,257, k = 40).
-
-    Args:
-        logits: ``(..., V)`` floats.
-        k: ``1 <= k <= V``.
-        chunk: chunk length (static).
-
-    Returns:
-        ``(...,)`` the ``k``-th largest value of each row.
-
-    Examples:
-        >>> x = jax.random.normal(jax.random.key(0), (3, 1000))
-        >>> bool((top_k_threshold(x, 7) == jax.lax.top_k(x, 7)[0][:, -1]).all())
-        True
-    """
-    v = logits.shape[-1]
-    r = -(-v // chunk)
-    if k > r or k * chunk >= v:
-        return jax.lax.top_k(logits, k)[0][..., -1]
-    lead = logits.shape[:-1]
-    pad = [(0, 0)] * len(lead) + [(0, r * chunk - v)]
-    blocks = jnp.pad(logits, pad, constant_values=-jnp.inf).reshape(*lead, r, chunk)
-    _, best = jax.lax.top_k(jnp.max(blocks, axis=-1), k)  # the k chunks with the largest maxima
-    cand = jnp.take_along_axis(blocks, best[..., None], axis=-2).reshape(*lead, k * chunk)
-    return jax.lax.top_k(cand, k)[0][..., -1]
-
-
-def _filter_logits(logits, top_k, top_p, temperature):
-    v = logits.shape[-1]
-    logits = logits / temperature
-    neg = jnp.finfo(logits.dtype).min
-    if top_k is not None and top_k < v:
-        kth = top_k_threshold(logits, top_k)[..., None]
-        logits = jnp.where(logits < kth, neg, logits)
-    if top_p is not None:
-        sorted_logits = jnp.sort(logits, axis=-1)[..., ::-1]
-        probs = jax.nn.softmax(sorted_logits, axis=-1)
-        before = jnp.cumsum(probs, axis=-1) - probs  # mass of strictly more likely tokens
-        keep = before < top_p  # always keeps the most likely token
-        threshold = jnp.min(jnp.where(keep, sorted_logits, jnp.inf), axis=-1, keepdims=True)
-        logits = jnp.where(logits < threshold, neg, logits)
-    return logits
 
 
 def _validate_generate(model, input_ids, attention_mask, key, max_new_tokens, strategy, top_k,
