@@ -68,8 +68,8 @@ from experiments._cli import (
     progress,
     require,
     setup_logging,
-    start_distributed,
     shared_data_dir,
+    start_distributed,
     tfds_splits,
 )
 from experiments._config import check_choice, new_spelling, parse_config, setting, split_commas
