@@ -320,7 +320,7 @@ def test_cnn_rot90_two_processes_equal_one_process(tmp_path):
     assert set(got["curves"]) == {"equitune", "lambda_equitune"}
     assert_trees_close(got["curves"], expected["curves"])
     assert_trees_close(restore_numpy(two / "checkpoints" / "pretrain" / "1" / "state"),
-                       restore_numpy(one / "checkpoints" / "pretrain" / "1" / "state"))
+                       restore_numpy(one / "checkpoints" / "pretrain" / "1" / "state"))  # fmt: skip
 
 
 @pytest.mark.slow
@@ -348,8 +348,10 @@ def test_one_device_scripts_refuse_several_processes_in_one_line(module, argv, c
     import importlib
 
     main = importlib.import_module(f"experiments.{module}").main
-    for flags in (["--distributed"],
-                  ["--coordinator", "127.0.0.1:1234", "--num-processes", "2", "--process-id", "0"]):
+    for flags in (
+        ["--distributed"],
+        ["--coordinator", "127.0.0.1:1234", "--num-processes", "2", "--process-id", "0"],
+    ):
         with pytest.raises(SystemExit) as exc:
             main([*argv, *flags])
         err = capsys.readouterr().err
