@@ -9,6 +9,7 @@
 * :data:`RESUME_HINT` — the fix named by every checkpoint refusal.
 * :func:`add_distributed_flags` / :func:`start_distributed` — ``--distributed`` (jax's
   automatic detection) or ``--coordinator HOST:PORT --num-processes N --process-id I``;
+  :func:`refuse_distributed` (the one-process scripts refuse those flags in one line);
   :func:`is_main` (process 0 writes the run's files) and :func:`progress` (a tqdm bar on
   process 0 only).
 """
@@ -127,6 +128,16 @@ def check_distributed_flags(a: argparse.Namespace) -> None:
     check_distributed_args(a.coordinator, a.num_processes, a.process_id)
     if a.coordinator is not None:
         a.distributed = True
+
+
+def refuse_distributed(a: argparse.Namespace, why: str) -> None:
+    """For a script that runs as one process: ``ValueError`` (a usage error) naming ``why`` if
+    any flag of :func:`add_distributed_flags` was given."""
+    flags = (("--distributed", a.distributed), ("--coordinator", a.coordinator),
+             ("--num-processes", a.num_processes), ("--process-id", a.process_id))  # fmt: skip
+    given = [name for name, value in flags if value is not None and value is not False]
+    if given:
+        raise ValueError(f"{' / '.join(given)}: {why}; run it as one process without these flags")
 
 
 def start_distributed(a: argparse.Namespace) -> None:

@@ -33,6 +33,12 @@ Method names of earlier versions (``vanilla``, ``equizero_maxprob``) are accepte
 
 Writes ``<out>/results.json``, ``results.md`` and ``curves.png`` (mean ± std over seeds).
 
+Several processes (``--distributed``, or ``--coordinator HOST:PORT --num-processes N
+--process-id I``): the SmallCNN pretraining state is replicated over all devices of all hosts
+(orbax saves its checkpoint once); probe training and evaluation are computed identically by
+every process (not split); only process 0 writes the results, table and figure and shows the
+progress bar.
+
 Reference behaviour (pinned by ``tests/test_paper_rows.py``): ``equizero`` keeps the
 *most* confident quarter turn (the reference code's argmin of confidence is not reproduced);
 the "paper setting" matches the paper's backbone, data, SGD 1e-3 / momentum 0.9 and 10 epochs,
@@ -55,10 +61,15 @@ import numpy as np
 from experiments._cli import (
     RESUME_HINT,
     ScriptError,
+    add_distributed_flags,
+    check_distributed_flags,
     cli,
+    is_main,
+    progress,
     require,
     setup_logging,
     shared_data_dir,
+    start_distributed,
     tfds_splits,
 )
 from experiments._config import check_choice, new_spelling, parse_config, setting, split_commas
@@ -148,10 +159,12 @@ def _plain_flags(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="pretrain afresh; existing checkpoints are moved aside, not deleted",
     )
+    add_distributed_flags(p)
 
 
 def _prepare(a: argparse.Namespace) -> dict:
     """``--methods a,b c``: commas separate too; old method names map to the new ones."""
+    check_distributed_flags(a)
     if a.methods is not None:
         a.methods = tuple(new_spelling(m, RENAMED, "--methods") for m in split_commas(a.methods))
     return {}
@@ -236,7 +249,12 @@ def pretrain_small_cnn(pretrain: Any, cfg: Config, out: Path, resume: bool = Tru
 
     def init(_step: int) -> dict:  # built only when needed: a refused rerun stops before
         params = net.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
-        return {"params": params, "opt_state": opt.init(params)}
+        state = {"params": params, "opt_state": opt.init(params)}
+        if jax.process_count() > 1:  # replicated over all hosts: orbax saves it once
+            from equijax.training import data_mesh, replicate
+
+            state = replicate(state, data_mesh())
+        return state
 
     @jax.jit
     def step(params, state, x, y):
@@ -248,7 +266,6 @@ def pretrain_small_cnn(pretrain: Any, cfg: Config, out: Path, resume: bool = Tru
         updates, state = opt.update(grads, state, params)
         return optax.apply_updates(params, updates), state, value
 
-    out.mkdir(parents=True, exist_ok=True)
     with resume_or_start(out / "checkpoints" / "pretrain", settings, init,
                          resume=resume, hint=RESUME_HINT) as run:  # fmt: skip
         params, state, history = run.state["params"], run.state["opt_state"], run.history
@@ -259,6 +276,8 @@ def pretrain_small_cnn(pretrain: Any, cfg: Config, out: Path, resume: bool = Tru
                 losses.append(value)
             history.append({"epoch": epoch + 1, "loss": float(jnp.mean(jnp.stack(losses)))})
             run.save(epoch + 1, {"params": params, "opt_state": state}, history)
+    if jax.process_count() > 1:  # host-local copies for the (identical) per-process evaluation
+        params = jax.tree.map(lambda a: jnp.asarray(np.asarray(a)), params)
     return net, params
 
 
@@ -458,7 +477,6 @@ def run(cfg: Config, *, out: Path = Path("runs/cnn_rot90"), resume: bool = True,
         mnist_dir: Path | None = None, data_dir: Any = None) -> dict:  # fmt: skip
     """Runs every method of ``cfg`` over its seeds; writes ``<out>/results.json``, table, figure."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     if cfg.dataset == "mnist":
         pretrain, train, test, test_desc = load_digits(cfg, mnist_dir)
@@ -470,10 +488,8 @@ def run(cfg: Config, *, out: Path = Path("runs/cnn_rot90"), resume: bool = True,
         head_init = "random"  # an HF backbone brings no head for these classes
     log.info("backbone: %s; probe train %d images; test %d images (%s)", bb["name"], len(train),
              len(test), test_desc)  # fmt: skip
-    from tqdm.auto import tqdm
-
     curves: dict[str, dict[str, list[float]]] = {}
-    for method in tqdm(cfg.methods, desc="methods"):
+    for method in progress(cfg.methods, desc="methods"):
         curves[method] = {}
         for seed in range(cfg.seeds):
             curves[method][str(seed)] = run_method(method, bb, train, test, num_classes, seed,
@@ -493,6 +509,9 @@ def run(cfg: Config, *, out: Path = Path("runs/cnn_rot90"), resume: bool = True,
             > final["equitune"]
             > max(final["equizero"], final["equizero_entropy"])
         )
+    if not is_main():  # one writer: process 0
+        return res
+    out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(res, indent=1))
     md = f"# cnn_rot90\n\n{res['backbone']}; {res['test_set']}.\n\n{_table(res)}\n"
     (out / "results.md").write_text(md)
@@ -505,6 +524,7 @@ def run(cfg: Config, *, out: Path = Path("runs/cnn_rot90"), resume: bool = True,
 @cli("python -m experiments.cnn_rot90")
 def main(argv: list[str] | None = None) -> dict:
     cfg, args = parse_args(argv)
+    start_distributed(args)
     setup_logging("experiments")
     return run(cfg, out=args.out, resume=not args.no_resume, mnist_dir=args.mnist_dir,
                data_dir=args.data_dir)  # fmt: skip

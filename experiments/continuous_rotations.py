@@ -38,6 +38,11 @@ Settings: :class:`Config` with presets ``paper`` (the default), ``quick`` and ``
 warns: the row is now ``pretrained``).
 
 Writes ``<out>/results.json``, ``results.md`` and ``rotations.png``.
+
+Several processes (``--distributed``, or ``--coordinator HOST:PORT --num-processes N
+--process-id I``): nothing is checkpointed; every process trains and evaluates identically on
+its own devices (the work is not split), and only process 0 logs progress, prints and writes
+the results, table and figure.
 """
 
 from __future__ import annotations
@@ -57,7 +62,14 @@ from typing import Any
 import numpy as np
 
 from experiments import _config
-from experiments._cli import shared_data_dir
+from experiments._cli import (
+    add_distributed_flags,
+    check_distributed_flags,
+    is_main,
+    setup_logging,
+    shared_data_dir,
+    start_distributed,
+)
 from experiments._config import new_spelling, setting, split_commas
 
 METHODS = (
@@ -405,6 +417,7 @@ def figure(summary: dict, n_angles: int, path: Path, methods: tuple[str, ...] = 
 
 def _prepare(a: argparse.Namespace) -> dict:
     """Old method spellings and ``--tiny`` (short for ``--preset tiny``), before the config."""
+    check_distributed_flags(a)
     if a.methods is not None:
         a.methods = tuple(new_spelling(m, OLD_METHODS, "--methods")
                           for m in split_commas(a.methods))  # fmt: skip
@@ -415,15 +428,21 @@ def _prepare(a: argparse.Namespace) -> dict:
     return {}
 
 
+def _plain(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tiny", action="store_true", help="short for --preset tiny")
+    add_distributed_flags(p)
+
+
 def parse_args(argv: list[str] | None) -> Config:
     """The preset (``--preset``, ``--quick``, ``--tiny``) with the flags' overrides."""
-    cfg, _ = _config.parse_config(
+    return _parse(argv)[0]
+
+
+def _parse(argv: list[str] | None) -> tuple[Config, argparse.Namespace]:
+    return _config.parse_config(
         Config, argv, prog="python -m experiments.continuous_rotations",
-        description=__doc__.split("\n")[0], presets=PRESETS, prepare=_prepare,
-        plain=lambda p: p.add_argument("--tiny", action="store_true",
-                                       help="short for --preset tiny"),
+        description=__doc__.split("\n")[0], presets=PRESETS, prepare=_prepare, plain=_plain,
     )  # fmt: skip
-    return cfg
 
 
 def run(cfg: Config) -> dict:
@@ -440,7 +459,6 @@ def run(cfg: Config) -> dict:
     summary = summarize(per_seed, cfg.methods)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     md = table(summary, cfg.seeds, cfg.methods)
     result = {
         "config": dataclasses.asdict(cfg),
@@ -455,16 +473,21 @@ def run(cfg: Config) -> dict:
             "load_average": os.getloadavg(), "jax": jax.__version__,
         },
     }  # fmt: skip
-    (out / "results.json").write_text(json.dumps(result, indent=1))
-    (out / "results.md").write_text(md + "\n")
-    figure(summary, cfg.n_angles, out / "rotations.png", cfg.methods)
+    if is_main():  # one writer: process 0
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(result, indent=1))
+        (out / "results.md").write_text(md + "\n")
+        figure(summary, cfg.n_angles, out / "rotations.png", cfg.methods)
     return result
 
 
 def main(argv: list[str] | None = None) -> dict:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    cfg = parse_args(argv)
+    cfg, args = _parse(argv)
+    start_distributed(args)
+    setup_logging("experiments")
     res = run(cfg)
+    if not is_main():
+        return res
     s = res["summary"]
     print(f"\nTest: {res['test_data']}; {res['n_test']} digits, uniform random angles")
     print(table(s, cfg.seeds, cfg.methods))

@@ -29,6 +29,9 @@ which orderings the intervals support (interval excludes 0).
 
 Writes ``<out>/<env>/results.json``, ``results.md`` and ``returns.png`` (mean ± std over seeds);
 ``<out>/summary.png`` gathers every environment found under ``<out>``.
+
+One process, one device: ``--distributed`` / ``--coordinator`` are refused in one line naming
+why (:data:`ONE_PROCESS`).
 """
 
 from __future__ import annotations
@@ -43,7 +46,14 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments._cli import RESUME_HINT, ScriptError, cli, setup_logging
+from experiments._cli import (
+    RESUME_HINT,
+    ScriptError,
+    add_distributed_flags,
+    cli,
+    refuse_distributed,
+    setup_logging,
+)
 from experiments._config import check_choice, parse_config, setting
 
 PAPER_STEPS = {"gridworld": 100_000, "cartpole": 100_000, "acrobot": 70_000}
@@ -153,7 +163,14 @@ class Config:
 PRESETS = ("default", "paper", "quick")
 
 
+ONE_PROCESS = (
+    "experiments.dqn runs on one device (no data-parallel mesh), so several processes would "
+    "only repeat the same run and write the same files"
+)
+
+
 def _plain_flags(p: argparse.ArgumentParser) -> None:
+    add_distributed_flags(p)  # refused in one line (ONE_PROCESS)
     p.add_argument("--env", required=True, choices=list(PAPER_STEPS))
     p.add_argument(
         "--protocol", choices=["default", "paper"], default=None,
@@ -176,6 +193,7 @@ def _plain_flags(p: argparse.ArgumentParser) -> None:
 
 def _prepare(a: argparse.Namespace) -> dict:
     """``--protocol`` names a preset (``default`` also allows ``--quick``); checks the rest."""
+    refuse_distributed(a, ONE_PROCESS)
     if a.protocol == "paper":
         if a.quick or a.preset not in (None, "paper"):
             raise ValueError(PAPER_FIXES)

@@ -24,6 +24,9 @@ paper's names (:data:`LABELS`).
 Outputs in --out (default runs/nlg_fairness): results.json, results.md, samples.jsonl,
 label_distributions.png. With a random model every output says so.
 
+One process, one device: ``--distributed`` / ``--coordinator`` are refused in one line naming
+why (:data:`ONE_PROCESS`).
+
 Reference behaviour (pinned by ``tests/test_paper_rows.py``): EquiGPT2 averages the
 g⁻¹-mapped next-token logits of the |G| transformed contexts at every step (the reference code
 applies g, identical here only because every equality set is a swap); R-EquiGPT2 gives the
@@ -47,7 +50,13 @@ from equijax.models import gpt2
 from equijax.models.testing import is_random_model
 from equijax.models.testing import write_tiny_random_gpt2 as save_random_gpt2
 from equijax.nlg import decoding, groups, scorers
-from experiments._cli import ScriptError, cli, setup_logging
+from experiments._cli import (
+    ScriptError,
+    add_distributed_flags,
+    cli,
+    refuse_distributed,
+    setup_logging,
+)
 from experiments._config import check_choice, new_spelling, parse_config, setting
 
 #: The paper's model names (tables, figures) of the methods of :data:`equijax.nlg.METHODS`.
@@ -325,13 +334,21 @@ def figure(results: dict[str, Any], path: pathlib.Path) -> None:
     plt.close(fig)
 
 
+ONE_PROCESS = (
+    "experiments.nlg_fairness samples on one device (no data-parallel mesh), so several "
+    "processes would only repeat the same run and write the same files"
+)
+
+
 def _plain_flags(p: argparse.ArgumentParser) -> None:
+    add_distributed_flags(p)  # refused in one line (ONE_PROCESS)
     p.add_argument("--data-dir", default=None, help="the shared nlg_fairness folder")
     p.add_argument("--out", default="runs/nlg_fairness", help="default runs/nlg_fairness")
 
 
 def _prepare(a: argparse.Namespace) -> dict[str, Any]:
     """Old method names (``gpt2``, ``equilm`` ...) map to the new ones with a warning."""
+    refuse_distributed(a, ONE_PROCESS)
     if a.methods is not None:
         a.methods = tuple(new_spelling(m, decoding.RENAMED, "--methods") for m in a.methods)
     return {}

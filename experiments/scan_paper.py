@@ -17,6 +17,12 @@ rows after a branch's EOS) and ``equizero`` (max-probability proxy), through
 :mod:`equijax.decoding`. Finetuning is NOT part of this script (the zero-shot subset of Table 2).
 Writes ``results.json`` and ``results.md`` (mean ± std over seeds, the paper's numbers beside).
 
+Several processes (``--distributed``, or ``--coordinator HOST:PORT --num-processes N
+--process-id I``): every process trains all members on the state replicated over all devices
+(:func:`equijax.training.ensemble.fit`; the member axis is not split) and decodes every member
+identically; orbax saves the replicated checkpoint once, and only process 0 writes
+``results.json`` / ``results.md``.
+
 Run from the repository root::
 
     python -m experiments.scan_paper --preset tiny      # 60 iterations, 64 commands (tests)
@@ -43,7 +49,14 @@ from equijax import decoding
 from equijax.data import scan
 from equijax.models import gordon_seq2seq as gs
 from equijax.training import ensemble
-from experiments._cli import cli, setup_logging
+from experiments._cli import (
+    add_distributed_flags,
+    check_distributed_flags,
+    cli,
+    is_main,
+    setup_logging,
+    start_distributed,
+)
 from experiments._config import check_choice, parse_config, setting, split_commas
 
 log = logging.getLogger("experiments.scan_paper")
@@ -127,9 +140,11 @@ def _plain(p: argparse.ArgumentParser) -> None:
         "--fresh", action="store_true",
         help="start over (the old run directory is moved aside, never deleted)",
     )  # fmt: skip
+    add_distributed_flags(p)
 
 
 def _prepare(args: argparse.Namespace) -> dict[str, Any]:
+    check_distributed_flags(args)
     if args.cells is not None:
         args.cells = list(split_commas(args.cells))
     if args.splits is not None:
@@ -306,8 +321,8 @@ def write_report(results: dict, s: Config, wall: float, rates: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     s, args = parse_config(Config, argv, prog=PROG, description=__doc__.split("\n")[0],
                            presets=PRESETS, plain=_plain, prepare=_prepare)  # fmt: skip
+    start_distributed(args)
     setup_logging("experiments")
-    s.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     data = load_data(s)
     results, rates, best_steps = {}, {}, {}
@@ -315,16 +330,19 @@ def main(argv: list[str] | None = None) -> dict:
         best, hist = pretrain(s, cell, data, fresh=args.fresh)
         rates[cell] = hist["model_iterations_per_second"]
         best_steps[cell] = np.asarray(best["best_step"]).tolist()
-        results[cell] = evaluate(s, cell, best["best_params"], data)
+        # host copies: every process decodes every member the same way (one writer below)
+        results[cell] = evaluate(s, cell, jax.tree.map(np.asarray, best["best_params"]), data)
     wall = time.time() - t0
     md = write_report(results, s, wall, rates)
     settings = {f.name: str(getattr(s, f.name)) for f in dataclasses.fields(s)}
     out = {"settings": settings, "wall_seconds": wall, "members": [list(m) for m in _members(s)],
            "best_step": best_steps, "model_iterations_per_second": rates,
            "results": results, "paper": PAPER}  # fmt: skip
-    (s.out / "results.json").write_text(json.dumps(out, indent=1, default=str))
-    (s.out / "results.md").write_text(md)
-    print(md)
+    if is_main():  # one writer
+        s.out.mkdir(parents=True, exist_ok=True)
+        (s.out / "results.json").write_text(json.dumps(out, indent=1, default=str))
+        (s.out / "results.md").write_text(md)
+        print(md)
     return out
 
 

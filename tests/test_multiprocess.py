@@ -271,3 +271,89 @@ def test_clip_zeroshot_two_processes_count_like_one_device(tmp_path):
     assert got["group_devices"] == 2
     # 20 images in batches of 8: the padded rows of the last batch are not counted.
     assert got["accuracy"] == expected["accuracy"]
+
+
+# ---- the scripts that compute identically in every process (one writer) ---------------------
+
+SCAN_PAPER_ARGS = ["--preset", "tiny", "--splits", "add_jump", "--seeds", "0", "1",
+                   "--iterations", "20", "--eval-every", "10", "--hidden", "8",
+                   "--eval-limit", "16", "--eval-batch", "16"]  # fmt: skip
+CNN_ARGS = ["--quick", "--seeds", "1", "--epochs", "1", "--n-test", "200",
+            "--pretrain-epochs", "1", "--methods", "equitune,lambda_equitune"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_scan_paper_two_processes_equal_one_process_and_resume(tmp_path):
+    from experiments import scan_paper
+
+    two, one = tmp_path / "runs" / "two", tmp_path / "one"
+    ckpt = Path("checkpoints") / "lstm"
+    cmd = ["experiments.scan_paper", *SCAN_PAPER_ARGS, "--out", str(two)]
+    writes = launch_two(tmp_path, cmd, "run")
+    assert_one_writer(writes, two, ["results.json", "results.md", f"{ckpt}/equijax_run.json"])
+    scan_paper.main([*SCAN_PAPER_ARGS, "--out", str(one)])  # one process
+
+    def outputs(out: Path):
+        res = json.loads((out / "results.json").read_text())
+        return res["results"], res["best_step"], restore_numpy(out / ckpt / "20" / "state")
+
+    expected = outputs(one)
+    got = outputs(two)
+    assert_trees_close(got, expected)
+    # Resume: delete the newest checkpoint (iteration 20) and rerun the 2-process job.
+    shutil.rmtree(two / ckpt / "20")
+    writes = launch_two(tmp_path, cmd, "resume")
+    assert_one_writer(writes, two, ["results.json"])
+    assert_trees_close(outputs(two), expected)
+
+
+@pytest.mark.slow
+def test_cnn_rot90_two_processes_equal_one_process(tmp_path):
+    from experiments import cnn_rot90
+
+    two, one = tmp_path / "runs" / "two", tmp_path / "one"
+    writes = launch_two(tmp_path, ["experiments.cnn_rot90", *CNN_ARGS, "--out", str(two)], "run")
+    assert_one_writer(writes, two, ["results.json", "results.md", "curves.png",
+                                    "checkpoints/pretrain/equijax_run.json"])  # fmt: skip
+    expected = cnn_rot90.main([*CNN_ARGS, "--out", str(one)])
+    got = json.loads((two / "results.json").read_text())
+    assert set(got["curves"]) == {"equitune", "lambda_equitune"}
+    assert_trees_close(got["curves"], expected["curves"])
+    assert_trees_close(restore_numpy(two / "checkpoints" / "pretrain" / "1" / "state"),
+                       restore_numpy(one / "checkpoints" / "pretrain" / "1" / "state"))  # fmt: skip
+
+
+@pytest.mark.slow
+def test_continuous_rotations_two_processes_equal_one_process(tmp_path):
+    from experiments import continuous_rotations
+
+    two, one = tmp_path / "runs" / "two", tmp_path / "one"
+    writes = launch_two(tmp_path, ["experiments.continuous_rotations", "--tiny", "--out",
+                                   str(two)], "run")  # fmt: skip
+    assert_one_writer(writes, two, ["results.json", "results.md", "rotations.png"])
+    expected = continuous_rotations.main(["--tiny", "--out", str(one)])
+    got = json.loads((two / "results.json").read_text())
+
+    def values(per_seed):  # everything but the timings
+        return [{m: {k: v for k, v in r.items() if k != "ms_per_image"} if isinstance(r, dict)
+                 else r for m, r in seed.items()} for seed in per_seed]  # fmt: skip
+
+    assert len(got["per_seed"]) == 1 and "canonical_lambda_equitune" in got["per_seed"][0]
+    assert_trees_close(values(got["per_seed"]), values(json.loads(json.dumps(
+        expected["per_seed"]))), rtol=1e-4, atol=1e-5)  # fmt: skip
+
+
+@pytest.mark.parametrize("module, argv", [("dqn", ["--env", "gridworld"]), ("nlg_fairness", [])])
+def test_one_device_scripts_refuse_several_processes_in_one_line(module, argv, capsys):
+    import importlib
+
+    main = importlib.import_module(f"experiments.{module}").main
+    for flags in (
+        ["--distributed"],
+        ["--coordinator", "127.0.0.1:1234", "--num-processes", "2", "--process-id", "0"],
+    ):
+        with pytest.raises(SystemExit) as exc:
+            main([*argv, *flags])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and "on one device" in err
+        assert flags[0] in err and len(err.strip().splitlines()) == 1

@@ -257,6 +257,13 @@ def fit(
 ) -> tuple[PyTree, dict[str, Any]]:
     """Trains ``M`` members for ``iterations`` iterations, checkpointing after every chunk.
 
+    With several processes (``jax.distributed``) the state, data and ``n`` are replicated over
+    all devices of all hosts (:func:`~equijax.training.replicate`): every process computes the
+    same members (the member axis is not split), and orbax saves the replicated checkpoint once
+    and restores it onto the same global shardings. ``evaluate`` then receives global
+    replicated parameters and the result holds global replicated arrays
+    (``np.asarray`` reads them on any process).
+
     After every ``chunk`` iterations (and at the end) ``evaluate(params) -> scores (M,)`` (the
     members' validation scores, higher is better) is called on the stacked parameters; each
     member keeps the parameters of its best score (the first one on ties). The run lives in
@@ -276,7 +283,7 @@ def fit(
         chunk: iterations per compiled call, validation and checkpoint.
         evaluate: validation scores of stacked params, or ``None`` (keep the last params).
         resume: ``False`` starts fresh (an old run directory is moved aside, never deleted).
-        progress: show a tqdm bar (model-iterations/s and ETA).
+        progress: show a tqdm bar (model-iterations/s and ETA; process 0 only).
         desc: the bar's label.
         buckets: as for :func:`train_chunk` (speed only: results do not change).
         length_fn: as for :func:`train_chunk`.
@@ -301,13 +308,18 @@ def fit(
         "best_step": jnp.zeros((count,), jnp.int32),
     }
     init = {"state": state, **best}
+    if jax.process_count() > 1:  # every process trains every member on the replicated state
+        from equijax.training.parallel import data_mesh, replicate
+
+        mesh = data_mesh()
+        init, data, n = replicate(init, mesh), replicate(data, mesh), replicate(n, mesh)
     settings = {**settings, "iterations": iterations, "chunk": chunk}
     run = resume_or_start(directory, settings, init, resume=resume,
                           hint="pass resume=False (--fresh) to start over")  # fmt: skip
     result, history = run.state, list(run.history)
     done = run.step
     steps = {size: None for size in {chunk, iterations % chunk} if size}
-    bar = _progress(count * iterations, count * done, desc, progress)
+    bar = _progress(count * iterations, count * done, desc, progress and jax.process_index() == 0)
     timed: list[tuple[int, float]] = []  # (iterations, seconds) of this call's chunks
     try:
         while done < iterations:
