@@ -28,7 +28,8 @@ _JAX_AUTOSUMMARY = [
     "jax.distributed.initialize", "jax.lax.scan", "jax.lax.map", "jax.lax.cond", "jax.lax.select",
     "jax.lax.stop_gradient", "jax.lax.top_k", "jax.nn.log_softmax", "jax.nn.softmax",
     "jax.nn.logsumexp", "jax.random.key", "jax.random.PRNGKey", "jax.random.split",
-    "jax.random.key_data", "jax.random.wrap_key_data", "jax.random.categorical", "jax.numpy.asarray", "jax.numpy.mean", "jax.numpy.where",
+    "jax.random.key_data", "jax.random.wrap_key_data", "jax.random.categorical",
+    "jax.numpy.asarray", "jax.numpy.mean", "jax.numpy.where",
     "jax.numpy.rot90", "jax.numpy.flip", "jax.tree_util.tree_map", "jax.tree.map",
     "jax.experimental.multihost_utils.process_allgather", "jax.export.export",
 ]  # fmt: skip
