@@ -254,14 +254,17 @@ def test_landing_page_shows_the_readme_quickstart(site):
 
 
 def test_notebook_pages_are_in_the_site(site):
-    for stem in ("quickstart", "equitune_pretrained_image_model", "nnx_training"):
+    stems = (
+        "quickstart", "equitune_pretrained_image_model", "nnx_training", "decode_your_own_model"
+    )
+    for stem in stems:
         page = site / "tutorials" / stem / "index.html"
         assert page.exists(), stem
         assert (site / "tutorials" / f"{stem}.ipynb").exists()  # the download link's target
     assert "ej.nnx.EquiTune" in _visible_text(site / "tutorials" / "nnx_training" / "index.html")
 
 
-@pytest.mark.slow  # executes three notebooks: about a minute or more on 2 cores
+@pytest.mark.slow  # executes four notebooks: about a minute or more on 2 cores
 def test_full_build_executes_the_notebooks(tmp_path):
     site = tmp_path / "site"
     seconds = _build(site, execute=True)
@@ -274,6 +277,10 @@ def test_full_build_executes_the_notebooks(tmp_path):
     nnx_text = _visible_text(site / "tutorials" / "nnx_training" / "index.html")
     err = float(re.search(r"invariance error in eval mode: ([0-9.e+-]+)", nnx_text).group(1))
     assert err < 1e-5
+    decode = _visible_text(site / "tutorials" / "decode_your_own_model" / "index.html")
+    fair = dict(re.findall(r"(\w+)\s+fair for keys 0\.\.4: \[([A-Za-z, ]+)\]", decode))
+    assert set(fair["pretrained"].split(", ")) == {"False"}, fair  # plain sampling is unfair
+    assert {fair["equitune"], fair["equizero"]} == {", ".join(["True"] * 5)}, fair
     figures = sorted((site / "tutorials").rglob("*_files/*.png"))
     assert len(figures) >= 5, figures  # every plt.show() of the three notebooks
     assert all(f.stat().st_size > 1000 for f in figures)
