@@ -61,6 +61,7 @@ def test_vmapped_members_equal_members_trained_alone(setup):
     assert not np.allclose(losses[:, 0], losses[:, 2])
 
 
+@pytest.mark.slow  # ~30-60 s of compilation on 2 cores
 def test_fit_keeps_best_and_resumes_honestly(setup, tmp_path):
     model, opt, data, n, state = setup
     calls = []

@@ -132,6 +132,7 @@ def test_relaxed_methods_keep_the_identity_branch_on_kept_tokens():
         assert not np.array_equal(np.asarray(kept.tokens), np.asarray(exact.tokens))
 
 
+@pytest.mark.slow  # ~30-60 s of compilation on 2 cores
 def test_greedy_equitune_is_the_argmax_of_the_group_mean_at_every_step():
     out = _decode(jnp.asarray(PROMPTS), None, method="equitune", greedy=True)
     toks, mask = jnp.asarray(PROMPTS), jnp.asarray(MASK)
@@ -155,6 +156,7 @@ def test_top_k_one_is_greedy_and_the_filter_is_shared():
     assert decoding.filter_logits(lg, top_p=0.5).tolist() == [[-jnp.inf, 3.0, -jnp.inf, -jnp.inf]]
 
 
+@pytest.mark.slow  # ~30-60 s of compilation on 2 cores
 def test_teacher_forced_objective_is_equivariant_and_chunks():
     base = decoding.teacher_forced(MODEL)
 
