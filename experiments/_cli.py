@@ -82,8 +82,11 @@ def _process_index() -> int:
 
 
 def is_main() -> bool:
-    """Whether this is process 0 (the only writer of results, tables, figures and run files)."""
-    return _process_index() == 0
+    """Whether this is process 0 (the only writer of results, tables, figures and run files):
+    :func:`equijax.training.parallel.is_main_process`."""
+    from equijax.training.parallel import is_main_process
+
+    return is_main_process()
 
 
 def progress(iterable: Any = None, **kwargs: Any) -> Any:

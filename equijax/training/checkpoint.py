@@ -48,6 +48,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from equijax.training.parallel import is_main_process, sync
+
 __all__ = [
     "CheckpointError",
     "Run",
@@ -341,13 +343,6 @@ class Run:
         self.close()
 
 
-def _sync(name: str) -> None:
-    """A barrier of all processes of a multi-process job (no-op with one process)."""
-    from equijax.training.parallel import sync
-
-    sync(name)
-
-
 def _check_global_target(target: PyTree) -> None:
     """With several processes the restore target must be global arrays (their shardings are
     where the checkpoint is restored to); host-local leaves are refused in one line."""
@@ -478,8 +473,8 @@ def resume_or_start(
     ours = run_file.is_file()
     non_empty = directory.is_dir() and any(directory.iterdir())
     steps = _step_dirs(directory)
-    main = jax.process_index() == 0
-    _sync("equijax_resume_inspected")  # every process has looked before process 0 changes things
+    main = is_main_process()
+    sync("equijax_resume_inspected")  # every process has looked before process 0 changes things
     if non_empty and not ours:
         what = "orbax checkpoints without a settings fingerprint" if steps else "other files"
         raise CheckpointError(
@@ -513,7 +508,7 @@ def resume_or_start(
             run_file.write_text(
                 json.dumps({"format": _FORMAT, "fingerprint": fp, "settings": canon}, indent=1)
             )
-    _sync("equijax_resume_run_file")  # the others see process 0's run file / moved folder
+    sync("equijax_resume_run_file")  # the others see process 0's run file / moved folder
 
     state, history, step, skipped = None, [], 0, []
     if steps:
@@ -543,7 +538,7 @@ def resume_or_start(
                 RuntimeWarning,
                 stacklevel=2,
             )
-        _sync("equijax_resume_restored")
+        sync("equijax_resume_restored")
         logger.info("resumed from step %d (%s)", step, directory)
     else:
         state = target_fn(0)

@@ -55,6 +55,7 @@ import numpy as np
 import optax
 
 from equijax.training.checkpoint import resume_or_start
+from equijax.training.parallel import data_mesh, is_main_process, replicate
 
 __all__ = ["clip_by_module_norm", "fit", "init_members", "train_chunk"]
 
@@ -309,8 +310,6 @@ def fit(
     }
     init = {"state": state, **best}
     if jax.process_count() > 1:  # every process trains every member on the replicated state
-        from equijax.training.parallel import data_mesh, replicate
-
         mesh = data_mesh()
         init, data, n = replicate(init, mesh), replicate(data, mesh), replicate(n, mesh)
     settings = {**settings, "iterations": iterations, "chunk": chunk}
@@ -319,7 +318,7 @@ def fit(
     result, history = run.state, list(run.history)
     done = run.step
     steps = {size: None for size in {chunk, iterations % chunk} if size}
-    bar = _progress(count * iterations, count * done, desc, progress and jax.process_index() == 0)
+    bar = _progress(count * iterations, count * done, desc, progress and is_main_process())
     timed: list[tuple[int, float]] = []  # (iterations, seconds) of this call's chunks
     try:
         while done < iterations:
